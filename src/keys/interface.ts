@@ -1,0 +1,82 @@
+import type { Provenance } from '../core/provenance.js';
+
+/**
+ * The key-store family: types only. Implementations: `LevelKeyStore` (LevelDB, the embedded
+ * default) and `MemoryKeyStore` (tests). One conformance suite runs against both
+ * (`test/keys/keystore-conformance.test.ts`).
+ *
+ * Storage is untrusted: implementations keep key material encrypted (AES-256-GCM under the
+ * key-encryption key, with the key id and metadata bound as associated data) and never write
+ * plaintext key bytes to their backend. Errors are `QkmError`s with codes KEY_NOT_FOUND,
+ * KEY_ALREADY_TAKEN, KEY_EXPIRED, KEY_EXISTS, STORE_UNAVAILABLE.
+ */
+
+export type KeyState = 'active' | 'taken' | 'expired';
+
+/**
+ * `session`: a hybrid session key; `symmetric`: a key made by `POST /v1/keys`;
+ * `identity`: a node's long-term secret (kept, never taken); `qkd`: QKD material held for a peer.
+ */
+export type KeyPurpose = 'symmetric' | 'session' | 'identity' | 'qkd';
+
+export interface KeyMetadata {
+  /** UUID v4. */
+  id: string;
+  /** Length of the key material in bytes. */
+  size: number;
+  purpose: KeyPurpose;
+  /** ISO-8601. */
+  created: string;
+  /** ISO-8601, or null for keys that do not expire. */
+  expires: string | null;
+  state: KeyState;
+  /** When the key was taken or expired, ISO-8601. */
+  closedAt?: string;
+  /** Agent that created it (token name), if any. */
+  owner?: string;
+  label?: string;
+  provenance: Provenance;
+}
+
+export interface NewKey {
+  meta: Omit<KeyMetadata, 'state' | 'closedAt'>;
+  material: Uint8Array;
+}
+
+export interface KeyListQuery {
+  state?: KeyState;
+  purpose?: KeyPurpose;
+  owner?: string;
+  /** Page size, default 100, at most 1000. */
+  limit?: number;
+  /** Return ids strictly after this one (ids are listed in creation order). */
+  after?: string;
+}
+
+export interface KeyStore {
+  /** Stores a new active key. Rejects KEY_EXISTS if the id is taken. Durable when it resolves. */
+  put(key: NewKey): Promise<KeyMetadata>;
+  /**
+   * Single-use retrieval: atomically marks the key taken, destroys its stored material and
+   * returns it. Exactly one of any number of concurrent `take(id)` calls (in any process
+   * sharing the store) succeeds; the others reject KEY_ALREADY_TAKEN. An expired key rejects
+   * KEY_EXPIRED (and is destroyed). Durable (synced) before it resolves, so a crash after a
+   * successful take can never hand the key out again, and a crash before it loses nothing.
+   */
+  take(id: string, now?: Date): Promise<{ meta: KeyMetadata; material: Uint8Array }>;
+  /**
+   * Non-consuming read, for keys the appliance itself keeps using (purpose `identity`).
+   * Rejects KEY_NOT_FOUND / KEY_ALREADY_TAKEN / KEY_EXPIRED like `take`.
+   */
+  read(id: string, now?: Date): Promise<{ meta: KeyMetadata; material: Uint8Array }>;
+  /** Metadata only; never material. Rejects KEY_NOT_FOUND. */
+  meta(id: string): Promise<KeyMetadata>;
+  list(query?: KeyListQuery): Promise<KeyMetadata[]>;
+  /** Destroys the material and removes the key and its metadata. Rejects KEY_NOT_FOUND. */
+  delete(id: string): Promise<void>;
+  /** Marks every active key with `expires <= now` expired and destroys its material. Returns how many. */
+  sweepExpired(now?: Date): Promise<number>;
+  /** Counts by state, for status and metrics. */
+  counts(): Promise<Record<KeyState, number>>;
+  close(): Promise<void>;
+}
