@@ -7,7 +7,12 @@ export class EntropySourceError extends Error implements EntropySourceErrorShape
   readonly sourceId: string;
   readonly failure: EntropySourceFailure;
 
-  constructor(sourceId: string, failure: EntropySourceFailure, message: string, options?: { cause?: unknown }) {
+  constructor(
+    sourceId: string,
+    failure: EntropySourceFailure,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = 'EntropySourceError';
     this.sourceId = sourceId;

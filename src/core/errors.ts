@@ -12,7 +12,10 @@ export const ERROR_CATALOGUE = {
   INVALID_PARAMETER: { status: 400, text: 'A parameter is out of range or of the wrong form' },
   UNAUTHORIZED: { status: 401, text: 'Missing or invalid bearer token' },
   FORBIDDEN: { status: 403, text: 'The token lacks the scope this route needs' },
-  HOST_NOT_ALLOWED: { status: 421, text: 'The Host header does not name this appliance (DNS rebinding guard)' },
+  HOST_NOT_ALLOWED: {
+    status: 421,
+    text: 'The Host header does not name this appliance (DNS rebinding guard)',
+  },
   NOT_FOUND: { status: 404, text: 'No such route or resource' },
   METHOD_NOT_ALLOWED: { status: 405, text: 'Method not allowed on this route' },
   NOT_ACCEPTABLE: { status: 406, text: 'None of the accepted media types can be produced' },
@@ -31,7 +34,10 @@ export const ERROR_CATALOGUE = {
   SESSION_NOT_FOUND: { status: 404, text: 'No session with this id' },
   HANDSHAKE_MALFORMED: { status: 400, text: 'The handshake message cannot be decoded' },
   HANDSHAKE_VERSION: { status: 400, text: 'The handshake version is not supported' },
-  HANDSHAKE_BAD_SIGNATURE: { status: 401, text: 'The handshake signature does not verify against the pinned peer' },
+  HANDSHAKE_BAD_SIGNATURE: {
+    status: 401,
+    text: 'The handshake signature does not verify against the pinned peer',
+  },
   HANDSHAKE_UNKNOWN_PEER: { status: 403, text: 'The handshake comes from a node that is not pinned' },
   HANDSHAKE_WRONG_RECIPIENT: { status: 400, text: 'The handshake is addressed to another node' },
   HANDSHAKE_STALE: { status: 400, text: 'The handshake timestamp is outside the accepted window' },
@@ -41,9 +47,15 @@ export const ERROR_CATALOGUE = {
   CONFIRM_MISMATCH: { status: 400, text: 'The key-confirmation tag does not match' },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---
-  QUANTUM_ENTROPY_UNAVAILABLE: { status: 503, text: 'No healthy quantum entropy source; quantum entropy was required' },
+  QUANTUM_ENTROPY_UNAVAILABLE: {
+    status: 503,
+    text: 'No healthy quantum entropy source; quantum entropy was required',
+  },
   ENTROPY_UNAVAILABLE: { status: 503, text: 'No entropy source can serve the request' },
-  POSTURE_UNAVAILABLE: { status: 503, text: 'No admissible posture meets the minimum required for this peer' },
+  POSTURE_UNAVAILABLE: {
+    status: 503,
+    text: 'No admissible posture meets the minimum required for this peer',
+  },
   QKD_UNAVAILABLE: { status: 503, text: 'The QKD link or its KME cannot deliver keys now' },
   STORE_UNAVAILABLE: { status: 503, text: 'The key store is not open' },
   INTERNAL: { status: 500, text: 'Internal error (details are in the appliance log)' },
@@ -57,8 +69,15 @@ export class QkmError extends Error {
   readonly status: number;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
-    super(message ?? ERROR_CATALOGUE[code].text, options?.cause === undefined ? undefined : { cause: options.cause });
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(
+      message ?? ERROR_CATALOGUE[code].text,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'QkmError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
