@@ -1,0 +1,282 @@
+/**
+ * One KME's key store: a FIFO pool of unassigned link keys ("units", all of the link's key size)
+ * and the keys already handed to a master and waiting for their slave(s).
+ *
+ * Invariants (tested in test/simulators/kme-pool.test.ts):
+ * - a unit is in at most one place: the pool, a reservation, or gone;
+ * - a reservation is released only by its slave(s) fetching it, each slave once — a new request
+ *   never discards it; it counts toward capacity so an absent slave cannot grow memory without
+ *   bound (the pair then stops accepting link keys, and enc_keys answers 503);
+ * - every operation is all-or-nothing: if any requested unit or key is missing, nothing changes.
+ */
+import { randomUUID } from 'node:crypto';
+import type { LinkKey } from './types.js';
+
+export interface PoolUnit {
+  id: string;
+  bytes: Buffer;
+}
+
+/** How a delivered key was built from pool units; sent to the peer KME so it builds the same key. */
+export interface KeyAssignment {
+  key_ID: string;
+  /** Absent when the key is exactly one whole unit whose ID is `key_ID` (the common case). */
+  unit_IDs?: string[];
+  /** Bits; a multiple of 8. */
+  size: number;
+}
+
+export interface ComposedKey {
+  keyId: string;
+  key: Buffer;
+}
+
+interface Reservation {
+  master: string;
+  /** Every slave the key was assigned to (a short list: 1 + additional_slave_SAE_IDs). */
+  slaves: readonly string[];
+  /** Slaves that have not fetched the key yet. */
+  pending: string[];
+  key: Buffer;
+  units: number;
+}
+
+export type ClaimResult =
+  | { ok: true; keys: ComposedKey[] }
+  | { ok: false; reason: 'not-found' | 'unauthorized' | 'duplicate' };
+
+export class KeyPool {
+  readonly unitBits: number;
+  readonly maxKeyCount: number;
+  private readonly units = new Map<string, Buffer>();
+  /**
+   * Unit IDs in arrival order, consumed from `head`. IDs taken by `takeByIds` stay behind as
+   * stale entries and are skipped; this keeps `takeOldest` O(count) where iterating the Map
+   * would walk over every deleted slot.
+   */
+  private order: string[] = [];
+  private head = 0;
+  private readonly reservations = new Map<string, Reservation>();
+  private reservedUnits = 0;
+
+  constructor(unitBits: number, maxKeyCount: number) {
+    if (!Number.isInteger(unitBits) || unitBits <= 0 || unitBits % 8 !== 0) {
+      throw new RangeError('unitBits must be a positive multiple of 8');
+    }
+    if (!Number.isInteger(maxKeyCount) || maxKeyCount < 1) throw new RangeError('maxKeyCount must be >= 1');
+    this.unitBits = unitBits;
+    this.maxKeyCount = maxKeyCount;
+  }
+
+  /** Unassigned units: `stored_key_count`. */
+  get storedCount(): number {
+    return this.units.size;
+  }
+
+  /** Keys waiting for a slave. */
+  get reservedKeyCount(): number {
+    return this.reservations.size;
+  }
+
+  /** How many more units this pool can take: capacity minus pool minus reserved. */
+  get freeCapacity(): number {
+    return Math.max(0, this.maxKeyCount - this.units.size - this.reservedUnits);
+  }
+
+  /** True if `id` is a unit in the pool (not yet assigned). */
+  hasUnit(id: string): boolean {
+    return this.units.has(id);
+  }
+
+  /** Drops units for good (the peer no longer has them, so they can never form a shared key). */
+  discard(units: readonly PoolUnit[]): void {
+    for (const u of units) u.bytes.fill(0);
+  }
+
+  /** True if `id` is a unit in the pool or a key held for a slave. */
+  has(id: string): boolean {
+    return this.units.has(id) || this.reservations.has(id);
+  }
+
+  /**
+   * Called (synchronously) whenever units or reservations leave, i.e. capacity frees up. One
+   * listener; the pair's feeder uses it to resume a paused supply.
+   */
+  onFreed: (() => void) | undefined;
+
+  /**
+   * Adds link keys (copies the bytes). The caller (the pair's feeder) has already trimmed the
+   * block to the capacity of both ends: over capacity, or a key of the wrong length, throws. A key
+   * whose ID this pool already knows (stored or reserved), or that repeats within the block, is
+   * skipped; the skipped IDs are returned so the feeder can keep both pools alike.
+   */
+  accept(keys: readonly LinkKey[]): string[] {
+    if (keys.length > this.freeCapacity) throw new RangeError('block exceeds pool capacity');
+    const unitBytes = this.unitBits / 8;
+    for (const k of keys) {
+      if (k.key.length !== unitBytes) throw new RangeError('link key has the wrong length');
+    }
+    const skipped: string[] = [];
+    // One allocation per block; each unit is a view of its own region, wiped independently.
+    const slab = Buffer.alloc(keys.length * unitBytes);
+    keys.forEach((k, i) => {
+      if (this.units.has(k.keyId) || this.reservations.has(k.keyId)) {
+        skipped.push(k.keyId);
+        return;
+      }
+      const bytes = slab.subarray(i * unitBytes, (i + 1) * unitBytes);
+      bytes.set(k.key);
+      this.units.set(k.keyId, bytes);
+      this.order.push(k.keyId);
+    });
+    return skipped;
+  }
+
+  /** Removes and wipes these units if present (the feeder undoing a key only one pool took). */
+  drop(ids: readonly string[]): void {
+    for (const id of ids) {
+      this.units.get(id)?.fill(0);
+      this.units.delete(id);
+    }
+  }
+
+  /** Removes the `count` oldest units, or returns undefined (and removes nothing) if fewer are stored. */
+  takeOldest(count: number): PoolUnit[] | undefined {
+    if (count > this.units.size) return undefined;
+    const out: PoolUnit[] = [];
+    while (out.length < count) {
+      const id = this.order[this.head++]!;
+      const bytes = this.units.get(id);
+      if (bytes === undefined) continue; // taken by ID earlier
+      this.units.delete(id);
+      out.push({ id, bytes });
+    }
+    this.compactOrder();
+    if (out.length > 0) this.onFreed?.();
+    return out;
+  }
+
+  /** Removes exactly these units, or returns undefined (and removes nothing) if any is missing. */
+  takeByIds(ids: readonly string[]): PoolUnit[] | undefined {
+    if (new Set(ids).size !== ids.length) return undefined;
+    if (!ids.every((id) => this.units.has(id))) return undefined;
+    const out = ids.map((id) => {
+      const bytes = this.units.get(id)!;
+      this.units.delete(id);
+      return { id, bytes };
+    });
+    if (out.length > 0) this.onFreed?.();
+    return out;
+  }
+
+  /** Returns units taken for a request that then failed (e.g. the peer KME was unreachable). */
+  putBack(units: readonly PoolUnit[]): void {
+    for (const u of units) {
+      this.units.set(u.id, u.bytes);
+      this.order.push(u.id);
+    }
+  }
+
+  private compactOrder(): void {
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head).filter((id) => this.units.has(id));
+      this.head = 0;
+    }
+  }
+
+  /**
+   * Holds composed keys for `slaves` (at least one), to be fetched once by each through
+   * {@link claim}. `unitsPerKey` is what each key consumed, for the capacity count.
+   */
+  reserve(
+    master: string,
+    slaves: readonly string[],
+    keys: readonly ComposedKey[],
+    unitsPerKey: number,
+  ): void {
+    for (const k of keys) {
+      if (this.reservations.has(k.keyId)) throw new RangeError('duplicate key ID');
+    }
+    for (const k of keys) {
+      this.reservations.set(k.keyId, {
+        master,
+        slaves: [...slaves],
+        pending: [...slaves],
+        key: k.key,
+        units: unitsPerKey,
+      });
+      this.reservedUnits += unitsPerKey;
+    }
+  }
+
+  /**
+   * dec_keys: `caller` fetches keys that `master` obtained for it. All or nothing:
+   * - an ID not reserved, reserved under another master, or already fetched by this caller →
+   *   `not-found` (ETSI 014 §5.4: "one or more keys specified are not found on KME");
+   * - an ID reserved for other slaves only → `unauthorized` (§5.4: 401), and the key stays
+   *   available to its slave(s);
+   * - the same ID twice in one request → `duplicate`.
+   * Unauthorized wins over not-found so that probing another SAE's key IDs is always refused as such.
+   */
+  claim(caller: string, master: string, keyIds: readonly string[]): ClaimResult {
+    if (new Set(keyIds).size !== keyIds.length) return { ok: false, reason: 'duplicate' };
+    let notFound = false;
+    for (const id of keyIds) {
+      const r = this.reservations.get(id);
+      if (r === undefined) {
+        notFound = true;
+        continue;
+      }
+      if (!r.slaves.includes(caller)) return { ok: false, reason: 'unauthorized' };
+      // Already fetched by this slave (multicast keys stay for the others), or asked under another master.
+      if (!r.pending.includes(caller) || r.master !== master) notFound = true;
+    }
+    if (notFound) return { ok: false, reason: 'not-found' };
+    const keys: ComposedKey[] = [];
+    for (const id of keyIds) {
+      const r = this.reservations.get(id)!;
+      r.pending.splice(r.pending.indexOf(caller), 1);
+      if (r.pending.length === 0) {
+        this.reservations.delete(id);
+        this.reservedUnits -= r.units;
+        // The last slave owns the buffer now; earlier ones get a copy so wiping one leaves the other intact.
+        keys.push({ keyId: id, key: r.key });
+      } else {
+        keys.push({ keyId: id, key: Buffer.from(r.key) });
+      }
+    }
+    this.onFreed?.();
+    return { ok: true, keys };
+  }
+}
+
+/**
+ * Builds one key of `sizeBits` from pool units: the units' bytes concatenated in order and cut
+ * to `sizeBits / 8` bytes. A key of exactly one whole unit keeps the link's UUID; any other
+ * key gets a fresh random UUID (never derived from the bytes), which the peer KME receives in
+ * the {@link KeyAssignment} so both ends use the same ID.
+ */
+export function composeKey(
+  units: readonly PoolUnit[],
+  sizeBits: number,
+  unitBits: number,
+  keyId?: string,
+): ComposedKey {
+  const bytes = sizeBits / 8;
+  if (units.length === 1 && units[0]!.bytes.length === bytes) {
+    // One whole unit: the unit's buffer becomes the key (no copy, so nothing left to wipe).
+    return { keyId: keyId ?? units[0]!.id, key: units[0]!.bytes };
+  }
+  const whole = Buffer.concat(units.map((u) => u.bytes));
+  if (whole.length < bytes) throw new RangeError('not enough units for the key size');
+  const key = Buffer.from(whole.subarray(0, bytes));
+  whole.fill(0);
+  for (const u of units) u.bytes.fill(0);
+  const id = keyId ?? (units.length === 1 && sizeBits === unitBits ? units[0]!.id : randomUUID());
+  return { keyId: id, key };
+}
+
+/** Units needed for one key of `sizeBits`. */
+export function unitsPerKey(sizeBits: number, unitBits: number): number {
+  return Math.ceil(sizeBits / unitBits);
+}

@@ -1,0 +1,72 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { AgentInfo, AgentRegistry, Scope } from '../core/agents.js';
+import { QkmError } from '../core/errors.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: the route needs no bearer token (health, the static status page, the OpenAPI document). */
+    auth?: boolean;
+    /** Scope the caller's token must hold; `admin` implies every scope. */
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    agent?: AgentInfo;
+  }
+}
+
+export interface AuthOptions {
+  agents: AgentRegistry;
+  /** Host header values accepted (lower-case, with port). */
+  allowedHosts: string[];
+}
+
+/** The Host values a loopback listener on `port` answers to, plus configured extras. */
+export function allowedHostsFor(host: string, port: number, extra: string[] = []): string[] {
+  const names = new Set([host, '127.0.0.1', 'localhost', '[::1]']);
+  if (host.includes(':') && !host.startsWith('[')) names.add(`[${host}]`);
+  const out = new Set<string>();
+  for (const n of names) {
+    out.add(`${n}:${port}`.toLowerCase());
+    if (port === 80) out.add(n.toLowerCase());
+  }
+  for (const e of extra) out.add(e.toLowerCase());
+  return [...out];
+}
+
+function bearer(request: FastifyRequest): string | undefined {
+  const h = request.headers.authorization;
+  if (typeof h !== 'string') return undefined;
+  const m = /^Bearer\s+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(h);
+  return m?.[1];
+}
+
+/**
+ * Two checks on every request, before any body is parsed:
+ * 1. the Host header must name this appliance, so a web page that rebinds its own DNS name to
+ *    127.0.0.1 cannot drive the API from a browser (DNS rebinding);
+ * 2. a bearer token of a live agent holding the route's scope, except on routes marked `auth: false`.
+ */
+export const authPlugin = fp<AuthOptions>(
+  async (app: FastifyInstance, opts: AuthOptions) => {
+    const allowed = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
+    app.addHook('onRequest', async (request) => {
+      const host = (request.headers.host ?? '').toLowerCase();
+      if (!allowed.has(host)) {
+        throw new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
+      }
+      const config = request.routeOptions.config;
+      if (config?.auth === false) return;
+      const token = bearer(request);
+      if (!token) throw new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
+      const agent = opts.agents.authenticate(token);
+      if (!agent) throw new QkmError('UNAUTHORIZED', 'invalid or revoked token');
+      request.agent = agent;
+      const scope = config?.scope;
+      if (scope && !agent.scopes.includes(scope) && !agent.scopes.includes('admin')) {
+        throw new QkmError('FORBIDDEN', `this route needs the '${scope}' scope`);
+      }
+    });
+  },
+  { name: 'qkm-auth', fastify: '5.x' },
+);

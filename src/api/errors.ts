@@ -1,0 +1,90 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ERROR_CATALOGUE, type ErrorCode, QkmError } from '../core/errors.js';
+
+/**
+ * Maps everything a route can throw onto the catalogue: `{error, message}` with a 4xx for the
+ * caller's mistakes, 503 when a required source is unavailable, and 500 only for our own bugs —
+ * whose details go to the log, never to the caller.
+ */
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_VALIDATION: 'BAD_REQUEST',
+  FST_ERR_BAD_URL: 'BAD_REQUEST',
+  FST_ERR_ASYNC_CONSTRAINT: 'BAD_REQUEST',
+  FST_ERR_NOT_FOUND: 'NOT_FOUND',
+};
+
+function codeForStatus(status: number): ErrorCode {
+  switch (status) {
+    case 401:
+      return 'UNAUTHORIZED';
+    case 403:
+      return 'FORBIDDEN';
+    case 404:
+      return 'NOT_FOUND';
+    case 405:
+      return 'METHOD_NOT_ALLOWED';
+    case 406:
+      return 'NOT_ACCEPTABLE';
+    case 413:
+      return 'PAYLOAD_TOO_LARGE';
+    case 415:
+      return 'UNSUPPORTED_MEDIA_TYPE';
+    case 429:
+      return 'RATE_LIMITED';
+    default:
+      return 'BAD_REQUEST';
+  }
+}
+
+export function toErrorBody(err: unknown): { status: number; body: { error: ErrorCode; message: string } } {
+  if (err instanceof QkmError) {
+    return {
+      status: err.status,
+      body: { error: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) },
+    };
+  }
+  const fe = err as Partial<FastifyError> & { validation?: unknown };
+  if (fe.validation) {
+    return { status: 400, body: { error: 'BAD_REQUEST', message: fe.message ?? 'invalid request' } };
+  }
+  if (fe.code && FASTIFY_CODES[fe.code]) {
+    const code = FASTIFY_CODES[fe.code] as ErrorCode;
+    return {
+      status: ERROR_CATALOGUE[code].status,
+      body: { error: code, message: fe.message ?? ERROR_CATALOGUE[code].text },
+    };
+  }
+  // JSON.parse failures surface as SyntaxError with a statusCode of 400.
+  const status = typeof fe.statusCode === 'number' ? fe.statusCode : 500;
+  if (status >= 400 && status < 500) {
+    const code = codeForStatus(status);
+    return { status, body: { error: code, message: fe.message ?? ERROR_CATALOGUE[code].text } };
+  }
+  return { status: 500, body: { error: 'INTERNAL', message: ERROR_CATALOGUE.INTERNAL.text } };
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: accepts the app whatever its type provider and logger
+export function installErrorHandling(app: FastifyInstance<any, any, any, any, any>): void {
+  app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const { status, body } = toErrorBody(err);
+    if (status >= 500) {
+      // Log the class and code only: an exception's message may quote request data.
+      request.log.error({ err: { type: err?.name, code: err?.code, stack: err?.stack } }, 'request failed');
+    }
+    if (status === 429 && !reply.hasHeader('retry-after')) reply.header('retry-after', '60');
+    reply.status(status).type('application/json').send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply
+      .status(404)
+      .send({ error: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
+  });
+}

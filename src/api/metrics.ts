@@ -1,0 +1,146 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ApplianceStatus } from '../core/status.js';
+
+/**
+ * Prometheus metrics. Gauges that mirror appliance state are filled at scrape time from one
+ * status snapshot, so they can never drift from what `/v1/status` says.
+ */
+export interface QkmMetrics {
+  registry: Registry;
+  httpRequests: Counter<'route' | 'method' | 'status'>;
+  httpDuration: Histogram<'route'>;
+}
+
+const SOURCE_STATES = ['startup', 'healthy', 'quarantined', 'detached', 'closed'] as const;
+
+export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'qkm_process_' });
+
+  const httpRequests = new Counter({
+    name: 'qkm_http_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: 'qkm_http_request_duration_seconds',
+    help: 'HTTP request duration',
+    labelNames: ['route'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+
+  // One snapshot per scrape, shared by every gauge's collect().
+  let snapshot: Promise<ApplianceStatus> | undefined;
+  const current = () => {
+    snapshot ??= status().finally(() => {
+      setImmediate(() => {
+        snapshot = undefined;
+      });
+    });
+    return snapshot;
+  };
+
+  new Gauge({
+    name: 'qkm_degraded',
+    help: '1 when the appliance would serve degraded material now',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).degraded ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'qkm_entropy_source_state',
+    help: 'Entropy source state (1 for the current state)',
+    labelNames: ['source', 'driver', 'kind', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of (await current()).entropy.sources) {
+        for (const state of SOURCE_STATES) {
+          this.set({ source: s.id, driver: s.driver, kind: s.kind, state }, s.state === state ? 1 : 0);
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'qkm_entropy_source_min_entropy_bits',
+    help: 'Most-common-value min-entropy estimate per sample (SP 800-90B 6.3.1)',
+    labelNames: ['source'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of (await current()).entropy.sources) {
+        if (s.estimatedMinEntropy !== undefined) this.set({ source: s.id }, s.estimatedMinEntropy);
+      }
+    },
+  });
+  const entropyCounters: Array<[string, string, keyof ApplianceStatus['entropy']['counters']]> = [
+    ['qkm_entropy_bytes_served_total', 'Entropy bytes served', 'bytesServed'],
+    [
+      'qkm_entropy_bytes_served_degraded_total',
+      'Entropy bytes served flagged degraded',
+      'bytesServedDegraded',
+    ],
+    ['qkm_drbg_reseeds_total', 'DRBG reseeds', 'reseeds'],
+    ['qkm_health_test_failures_total', 'SP 800-90B health-test failures', 'healthFailures'],
+    [
+      'qkm_entropy_requests_rejected_total',
+      'Entropy requests rejected (quantum required but unavailable)',
+      'requestsRejected',
+    ],
+  ];
+  for (const [name, help, field] of entropyCounters) {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        this.set((await current()).entropy.counters[field]);
+      },
+    });
+  }
+  new Gauge({
+    name: 'qkm_drbg_reseed_counter',
+    help: 'SP 800-90A reseed counter of the serving DRBG',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).entropy.drbg.reseedCounter);
+    },
+  });
+  new Gauge({
+    name: 'qkm_keys',
+    help: 'Stored keys by state',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    async collect() {
+      const counts = (await current()).keys;
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'qkm_qkd_link_up',
+    help: '1 when the KME for this peer SAE answers',
+    labelNames: ['peer_sae'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const l of (await current()).qkd) this.set({ peer_sae: l.peerSaeId }, l.up ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'qkm_qkd_stored_keys',
+    help: 'stored_key_count reported by the KME for this peer SAE',
+    labelNames: ['peer_sae'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const l of (await current()).qkd) {
+        if (l.storedKeyCount !== undefined) this.set({ peer_sae: l.peerSaeId }, l.storedKeyCount);
+      }
+    },
+  });
+
+  return { registry, httpRequests, httpDuration };
+}

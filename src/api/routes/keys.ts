@@ -1,0 +1,128 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { KeyListQuery, KeyMetadata, KeyState } from '../../keys/interface.js';
+import { ProvenanceSchema, errorResponses } from '../schemas.js';
+
+/** What the key routes need from the key service (src/keys/service.ts). */
+export interface KeyServiceApi {
+  create(opts: {
+    size: number;
+    ttlSeconds?: number;
+    owner?: string;
+    label?: string;
+    require?: 'quantum' | 'any';
+  }): Promise<KeyMetadata>;
+  take(id: string, owner?: string): Promise<{ meta: KeyMetadata; material: Uint8Array }>;
+  list(query: KeyListQuery): Promise<KeyMetadata[]>;
+}
+
+export const KeyMetaSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  size: Type.Integer({ description: 'bytes' }),
+  purpose: Type.String(),
+  created: Type.String(),
+  expires: Type.Union([Type.String(), Type.Null()]),
+  state: Type.Union([Type.Literal('active'), Type.Literal('taken'), Type.Literal('expired')]),
+  closedAt: Type.Optional(Type.String()),
+  owner: Type.Optional(Type.String()),
+  label: Type.Optional(Type.String()),
+  provenance: ProvenanceSchema,
+});
+
+const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
+
+export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi }> = async (app, opts) => {
+  app.post(
+    '/v1/keys',
+    {
+      config: { scope: 'keys' },
+      schema: {
+        summary: 'Create a key from quantum entropy and store it encrypted; fetch it once with /take',
+        tags: ['keys'],
+        security: [{ bearer: [] }],
+        body: Type.Object(
+          {
+            size: Type.Optional(
+              Type.Integer({ minimum: 16, maximum: 1024, default: 32, description: 'bytes' }),
+            ),
+            ttl_seconds: Type.Optional(
+              Type.Integer({ minimum: 0, maximum: 31536000, description: 'lifetime; 0 = never expires' }),
+            ),
+            label: Type.Optional(Type.String({ maxLength: 128 })),
+            require: Type.Optional(Type.Union([Type.Literal('quantum'), Type.Literal('any')])),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: KeyMetaSchema, ...errorResponses(503) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const meta = await opts.keys.create({
+        size: body.size ?? 32,
+        ...(body.ttl_seconds !== undefined ? { ttlSeconds: body.ttl_seconds } : {}),
+        ...(body.label !== undefined ? { label: body.label } : {}),
+        ...(body.require !== undefined ? { require: body.require } : {}),
+        ...(request.agent ? { owner: request.agent.name } : {}),
+      });
+      return reply.status(201).send(meta);
+    },
+  );
+
+  app.post(
+    '/v1/keys/:id/take',
+    {
+      config: { scope: 'keys' },
+      schema: {
+        summary: 'Take a key: returns its material exactly once, then destroys it',
+        tags: ['keys'],
+        security: [{ bearer: [] }],
+        params: IdParams,
+        response: {
+          200: Type.Object({ ...KeyMetaSchema.properties, key: Type.String({ description: 'base64' }) }),
+          ...errorResponses(404, 410),
+        },
+      },
+    },
+    async (request) => {
+      const { meta, material } = await opts.keys.take(request.params.id, request.agent?.name);
+      const key = Buffer.from(material).toString('base64');
+      material.fill(0);
+      return { ...meta, key };
+    },
+  );
+
+  app.get(
+    '/v1/keys',
+    {
+      config: { scope: 'keys' },
+      schema: {
+        summary: "Key metadata (never material) for the caller's keys",
+        tags: ['keys'],
+        security: [{ bearer: [] }],
+        querystring: Type.Object(
+          {
+            state: Type.Optional(
+              Type.Union([Type.Literal('active'), Type.Literal('taken'), Type.Literal('expired')]),
+            ),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+            after: Type.Optional(Type.String({ format: 'uuid' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ keys: Type.Array(KeyMetaSchema) }), ...errorResponses() },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      const isAdmin = request.agent?.scopes.includes('admin') ?? false;
+      const keys = await opts.keys.list({
+        ...(q.state ? { state: q.state as KeyState } : {}),
+        limit: q.limit ?? 100,
+        ...(q.after ? { after: q.after } : {}),
+        ...(isAdmin || !request.agent ? {} : { owner: request.agent.name }),
+      });
+      return { keys };
+    },
+  );
+};

@@ -1,0 +1,94 @@
+import swagger from '@fastify/swagger';
+import rateLimit from '@fastify/rate-limit';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyPluginAsync } from 'fastify';
+import type { Logger } from 'pino';
+import type { AgentRegistry } from '../core/agents.js';
+import type { ApplianceStatus } from '../core/status.js';
+import type { EntropyProvider } from '../entropy/types.js';
+import { authPlugin } from './auth.js';
+import { installErrorHandling } from './errors.js';
+import type { QkmMetrics } from './metrics.js';
+import { entropyRoutes } from './routes/entropy.js';
+import { type KeyServiceApi, keyRoutes } from './routes/keys.js';
+import { opsRoutes } from './routes/ops.js';
+
+export interface ApiDeps {
+  version: string;
+  logger: Logger;
+  entropy: EntropyProvider;
+  keys: KeyServiceApi;
+  agents: AgentRegistry;
+  metrics: QkmMetrics;
+  status: () => Promise<ApplianceStatus>;
+  allowedHosts: string[];
+  maxEntropyBytes: number;
+  bodyLimit: number;
+  rateLimitPerMinute: number;
+  /** Further route plugins (sessions, identity, peers, audit), registered after the core ones. */
+  plugins?: Array<{ plugin: FastifyPluginAsync<any>; options: Record<string, unknown> }>;
+}
+
+/** Builds the fastify app; the caller decides where it listens. */
+export type QkmApp = Awaited<ReturnType<typeof buildApi>>;
+
+export async function buildApi(deps: ApiDeps) {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: deps.bodyLimit,
+    // Parameters in qkm routes are UUIDs and names; anything longer is a mistake or an attack.
+    maxParamLength: 128,
+    disableRequestLogging: false,
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    forceCloseConnections: true,
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  installErrorHandling(app);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'qkm',
+        version: deps.version,
+        description:
+          'Quantum-secure key manager: entropy, keys and hybrid session keys with provenance. Every error is ' +
+          '{error, message}; every route except /v1/health needs Authorization: Bearer <agent token>.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+
+  await app.register(authPlugin, { agents: deps.agents, allowedHosts: deps.allowedHosts });
+  await app.register(rateLimit, {
+    hook: 'preHandler',
+    max: deps.rateLimitPerMinute,
+    timeWindow: 60_000,
+    keyGenerator: (request) => (request.agent ? `agent:${request.agent.name}` : `ip:${request.ip}`),
+    errorResponseBuilder: (_request, context) => ({
+      statusCode: 429,
+      code: 'RATE_LIMITED',
+      message: `rate limit of ${context.max} requests per minute exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`,
+    }),
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    deps.metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
+    deps.metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(opsRoutes, {
+    status: deps.status,
+    agents: deps.agents,
+    metrics: deps.metrics,
+    version: deps.version,
+  });
+  await app.register(entropyRoutes, { entropy: deps.entropy, maxRequestBytes: deps.maxEntropyBytes });
+  await app.register(keyRoutes, { keys: deps.keys });
+  for (const { plugin, options } of deps.plugins ?? []) await app.register(plugin, options);
+
+  app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,209 @@
+import { randomBytes } from 'node:crypto';
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { QkmError } from '../core/errors.js';
+import type { EntropyProvider } from '../entropy/types.js';
+import type { RecordStore, StorageBackend } from '../store/interface.js';
+import { toBase64url, toHex } from '../session/encoding.js';
+import { DSA_CONTEXT, type NodeIdentity } from '../session/identity.js';
+import { sanitizeDetails } from './canonical.js';
+import { type AuditEvent, type AuditRecord, type AuditSink, SEAL_TYPE } from './types.js';
+import { GENESIS_HASH, recordHash, sealMessage, toJsonLines } from './verify.js';
+
+/** Signs seals. `signerFromIdentity` makes one from the node identity. */
+export interface AuditSigner {
+  nodeId: string;
+  publicKey: Uint8Array;
+  sign(message: Uint8Array): Uint8Array;
+}
+
+export function signerFromIdentity(identity: NodeIdentity): AuditSigner {
+  return {
+    nodeId: identity.nodeId,
+    publicKey: identity.signing.publicKey,
+    sign: (m) => ml_dsa65.sign(m, identity.signing.secretKey, { context: DSA_CONTEXT.audit }),
+  };
+}
+
+export interface AuditLogOptions {
+  store: StorageBackend;
+  /** Source of event ids; without one (or when it fails) ids come from the OS (`id_source: 'os'`). */
+  entropy?: EntropyProvider;
+  /** Seal signer; may be set later with `setSigner` (the identity is created after the log opens). */
+  signer?: AuditSigner;
+  /** Seal after this many unsealed records (default 64). */
+  sealEvery?: number;
+  /** Epoch ms, default Date.now. */
+  clock?: () => number;
+}
+
+interface Head {
+  seq: number;
+  hash: string;
+  sealed_through: number;
+}
+
+const ID_BYTES = 16;
+/** Event ids are drawn in batches so an append costs no entropy round trip most of the time. */
+const ID_BATCH = 32;
+
+const recKey = (seq: number) => `r:${String(seq).padStart(12, '0')}`;
+
+/**
+ * The tamper-evident audit log (QSC Algorithm 9): hash-chained records (SHA3-256 over RFC 8785
+ * canonical JSON), sealed every `sealEvery` records and on `flush`/`close` by a chained
+ * `audit.seal` record carrying an ML-DSA-65 signature over the last hash. Appends are serialised
+ * (one chain) and never sign; sealing runs behind them on the same queue.
+ * Storage: namespace `audit`, keys `r:<seq 12 digits>`, plus `head`.
+ */
+export class AuditLog implements AuditSink {
+  private readonly rs: RecordStore<AuditRecord | Head>;
+  private readonly clock: () => number;
+  private readonly sealEvery: number;
+  private signer: AuditSigner | undefined;
+  private head: Head | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private ids: { bytes: Uint8Array; used: number; source: 'quantum' | 'os' } | undefined;
+  private closed = false;
+
+  constructor(private readonly opts: AuditLogOptions) {
+    this.rs = opts.store.records('audit');
+    this.clock = opts.clock ?? Date.now;
+    this.sealEvery = opts.sealEvery ?? 64;
+    this.signer = opts.signer;
+  }
+
+  setSigner(signer: AuditSigner | undefined): void {
+    this.signer = signer;
+  }
+
+  /** Appends one event; resolves with the stored record. Rejects INVALID_PARAMETER for a reserved type. */
+  append(event: AuditEvent): Promise<AuditRecord> {
+    if (this.closed) return Promise.reject(new QkmError('STORE_UNAVAILABLE', 'the audit log is closed'));
+    if (typeof event?.type !== 'string' || !event.type || event.type === SEAL_TYPE) {
+      return Promise.reject(new QkmError('INVALID_PARAMETER', 'audit event type missing or reserved'));
+    }
+    const p = this.enqueue(() =>
+      this.write(event.type, String(event.actor ?? 'system'), sanitizeDetails(event.details)),
+    );
+    p.then((rec) => {
+      if (this.signer && rec.seq - this.head!.sealed_through >= this.sealEvery) {
+        // Behind the caller: the appender does not wait for the signature.
+        this.enqueue(() => this.sealNow()).catch(() => undefined);
+      }
+    }).catch(() => undefined);
+    return p;
+  }
+
+  /** Seals any unsealed records now (no-op without a signer or when nothing is unsealed). */
+  flush(): Promise<AuditRecord | undefined> {
+    return this.enqueue(() => this.sealNow());
+  }
+
+  /** Flushes, then refuses further appends. Does not close the store. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush().catch(() => undefined);
+    this.closed = true;
+    await this.queue.catch(() => undefined);
+  }
+
+  /** Records in seq order, optionally from `fromSeq` and at most `limit`. */
+  async records(opts: { fromSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    await this.queue.catch(() => undefined);
+    const rows = await this.rs.entries('r:');
+    let out = rows.map(([, r]) => r as AuditRecord);
+    if (opts.fromSeq !== undefined) out = out.filter((r) => r.seq >= opts.fromSeq!);
+    if (opts.limit !== undefined) out = out.slice(0, opts.limit);
+    return out;
+  }
+
+  /** The whole log as JSON lines, for offline `verifyAuditLog`. */
+  async exportJsonLines(): Promise<string> {
+    return toJsonLines(await this.records());
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  private async loadHead(): Promise<Head> {
+    if (this.head) return this.head;
+    const h = ((await this.rs.get('head')) as Head | undefined) ?? {
+      seq: 0,
+      hash: GENESIS_HASH,
+      sealed_through: 0,
+    };
+    // The head is written after its record; after a crash between the two, roll forward.
+    for (;;) {
+      const next = (await this.rs.get(recKey(h.seq + 1))) as AuditRecord | undefined;
+      if (!next) break;
+      h.seq = next.seq;
+      h.hash = next.hash;
+      if (next.type === SEAL_TYPE) h.sealed_through = next.seq;
+    }
+    this.head = h;
+    return h;
+  }
+
+  private async write(type: string, actor: string, details: AuditRecord['details']): Promise<AuditRecord> {
+    const head = await this.loadHead();
+    const { id, source } = await this.nextId();
+    const unhashed: Omit<AuditRecord, 'hash'> = {
+      v: 1,
+      seq: head.seq + 1,
+      id,
+      id_source: source,
+      at: new Date(this.clock()).toISOString(),
+      type,
+      actor,
+      details,
+      prev_hash: head.hash,
+    };
+    const rec: AuditRecord = { ...unhashed, hash: recordHash(unhashed) };
+    if (!(await this.rs.putIfAbsent(recKey(rec.seq), rec))) {
+      // Another writer shares the store; never fork the chain.
+      this.head = undefined;
+      throw new QkmError('INTERNAL', 'audit log sequence conflict');
+    }
+    head.seq = rec.seq;
+    head.hash = rec.hash;
+    if (type === SEAL_TYPE) head.sealed_through = rec.seq;
+    await this.rs.put('head', { ...head });
+    return rec;
+  }
+
+  private async sealNow(): Promise<AuditRecord | undefined> {
+    const head = await this.loadHead();
+    if (!this.signer || head.seq === 0 || head.sealed_through === head.seq) return undefined;
+    const sig = this.signer.sign(sealMessage(head.seq, head.hash));
+    return this.write(SEAL_TYPE, this.signer.nodeId, {
+      through_seq: head.seq,
+      through_hash: head.hash,
+      signer: this.signer.nodeId,
+      signature: toBase64url(sig),
+    });
+  }
+
+  private async nextId(): Promise<{ id: string; source: 'quantum' | 'os' }> {
+    if (!this.ids || this.ids.used + ID_BYTES > this.ids.bytes.length) {
+      let bytes: Uint8Array;
+      let source: 'quantum' | 'os' = 'os';
+      try {
+        if (!this.opts.entropy) throw new Error('no entropy provider');
+        const e = await this.opts.entropy.getEntropy(ID_BYTES * ID_BATCH, { require: 'any' });
+        bytes = e.bytes;
+        source = e.provenance.seedOrigin === 'quantum' && !e.provenance.degraded ? 'quantum' : 'os';
+      } catch {
+        bytes = new Uint8Array(randomBytes(ID_BYTES * ID_BATCH));
+      }
+      this.ids = { bytes, used: 0, source };
+    }
+    const slice = this.ids.bytes.subarray(this.ids.used, this.ids.used + ID_BYTES);
+    this.ids.used += ID_BYTES;
+    const id = toHex(slice);
+    slice.fill(0);
+    return { id, source: this.ids.source };
+  }
+}

@@ -1,0 +1,252 @@
+import type { Provenance } from '../core/provenance.js';
+import type { ApplianceStatus } from '../core/status.js';
+import type { KeyMetadata, KeyState } from '../keys/interface.js';
+
+/**
+ * Typed client for the qkm REST API, for agents and for the `qkm` CLI. One method per route;
+ * every failure is a `QkmApiError` (HTTP answered with an error body) or `QkmTransportError`
+ * (no usable answer: refused, timed out, not JSON).
+ */
+
+export class QkmApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'QkmApiError';
+  }
+}
+
+export class QkmTransportError extends Error {
+  constructor(
+    message: string,
+    readonly timeout: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'QkmTransportError';
+  }
+}
+
+export interface QkmClientOptions {
+  /** e.g. http://127.0.0.1:7300 */
+  url: string;
+  token: string;
+  /** Per-request timeout, default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface EntropyResponse {
+  data: Uint8Array;
+  bytes: number;
+  provenance: Provenance;
+}
+
+export type Posture = 'PQC' | 'PQC+QRNG' | 'QKD+PQC+QRNG';
+
+export interface SessionProvenance {
+  degraded: boolean;
+  reason?: string;
+  [k: string]: unknown;
+}
+
+export interface InitiatedSession {
+  session_id: string;
+  key: Uint8Array;
+  handshake: string;
+  posture: Posture;
+  provenance: SessionProvenance;
+}
+
+export interface AcceptedSession {
+  session_id: string;
+  key: Uint8Array;
+  posture: Posture;
+  provenance: SessionProvenance;
+  confirm: string;
+}
+
+export interface AgentInfo {
+  name: string;
+  scopes: string[];
+  created: string;
+  revoked?: string;
+}
+
+export class QkmClient {
+  private readonly base: string;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+
+  constructor(options: QkmClientOptions) {
+    this.base = options.url.replace(/\/+$/, '');
+    this.token = options.token;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  private async request<T>(
+    method: string,
+    path: string,
+    options: {
+      body?: unknown;
+      query?: Record<string, string | number | boolean | undefined>;
+      auth?: boolean;
+    } = {},
+  ): Promise<T> {
+    const url = new URL(this.base + path);
+    for (const [k, v] of Object.entries(options.query ?? {}))
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (options.auth !== false) headers.authorization = `Bearer ${this.token}`;
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers,
+        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const timeout = (err as Error).name === 'TimeoutError';
+      throw new QkmTransportError(
+        timeout
+          ? `qkm at ${this.base} did not answer within ${this.timeoutMs} ms`
+          : `cannot reach qkm at ${this.base}`,
+        timeout,
+        { cause: err },
+      );
+    }
+    const text = await res.text();
+    let body: unknown;
+    try {
+      body = text.length > 0 ? JSON.parse(text) : undefined;
+    } catch {
+      throw new QkmTransportError(`qkm answered HTTP ${res.status} with a body that is not JSON`, false);
+    }
+    if (!res.ok) {
+      const b = (body ?? {}) as { error?: string; message?: string; details?: Record<string, unknown> };
+      throw new QkmApiError(
+        res.status,
+        b.error ?? `HTTP_${res.status}`,
+        b.message ?? res.statusText,
+        b.details,
+      );
+    }
+    return body as T;
+  }
+
+  health(): Promise<{ status: 'ok'; version: string }> {
+    return this.request('GET', '/v1/health', { auth: false });
+  }
+
+  status(): Promise<ApplianceStatus> {
+    return this.request('GET', '/v1/status');
+  }
+
+  async entropy(
+    bytes: number,
+    options: { require?: 'quantum' | 'any'; predictionResistance?: boolean } = {},
+  ): Promise<EntropyResponse> {
+    const r = await this.request<{ data: string; bytes: number; provenance: Provenance }>(
+      'GET',
+      '/v1/entropy',
+      {
+        query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
+      },
+    );
+    return { data: new Uint8Array(Buffer.from(r.data, 'base64')), bytes: r.bytes, provenance: r.provenance };
+  }
+
+  readonly keys = {
+    create: (
+      options: { size?: number; ttlSeconds?: number; label?: string; require?: 'quantum' | 'any' } = {},
+    ) =>
+      this.request<KeyMetadata>('POST', '/v1/keys', {
+        body: {
+          ...(options.size !== undefined ? { size: options.size } : {}),
+          ...(options.ttlSeconds !== undefined ? { ttl_seconds: options.ttlSeconds } : {}),
+          ...(options.label !== undefined ? { label: options.label } : {}),
+          ...(options.require !== undefined ? { require: options.require } : {}),
+        },
+      }),
+    take: async (id: string): Promise<KeyMetadata & { key: Uint8Array }> => {
+      const r = await this.request<KeyMetadata & { key: string }>(
+        'POST',
+        `/v1/keys/${encodeURIComponent(id)}/take`,
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    list: async (query: { state?: KeyState; limit?: number; after?: string } = {}) =>
+      (await this.request<{ keys: KeyMetadata[] }>('GET', '/v1/keys', { query })).keys,
+  };
+
+  readonly agents = {
+    list: async () => (await this.request<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents,
+    add: (name: string, scopes?: string[]) =>
+      this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
+        body: { name, ...(scopes ? { scopes } : {}) },
+      }),
+    revoke: async (name: string) =>
+      (await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`)).agent,
+  };
+
+  identity<T = Record<string, unknown>>(): Promise<T> {
+    return this.request('GET', '/v1/identity');
+  }
+
+  readonly peers = {
+    list: async <T = Record<string, unknown>>() =>
+      (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
+    add: <T = Record<string, unknown>>(bundle: unknown) =>
+      this.request<T>('POST', '/v1/peers', { body: { bundle } }),
+    remove: (nodeId: string) =>
+      this.request<{ removed: string }>('DELETE', `/v1/peers/${encodeURIComponent(nodeId)}`),
+  };
+
+  readonly policy = {
+    explain: <T = Record<string, unknown>>(peer: string) =>
+      this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`),
+  };
+
+  readonly sessions = {
+    initiate: async (options: {
+      peer: string;
+      minPosture?: Posture;
+      context?: string;
+    }): Promise<InitiatedSession> => {
+      const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
+        body: {
+          peer: options.peer,
+          ...(options.minPosture ? { min_posture: options.minPosture } : {}),
+          ...(options.context !== undefined ? { context: options.context } : {}),
+        },
+      });
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    accept: async (handshake: string): Promise<AcceptedSession> => {
+      const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
+        'POST',
+        '/v1/sessions/accept',
+        {
+          body: { handshake },
+        },
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    confirm: (sessionId: string, confirm: string) =>
+      this.request<{ session_id: string; confirmed: boolean }>(
+        'POST',
+        `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
+        { body: { confirm } },
+      ),
+  };
+
+  readonly audit = {
+    export: async <T = Record<string, unknown>>(options: { after?: number; limit?: number } = {}) =>
+      (await this.request<{ records: T[] }>('GET', '/v1/audit', { query: options })).records,
+  };
+}

@@ -1,0 +1,128 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { QkmError } from './errors.js';
+import type { RecordStore } from '../store/interface.js';
+
+/**
+ * Agents are the callers of the API. Each has a bearer token, stored only as its SHA-256 hash
+ * (tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force),
+ * and a set of scopes. The plaintext token is shown exactly once, when it is issued.
+ */
+
+export const SCOPES = ['entropy', 'keys', 'sessions', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export interface AgentRecord {
+  name: string;
+  tokenHash: string;
+  scopes: Scope[];
+  created: string;
+  revoked?: string;
+}
+
+export interface AgentInfo {
+  name: string;
+  scopes: Scope[];
+  created: string;
+  revoked?: string;
+}
+
+const TOKEN_PREFIX = 'qkm_';
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+function newToken(): string {
+  return TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+export class AgentRegistry {
+  private readonly byHash = new Map<string, AgentRecord>();
+
+  private constructor(private readonly records: RecordStore<AgentRecord>) {}
+
+  static async open(records: RecordStore<AgentRecord>): Promise<AgentRegistry> {
+    const registry = new AgentRegistry(records);
+    for (const [, rec] of await records.entries()) {
+      if (!rec.revoked) registry.byHash.set(rec.tokenHash, rec);
+    }
+    return registry;
+  }
+
+  /** Issues a new agent; returns its token (the only time it exists in plaintext). */
+  async add(
+    name: string,
+    scopes: Scope[] = ['entropy', 'keys', 'sessions'],
+  ): Promise<{ agent: AgentInfo; token: string }> {
+    if (!NAME_RE.test(name)) {
+      throw new QkmError(
+        'INVALID_PARAMETER',
+        'agent name must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)',
+      );
+    }
+    const existing = await this.records.get(name);
+    if (existing && !existing.revoked) throw new QkmError('AGENT_EXISTS', `agent '${name}' already exists`);
+    const token = newToken();
+    const rec: AgentRecord = {
+      name,
+      tokenHash: hashToken(token),
+      scopes: [...new Set(scopes)],
+      created: new Date().toISOString(),
+    };
+    await this.records.put(name, rec);
+    if (existing) this.byHash.delete(existing.tokenHash);
+    this.byHash.set(rec.tokenHash, rec);
+    return { agent: info(rec), token };
+  }
+
+  /** Replaces the token of an existing agent (e.g. when its token file was lost). */
+  async rotate(name: string): Promise<string> {
+    const rec = await this.records.get(name);
+    if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
+    const token = newToken();
+    const next = { ...rec, tokenHash: hashToken(token) };
+    await this.records.put(name, next);
+    this.byHash.delete(rec.tokenHash);
+    this.byHash.set(next.tokenHash, next);
+    return token;
+  }
+
+  async revoke(name: string): Promise<AgentInfo> {
+    const rec = await this.records.get(name);
+    if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
+    const next = { ...rec, revoked: new Date().toISOString() };
+    await this.records.put(name, next);
+    this.byHash.delete(rec.tokenHash);
+    return info(next);
+  }
+
+  async list(): Promise<AgentInfo[]> {
+    return (await this.records.entries()).map(([, rec]) => info(rec));
+  }
+
+  async exists(name: string): Promise<boolean> {
+    const rec = await this.records.get(name);
+    return rec !== undefined && !rec.revoked;
+  }
+
+  /** The agent a presented token belongs to, or undefined. */
+  authenticate(token: string): AgentInfo | undefined {
+    const hash = hashToken(token);
+    const rec = this.byHash.get(hash);
+    // The map lookup already matched; the constant-time compare guards against a future
+    // change of index structure turning this into a prefix comparison.
+    if (!rec || !timingSafeEqual(Buffer.from(rec.tokenHash, 'hex'), Buffer.from(hash, 'hex')))
+      return undefined;
+    return info(rec);
+  }
+}
+
+function info(rec: AgentRecord): AgentInfo {
+  return {
+    name: rec.name,
+    scopes: rec.scopes,
+    created: rec.created,
+    ...(rec.revoked ? { revoked: rec.revoked } : {}),
+  };
+}

@@ -1,0 +1,139 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+/**
+ * Appliance configuration. Sources, lowest precedence first: built-in defaults, the JSON file
+ * `<dataDir>/config.json` (or `QKM_CONFIG`), then environment variables (`QKM_PORT`,
+ * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`). The file is validated
+ * against the schema below, so a typo is an error at start-up rather than a silent default.
+ */
+
+const QkdPeerLink = Type.Object(
+  {
+    /** Peer SAE id at the far end (the slave when this node initiates). */
+    peerSaeId: Type.String({ minLength: 1 }),
+    kmeUrl: Type.String({ minLength: 1 }),
+    kmeId: Type.String({ minLength: 1 }),
+    saeId: Type.String({ minLength: 1 }),
+    caPath: Type.String(),
+    certPath: Type.String(),
+    keyPath: Type.String(),
+  },
+  { additionalProperties: false },
+);
+
+const SerialSourceConfig = Type.Object(
+  {
+    path: Type.String(),
+    model: Type.Optional(Type.String()),
+    claimedMinEntropy: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 8 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7300 }),
+    dataDir: Type.String({ default: '.qkm' }),
+    /** `simulator`: simulated Quantis device (and simulators wherever hardware would be); `hardware`: real devices only. */
+    mode: Type.Union([Type.Literal('simulator'), Type.Literal('hardware')], { default: 'simulator' }),
+    logLevel: Type.String({ default: 'info' }),
+    /** Region of this node for the posture policy's jurisdiction table (US, EU, CN, JP, AU, MULTI). */
+    region: Type.String({ default: 'EU' }),
+    /** Extra Host header values accepted besides the bind address (DNS-rebinding guard). */
+    allowedHosts: Type.Array(Type.String(), { default: [] }),
+    entropy: Type.Object(
+      {
+        /** Largest `GET /v1/entropy` request in bytes. */
+        maxRequestBytes: Type.Integer({ minimum: 32, maximum: 1048576, default: 65536 }),
+        /** node-cron expression for the scheduled reseed of the DRBG from the quantum sources. */
+        reseedCron: Type.String({ default: '*/30 * * * * *' }),
+        /** Reseed after this many output bytes. */
+        reseedBytes: Type.Integer({ minimum: 1024, default: 1048576 }),
+        /** Claimed min-entropy per byte for the simulated Quantis source. */
+        simulatedRateBytesPerSec: Type.Integer({ minimum: 1000, default: 500000 }),
+        serial: Type.Array(SerialSourceConfig, { default: [] }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    keys: Type.Object(
+      {
+        defaultTtlSeconds: Type.Integer({ minimum: 0, default: 3600 }),
+        sweepCron: Type.String({ default: '*/15 * * * * *' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    api: Type.Object(
+      {
+        bodyLimit: Type.Integer({ minimum: 1024, default: 262144 }),
+        rateLimitPerMinute: Type.Integer({ minimum: 1, default: 6000 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    qkd: Type.Object(
+      { links: Type.Array(QkdPeerLink, { default: [] }) },
+      { default: {}, additionalProperties: false },
+    ),
+    /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
+    policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { additionalProperties: false },
+);
+
+export type QkmConfig = Static<typeof ConfigSchema>;
+export type QkdLinkConfig = Static<typeof QkdPeerLink>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (env.QKM_PORT !== undefined) {
+    const port = Number(env.QKM_PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new ConfigError(`QKM_PORT must be a port number`);
+    out.port = port;
+  }
+  if (env.QKM_HOST) out.host = env.QKM_HOST;
+  if (env.QKM_DATA) out.dataDir = env.QKM_DATA;
+  if (env.QKM_MODE) out.mode = env.QKM_MODE;
+  if (env.QKM_LOG_LEVEL) out.logLevel = env.QKM_LOG_LEVEL;
+  if (env.QKM_REGION) out.region = env.QKM_REGION;
+  return out;
+}
+
+/** Builds a validated config from defaults, an optional file and the environment, plus explicit overrides. */
+export function loadConfig(
+  options: { env?: NodeJS.ProcessEnv; overrides?: Partial<QkmConfig> } = {},
+): QkmConfig {
+  const env = options.env ?? process.env;
+  const early = { ...envOverrides(env), ...stripUndefined(options.overrides ?? {}) };
+  const dataDir = resolve(String(early.dataDir ?? '.qkm'));
+  const file = env.QKM_CONFIG ? resolve(env.QKM_CONFIG) : join(dataDir, 'config.json');
+  let fromFile: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    try {
+      fromFile = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
+    }
+  }
+  const merged = Value.Default(ConfigSchema, { ...fromFile, ...early, dataDir }) as unknown;
+  const errors = [...Value.Errors(ConfigSchema, merged)];
+  if (errors.length > 0) {
+    const lines = errors.slice(0, 5).map((e) => `${e.path || '/'}: ${e.message}`);
+    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
+  }
+  return merged as QkmConfig;
+}
+
+function stripUndefined<T extends object>(obj: T): Partial<T> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

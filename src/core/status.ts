@@ -1,0 +1,30 @@
+import type { EntropyStatus } from '../entropy/types.js';
+import type { KeyState } from '../keys/interface.js';
+
+/** One QKD link as the status page and metrics show it. */
+export interface QkdLinkState {
+  peerSaeId: string;
+  kmeId: string;
+  kmeUrl: string;
+  up: boolean;
+  storedKeyCount?: number;
+  lastError?: string;
+  lastErrorAt?: string;
+  lastOkAt?: string;
+}
+
+/** What `GET /v1/status` returns. */
+export interface ApplianceStatus {
+  version: string;
+  nodeId?: string;
+  region: string;
+  mode: 'simulator' | 'hardware';
+  startedAt: string;
+  uptimeSeconds: number;
+  /** True when anything the appliance would serve now is degraded; `reasons` says why. */
+  degraded: boolean;
+  reasons: string[];
+  entropy: EntropyStatus;
+  keys: Record<KeyState, number>;
+  qkd: QkdLinkState[];
+}

@@ -1,0 +1,141 @@
+import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey } from './interface.js';
+import {
+  accessDecision,
+  activeMetadata,
+  checkKeyId,
+  checkNow,
+  closedMetadata,
+  emptyCounts,
+  expired,
+  isDue,
+  keyExists,
+  listPlan,
+  matchesQuery,
+  notFound,
+  storeClosed,
+  unknownCursor,
+} from './rules.js';
+
+interface Entry {
+  meta: KeyMetadata;
+  /** Plaintext copy owned by the store; zero-filled and dropped when the key closes. */
+  material: Uint8Array | null;
+}
+
+/**
+ * In-memory KeyStore for tests and demos. Same contract as `LevelKeyStore`, minus durability.
+ * Every method is a single synchronous step after its argument checks, so JavaScript's
+ * run-to-completion makes `take` exactly-once without a lock. Material is copied in on `put`,
+ * copied out on `read`/`take`, and zero-filled when destroyed (take, expiry, delete, close).
+ */
+export class MemoryKeyStore implements KeyStore {
+  /** Map iteration order is insertion order, which is creation order. */
+  readonly #keys = new Map<string, Entry>();
+  #closed = false;
+
+  async put(key: NewKey): Promise<KeyMetadata> {
+    this.#assertOpen();
+    const meta = activeMetadata(key);
+    if (this.#keys.has(meta.id)) throw keyExists(meta.id);
+    this.#keys.set(meta.id, { meta, material: Uint8Array.from(key.material) });
+    return structuredClone(meta);
+  }
+
+  async take(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    const entry = this.#access(id, now);
+    const material = entry.material!;
+    entry.material = null;
+    entry.meta = closedMetadata(entry.meta, 'taken', now);
+    // Hand out the buffer itself: the store keeps no reference, so nothing is left to wipe.
+    return { meta: structuredClone(entry.meta), material };
+  }
+
+  async read(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    const entry = this.#access(id, now);
+    return { meta: structuredClone(entry.meta), material: Uint8Array.from(entry.material!) };
+  }
+
+  async meta(id: string): Promise<KeyMetadata> {
+    this.#assertOpen();
+    checkKeyId(id);
+    const entry = this.#keys.get(id);
+    if (!entry) throw notFound(id);
+    return structuredClone(entry.meta);
+  }
+
+  async list(query?: KeyListQuery): Promise<KeyMetadata[]> {
+    this.#assertOpen();
+    const plan = listPlan(query);
+    if (plan.after !== undefined && !this.#keys.has(plan.after)) throw unknownCursor(plan.after);
+    const out: KeyMetadata[] = [];
+    let started = plan.after === undefined;
+    for (const [id, entry] of this.#keys) {
+      if (!started) {
+        started = id === plan.after;
+        continue;
+      }
+      if (matchesQuery(entry.meta, plan)) out.push(structuredClone(entry.meta));
+      if (out.length >= plan.limit) break;
+    }
+    return out;
+  }
+
+  async delete(id: string): Promise<void> {
+    this.#assertOpen();
+    checkKeyId(id);
+    const entry = this.#keys.get(id);
+    if (!entry) throw notFound(id);
+    entry.material?.fill(0);
+    this.#keys.delete(id);
+  }
+
+  async sweepExpired(now: Date = new Date()): Promise<number> {
+    this.#assertOpen();
+    checkNow(now);
+    let n = 0;
+    for (const entry of this.#keys.values()) {
+      if (!isDue(entry.meta, now)) continue;
+      this.#expire(entry, now);
+      n++;
+    }
+    return n;
+  }
+
+  async counts(): Promise<Record<KeyState, number>> {
+    this.#assertOpen();
+    const counts = emptyCounts();
+    for (const entry of this.#keys.values()) counts[entry.meta.state]++;
+    return counts;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const entry of this.#keys.values()) entry.material?.fill(0);
+    this.#keys.clear();
+  }
+
+  /** Checks for take/read; expires a due key (and throws KEY_EXPIRED). */
+  #access(id: string, now: Date): Entry {
+    this.#assertOpen();
+    checkKeyId(id);
+    checkNow(now);
+    const entry = this.#keys.get(id);
+    if (!entry) throw notFound(id);
+    if (accessDecision(entry.meta, now) === 'expire') {
+      this.#expire(entry, now);
+      throw expired(id);
+    }
+    return entry;
+  }
+
+  #expire(entry: Entry, now: Date): void {
+    entry.material?.fill(0);
+    entry.material = null;
+    entry.meta = closedMetadata(entry.meta, 'expired', now);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw storeClosed();
+  }
+}

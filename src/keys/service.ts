@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import { QkmError } from '../core/errors.js';
+import type { EntropyProvider } from '../entropy/types.js';
+import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, KeyStore } from './interface.js';
+import { KEY_PURPOSES } from './rules.js';
+
+export const MIN_KEY_BYTES = 16;
+export const MAX_KEY_BYTES = 1024;
+export const DEFAULT_KEY_TTL_SECONDS = 3600;
+/** Upper bound on a requested TTL: 30 days. Keys are meant to be taken soon, not parked. */
+export const MAX_KEY_TTL_SECONDS = 30 * 24 * 3600;
+const MAX_TEXT = 256;
+
+export interface CreateKeyRequest {
+  /** Key length in bytes, 16..1024. */
+  size: number;
+  /**
+   * Lifetime in whole seconds, 1..`maxTtlSeconds`; omitted → the service default (3600 s).
+   * `null` → the key never expires (for keys the appliance keeps, e.g. identities). `0` is
+   * rejected INVALID_PARAMETER rather than read as "never": a zero lifetime is far more likely
+   * a mistake than a request for an immortal key.
+   */
+  ttlSeconds?: number | null;
+  /** Agent (token name) that owns the key; only it may take it (see `take`). */
+  owner?: string;
+  label?: string;
+  /** Passed to the entropy provider: `quantum` fails with QUANTUM_ENTROPY_UNAVAILABLE rather than degrade. */
+  require?: 'quantum' | 'any';
+  /** Default `symmetric`. */
+  purpose?: KeyPurpose;
+}
+
+/** Structured logger subset (pino-compatible). The service logs ids and sizes, never material. */
+export interface KeyServiceLogger {
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+}
+
+export interface KeyServiceOptions {
+  store: KeyStore;
+  entropy: EntropyProvider;
+  /** TTL when a request gives none (default 3600 s). */
+  defaultTtlSeconds?: number;
+  /** Largest TTL a request may ask for (default 30 days). */
+  maxTtlSeconds?: number;
+  /** Clock, injectable for tests. */
+  now?: () => Date;
+  log?: KeyServiceLogger;
+}
+
+/**
+ * Creates keys from the entropy pipeline, stores them with the provenance of the bytes, and
+ * hands them out once. The layer between the API/CLI and a `KeyStore`: it validates caller
+ * input (INVALID_PARAMETER), applies ownership, and runs the expiry sweep.
+ */
+export class KeyService {
+  readonly #store: KeyStore;
+  readonly #entropy: EntropyProvider;
+  readonly #defaultTtl: number;
+  readonly #maxTtl: number;
+  readonly #now: () => Date;
+  readonly #log: KeyServiceLogger | undefined;
+
+  constructor(options: KeyServiceOptions) {
+    this.#store = options.store;
+    this.#entropy = options.entropy;
+    this.#maxTtl = options.maxTtlSeconds ?? MAX_KEY_TTL_SECONDS;
+    this.#defaultTtl = options.defaultTtlSeconds ?? DEFAULT_KEY_TTL_SECONDS;
+    if (!Number.isSafeInteger(this.#maxTtl) || this.#maxTtl < 1)
+      throw new RangeError('maxTtlSeconds must be ≥ 1');
+    if (!Number.isSafeInteger(this.#defaultTtl) || this.#defaultTtl < 1 || this.#defaultTtl > this.#maxTtl) {
+      throw new RangeError('defaultTtlSeconds must be an integer from 1 to maxTtlSeconds');
+    }
+    this.#now = options.now ?? (() => new Date());
+    this.#log = options.log;
+  }
+
+  /**
+   * Generates `size` bytes from the entropy provider and stores them as a new active key.
+   * Rejects INVALID_PARAMETER for bad input, and whatever the provider rejects with (e.g.
+   * QUANTUM_ENTROPY_UNAVAILABLE when `require: 'quantum'` cannot be met). Resolves with the
+   * metadata only; the material is retrieved with `take`.
+   */
+  async create(request: CreateKeyRequest): Promise<KeyMetadata> {
+    const { size, owner, label } = request;
+    if (!Number.isSafeInteger(size) || size < MIN_KEY_BYTES || size > MAX_KEY_BYTES) {
+      throw invalid(`size must be an integer from ${MIN_KEY_BYTES} to ${MAX_KEY_BYTES} bytes`);
+    }
+    const ttl = request.ttlSeconds === undefined ? this.#defaultTtl : request.ttlSeconds;
+    if (ttl !== null && (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > this.#maxTtl)) {
+      throw invalid(`ttlSeconds must be an integer from 1 to ${this.#maxTtl} (or null for no expiry)`);
+    }
+    checkText(owner, 'owner');
+    checkText(label, 'label');
+    const purpose = request.purpose ?? 'symmetric';
+    if (!KEY_PURPOSES.includes(purpose)) throw invalid('unknown key purpose');
+    if (request.require !== undefined && request.require !== 'quantum' && request.require !== 'any') {
+      throw invalid('require must be "quantum" or "any"');
+    }
+
+    const { bytes, provenance } = await this.#entropy.getEntropy(
+      size,
+      request.require === undefined ? {} : { require: request.require },
+    );
+    try {
+      if (bytes.length !== size) {
+        throw new QkmError('INTERNAL', `entropy provider returned ${bytes.length} bytes, ${size} requested`);
+      }
+      const created = this.#now();
+      const meta = await this.#store.put({
+        meta: {
+          id: randomUUID(),
+          size,
+          purpose,
+          created: created.toISOString(),
+          expires: ttl === null ? null : new Date(created.getTime() + ttl * 1000).toISOString(),
+          ...(owner === undefined ? {} : { owner }),
+          ...(label === undefined ? {} : { label }),
+          provenance,
+        },
+        material: bytes,
+      });
+      this.#log?.info(
+        { keyId: meta.id, size, purpose, owner, degraded: provenance.degraded, expires: meta.expires },
+        'key created',
+      );
+      return meta;
+    } finally {
+      // The store keeps its own (sealed) copy; ours is wiped.
+      bytes.fill(0);
+    }
+  }
+
+  /**
+   * Takes a key exactly once. With `owner` (the calling agent), a key owned by someone else is
+   * reported KEY_NOT_FOUND — another agent's keys are not even confirmed to exist. Keys without
+   * an owner can be taken by anyone. `identity` keys are never handed out: FORBIDDEN.
+   */
+  async take(id: string, owner?: string): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    const meta = await this.#store.meta(id);
+    if (owner !== undefined && meta.owner !== undefined && meta.owner !== owner) {
+      throw new QkmError('KEY_NOT_FOUND', `No key with id ${id}`, { details: { id } });
+    }
+    if (meta.purpose === 'identity') {
+      throw new QkmError('FORBIDDEN', 'identity keys are kept by the appliance and cannot be taken');
+    }
+    const taken = await this.#store.take(id, this.#now());
+    this.#log?.info({ keyId: id, size: taken.meta.size, owner }, 'key taken');
+    return taken;
+  }
+
+  /** Metadata only, never material. */
+  list(query?: KeyListQuery): Promise<KeyMetadata[]> {
+    return this.#store.list(query);
+  }
+
+  counts(): Promise<Record<KeyState, number>> {
+    return this.#store.counts();
+  }
+
+  /** Expires every active key past its expiry now; resolves with how many. */
+  async sweep(): Promise<number> {
+    const n = await this.#store.sweepExpired(this.#now());
+    if (n > 0) this.#log?.info({ expired: n }, 'expired keys swept');
+    return n;
+  }
+
+  /**
+   * Runs `sweep` every `intervalMs` (default 60 s) on an unref'd timer until `stop()`. A failing
+   * sweep is logged and retried on the next tick; sweeps never overlap.
+   */
+  startSweeper(intervalMs = 60_000): { stop(): void } {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.sweep()
+        .catch((err: unknown) => {
+          this.#log?.warn({ err: err instanceof Error ? err.message : String(err) }, 'key sweep failed');
+        })
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    return { stop: () => clearInterval(timer) };
+  }
+}
+
+function invalid(message: string): QkmError {
+  return new QkmError('INVALID_PARAMETER', message);
+}
+
+function checkText(value: unknown, name: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_TEXT) {
+    throw invalid(`${name} must be a string of 1 to ${MAX_TEXT} characters`);
+  }
+}

@@ -1,0 +1,668 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
+import type { QkdKey, QkdKeySource } from '../../drivers/qkd/interface.js';
+import type { AuditSink } from '../audit/types.js';
+import { QkmError, isQkmError } from '../core/errors.js';
+import type { Provenance } from '../core/provenance.js';
+import type { EntropyProvider } from '../entropy/types.js';
+import type { RecordStore, StorageBackend } from '../store/interface.js';
+import { fromBase64url, readStr, str, toBase64url, toHex } from './encoding.js';
+import type { NodeIdentity } from './identity.js';
+import type { Peer, PeerRegistry } from './peers.js';
+import type { PostureDecision, PosturePolicy } from './policy.js';
+import { type Posture, isPosture, postureAtLeast, postureHasQkd, postureHasQrng } from './posture.js';
+import { ReplayCache } from './replay.js';
+import {
+  HANDSHAKE_VERSION,
+  type HandshakeBody,
+  HandshakeDecodeError,
+  KEY_BYTES,
+  MAX_CONTEXT_BYTES,
+  NONCE_BYTES,
+  QKD_KEY_BITS,
+  R_BYTES,
+  constantTimeEqual,
+  decodeBody,
+  decodeMessage,
+  deriveKeys,
+  encodeBody,
+  encodeMessage,
+  sessionIdOf,
+  signBody,
+  transcriptHash,
+  verifyBody,
+} from './transcript.js';
+
+/** Where each leg of a session key came from. Travels with the key and into the audit log. */
+export interface SessionProvenance {
+  posture: Posture;
+  /**
+   * True when a stronger compliant posture was skipped because a configured source is failing
+   * (quantum entropy unhealthy, QKD link down) — not when it is merely not configured.
+   */
+  degraded: boolean;
+  /** Present when `degraded` or when the policy fell back for compliance reasons. */
+  reason?: string;
+  /** The policy chose below the best-scoring posture (compliance or availability). */
+  fallback: boolean;
+  pqc: {
+    kem: 'ML-KEM-768';
+    signature: 'ML-DSA-65';
+    kdf: 'HKDF-SHA-256';
+    /**
+     * Source of the encapsulation randomness, r and the nonce: `quantum` (quantum-seeded DRBG) or
+     * `os` (node:crypto). On the responder it is what the posture obliges the initiator to use.
+     */
+    randomness: 'quantum' | 'os';
+    /** `local`: this node drew it; `initiator`: asserted by the signed posture. */
+    randomnessOrigin: 'local' | 'initiator';
+  };
+  qkd: {
+    used: boolean;
+    keyIds: string[];
+    initiatorKmeId?: string;
+    responderKmeId?: string;
+    /** Why QKD was not used, when it was compliant. */
+    reason?: string;
+  };
+  qrng: {
+    used: boolean;
+    degraded: boolean;
+    reason?: string;
+    /** The EntropyProvider's provenance for the quantum draw (initiator only). */
+    entropy?: Provenance;
+  };
+  /** ISO-8601. */
+  at: string;
+}
+
+/** Stored per session and role (namespace `sessions`, key `<role>:<session_id>`). No key bytes. */
+export interface SessionRecord {
+  session_id: string;
+  role: 'initiator' | 'responder';
+  /** The other node's id. */
+  peer: string;
+  posture: Posture;
+  created: string;
+  /** The handshake's signed timestamp, ISO-8601. */
+  handshake_at: string;
+  provenance: SessionProvenance;
+  /** Initiator only: the tag the responder must produce (public: the responder hands it out). */
+  expected_confirm?: string;
+  confirmed?: boolean;
+  confirmed_at?: string;
+  /** KeyStore id of K when `keepKeys` is configured. */
+  key_id?: string;
+}
+
+export interface InitiateRequest {
+  /** Pinned peer's node id. */
+  peer: string;
+  minPosture?: Posture;
+  /** Bound into the transcript (UTF-8, ≤ 1024 bytes) and returned to the responder. */
+  context?: string;
+}
+
+export interface InitiateResult {
+  session_id: string;
+  /** 32-byte session key K. Returned once; not stored unless `keepKeys`. */
+  key: Uint8Array;
+  /** base64url handshake message for the peer. */
+  handshake: string;
+  posture: Posture;
+  provenance: SessionProvenance;
+  /** Present when `keepKeys` is configured. */
+  key_id?: string;
+}
+
+export interface AcceptResult {
+  session_id: string;
+  key: Uint8Array;
+  posture: Posture;
+  provenance: SessionProvenance;
+  /** base64url HMAC-SHA-256 key-confirmation tag for the initiator. */
+  confirm: string;
+  /** Initiator's node id. */
+  peer: string;
+  context: string;
+  key_id?: string;
+}
+
+export interface SessionServiceOptions {
+  identity: NodeIdentity;
+  peers: PeerRegistry;
+  policy: PosturePolicy;
+  entropy: EntropyProvider;
+  qkd?: QkdKeySource | undefined;
+  store: StorageBackend;
+  audit: AuditSink;
+  /** Epoch ms; default Date.now. */
+  clock?: () => number;
+  /** Accepted |now − timestamp|, ms (default 120 000). */
+  windowMs?: number;
+  /** Keep K in the KeyStore (purpose `session`, take-once) for this long; default: not kept. */
+  keepKeys?: { ttlSeconds: number };
+  /** Deadline for each KME call, ms (default 5000). */
+  qkdTimeoutMs?: number;
+}
+
+export const DEFAULT_WINDOW_MS = 120_000;
+
+/**
+ * The hybrid session-key service: `initiate` on the node whose agent starts a session, `accept`
+ * on the peer's node, `confirm` back on the initiator. Construction in /tmp/qkm-protocol.md.
+ */
+export class SessionService {
+  private readonly sessions: RecordStore<SessionRecord>;
+  private readonly replay: ReplayCache;
+  private readonly clock: () => number;
+  private readonly windowMs: number;
+
+  constructor(private readonly o: SessionServiceOptions) {
+    this.sessions = o.store.records<SessionRecord>('sessions');
+    this.clock = o.clock ?? Date.now;
+    this.windowMs = o.windowMs ?? DEFAULT_WINDOW_MS;
+    this.replay = new ReplayCache(o.store, { windowMs: this.windowMs });
+    if (o.qkd && o.identity.saeId && o.qkd.saeId !== o.identity.saeId) {
+      throw new QkmError('INVALID_PARAMETER', 'the QKD key source SAE id differs from the identity bundle');
+    }
+  }
+
+  /** Starts a session with a pinned peer. Throws PEER_NOT_FOUND, POSTURE_UNAVAILABLE, INVALID_PARAMETER. */
+  async initiate(req: InitiateRequest): Promise<InitiateResult> {
+    if (req.minPosture !== undefined && !isPosture(req.minPosture)) {
+      throw new QkmError('INVALID_PARAMETER', 'min_posture must be PQC, PQC+QRNG or QKD+PQC+QRNG');
+    }
+    const context = str(req.context ?? '');
+    if (typeof (req.context ?? '') !== 'string' || context.length > MAX_CONTEXT_BYTES) {
+      throw new QkmError(
+        'INVALID_PARAMETER',
+        `context must be a string of at most ${MAX_CONTEXT_BYTES} UTF-8 bytes`,
+      );
+    }
+    const me = this.o.identity;
+    const peer = await this.o.peers.require(req.peer);
+    const decision = await this.o.policy.decide(peer, req.minPosture);
+    let posture = decision.posture;
+    const notes: string[] = [];
+    let degraded = false;
+    if (decision.fallback) {
+      notes.push(decision.reason!);
+      degraded = unavailableAbove(decision);
+    }
+
+    // 1. Randomness: quantum in QRNG postures (fail over to PQC only if the minimum allows).
+    let m: Uint8Array;
+    let r: Uint8Array;
+    let nonce: Uint8Array;
+    let randomness: 'quantum' | 'os' = 'os';
+    let entropyProv: Provenance | undefined;
+    if (postureHasQrng(posture)) {
+      try {
+        const e = await this.o.entropy.getEntropy(32 + R_BYTES + NONCE_BYTES, { require: 'quantum' });
+        m = e.bytes.slice(0, 32);
+        r = e.bytes.slice(32, 32 + R_BYTES);
+        nonce = e.bytes.slice(32 + R_BYTES);
+        e.bytes.fill(0);
+        randomness = 'quantum';
+        entropyProv = e.provenance;
+      } catch (err) {
+        if (!isQkmError(err, 'QUANTUM_ENTROPY_UNAVAILABLE')) throw err;
+        if (decision.minimum !== 'PQC') {
+          throw new QkmError(
+            'POSTURE_UNAVAILABLE',
+            `quantum entropy became unavailable and the minimum is ${decision.minimum}`,
+          );
+        }
+        posture = 'PQC';
+        degraded = true;
+        notes.push('quantum entropy became unavailable during the handshake; fell back to PQC');
+        ({ m, r, nonce } = osRandomness());
+      }
+    } else {
+      ({ m, r, nonce } = osRandomness());
+    }
+
+    // 2. The PQ step: ML-KEM-768 encapsulation to the pinned key (FIPS 203 §7.2, m = explicit randomness).
+    const { cipherText, sharedSecret } = ml_kem768.encapsulate(peer.kemPublicKey, m);
+    m.fill(0);
+
+    // 3. Only now QKD, so a failure above burns no QKD key.
+    let qkdKeys: QkdKey[] = [];
+    let qkdReason: string | undefined;
+    if (postureHasQkd(posture)) {
+      try {
+        qkdKeys = await this.fetchQkdKeys(peer);
+      } catch (err) {
+        const why = `QKD key request failed (${(err as { kind?: string }).kind ?? (err as Error).name})`;
+        if (decision.minimum === 'QKD+PQC+QRNG') {
+          throw new QkmError('POSTURE_UNAVAILABLE', `${why} and the minimum is ${decision.minimum}`);
+        }
+        posture = 'PQC+QRNG';
+        degraded = true;
+        qkdReason = why;
+        notes.push(`${why}; fell back to PQC+QRNG`);
+      }
+    } else {
+      qkdReason = decision.table.find((row) => row.posture === 'QKD+PQC+QRNG')?.why;
+    }
+
+    // 4. Transcript, signature, keys.
+    const qkd = postureHasQkd(posture);
+    const timestamp = this.clock();
+    const body: HandshakeBody = {
+      version: HANDSHAKE_VERSION,
+      posture,
+      initiatorNodeId: me.nodeId,
+      responderNodeId: peer.nodeId,
+      kemCiphertext: cipherText,
+      qkdKeyIds: qkdKeys.map((k) => k.keyId),
+      initiatorKmeId: qkd ? (me.kmeId ?? '') : '',
+      responderKmeId: qkd ? (peer.kmeId ?? '') : '',
+      initiatorSaeId: qkd ? (me.saeId ?? '') : '',
+      responderSaeId: qkd ? (peer.saeId ?? '') : '',
+      r,
+      timestamp,
+      nonce,
+      context,
+    };
+    const bodyBytes = encodeBody(body);
+    const signature = signBody(bodyBytes, me.signing.secretKey);
+    const th = transcriptHash(bodyBytes);
+    const keys = deriveKeys(
+      sharedSecret,
+      qkdKeys.map((k) => k.key),
+      r,
+      th,
+    );
+    sharedSecret.fill(0);
+    for (const k of qkdKeys) k.key.fill(0);
+    keys.confirmKey.fill(0);
+    const sessionId = sessionIdOf(th);
+    const at = new Date(timestamp).toISOString();
+    const provenance: SessionProvenance = {
+      posture,
+      degraded,
+      ...(notes.length ? { reason: notes.join('; ') } : {}),
+      fallback: decision.fallback || posture !== decision.posture,
+      pqc: {
+        kem: 'ML-KEM-768',
+        signature: 'ML-DSA-65',
+        kdf: 'HKDF-SHA-256',
+        randomness,
+        randomnessOrigin: 'local',
+      },
+      qkd: {
+        used: qkd,
+        keyIds: body.qkdKeyIds,
+        ...(qkd ? { initiatorKmeId: body.initiatorKmeId, responderKmeId: body.responderKmeId } : {}),
+        ...(!qkd && qkdReason ? { reason: qkdReason } : {}),
+      },
+      qrng: qrngLeg(posture, randomness, decision, entropyProv, notes),
+      at,
+    };
+    const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
+    await this.sessions.put(`initiator:${sessionId}`, {
+      session_id: sessionId,
+      role: 'initiator',
+      peer: peer.nodeId,
+      posture,
+      created: new Date(this.clock()).toISOString(),
+      handshake_at: at,
+      provenance,
+      expected_confirm: toBase64url(keys.confirmTag),
+      confirmed: false,
+      ...(keyId ? { key_id: keyId } : {}),
+    });
+    await this.o.audit.append({
+      type: 'session.initiated',
+      actor: me.nodeId,
+      details: auditDetails(sessionId, peer.nodeId, provenance, decision.minimum),
+    });
+    return {
+      session_id: sessionId,
+      key: keys.key,
+      handshake: encodeMessage(bodyBytes, signature),
+      posture,
+      provenance,
+      ...(keyId ? { key_id: keyId } : {}),
+    };
+  }
+
+  /**
+   * Accepts a peer's handshake. Every check runs before decapsulation and before any KME call,
+   * in this order: decode (HANDSHAKE_MALFORMED), version (HANDSHAKE_VERSION), recipient
+   * (HANDSHAKE_WRONG_RECIPIENT), pinned initiator (HANDSHAKE_UNKNOWN_PEER), signature
+   * (HANDSHAKE_BAD_SIGNATURE), KME/SAE ids vs the bundles, timestamp window (HANDSHAKE_STALE),
+   * minimum posture (POSTURE_BELOW_MINIMUM), QKD configured (QKD_UNAVAILABLE), replay cache
+   * (HANDSHAKE_REPLAYED). Then: decapsulate (HANDSHAKE_DECAPSULATION), dec_keys (QKD_UNAVAILABLE).
+   */
+  async accept(req: { handshake: string }): Promise<AcceptResult> {
+    let initiator: string | undefined;
+    try {
+      const { body, bodyBytes, peer } = await this.checkHandshake(req.handshake, (id) => {
+        initiator = id;
+      });
+      return await this.complete(body, bodyBytes, peer);
+    } catch (err) {
+      await this.o.audit
+        .append({
+          type: 'session.rejected',
+          actor: initiator ?? 'unknown',
+          details: {
+            code: isQkmError(err) ? err.code : 'INTERNAL',
+            reason: isQkmError(err) ? err.message : 'error',
+          },
+        })
+        .catch(() => undefined); // the rejection itself is what the caller must see
+      throw err;
+    }
+  }
+
+  private async checkHandshake(
+    text: string,
+    seen: (initiator: string) => void,
+  ): Promise<{ body: HandshakeBody; bodyBytes: Uint8Array; peer: Peer }> {
+    const me = this.o.identity;
+    let body: HandshakeBody;
+    let bodyBytes: Uint8Array;
+    let signature: Uint8Array;
+    try {
+      ({ body: bodyBytes, signature } = decodeMessage(text));
+      body = decodeBody(bodyBytes);
+    } catch (e) {
+      if (e instanceof HandshakeDecodeError) throw new QkmError(e.code, e.message);
+      throw e;
+    }
+    seen(body.initiatorNodeId);
+    if (body.responderNodeId !== me.nodeId) {
+      throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the handshake is addressed to another node');
+    }
+    const peer = await this.o.peers.get(body.initiatorNodeId);
+    if (!peer)
+      throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${body.initiatorNodeId} is not pinned`);
+    if (!verifyBody(signature, bodyBytes, peer.dsaPublicKey)) {
+      throw new QkmError(
+        'HANDSHAKE_BAD_SIGNATURE',
+        'the handshake signature does not verify against the pinned peer',
+      );
+    }
+    if (postureHasQkd(body.posture)) {
+      if (body.initiatorSaeId !== peer.saeId || body.initiatorKmeId !== peer.kmeId) {
+        throw new QkmError(
+          'HANDSHAKE_MALFORMED',
+          "the initiator's SAE/KME ids differ from its pinned bundle",
+        );
+      }
+      if (body.responderSaeId !== me.saeId || body.responderKmeId !== me.kmeId) {
+        throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', "the responder's SAE/KME ids are not this node's");
+      }
+    }
+    const now = this.clock();
+    if (Math.abs(now - body.timestamp) > this.windowMs) {
+      throw new QkmError('HANDSHAKE_STALE', `the handshake timestamp is outside ±${this.windowMs / 1000} s`);
+    }
+    const min = this.o.policy.minimumFor(peer);
+    if (!postureAtLeast(body.posture, min)) {
+      throw new QkmError(
+        'POSTURE_BELOW_MINIMUM',
+        `offered ${body.posture}, the minimum for this peer is ${min}`,
+      );
+    }
+    if (postureHasQkd(body.posture) && !this.o.qkd) {
+      throw new QkmError('QKD_UNAVAILABLE', 'the handshake uses QKD but this node has no QKD key source');
+    }
+    if (!(await this.replay.admit(body.initiatorNodeId, toHex(body.nonce), body.timestamp, now))) {
+      throw new QkmError('HANDSHAKE_REPLAYED', 'this handshake was already accepted');
+    }
+    return { body, bodyBytes, peer };
+  }
+
+  private async complete(body: HandshakeBody, bodyBytes: Uint8Array, peer: Peer): Promise<AcceptResult> {
+    const me = this.o.identity;
+    let ss: Uint8Array;
+    try {
+      // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
+      ss = ml_kem768.decapsulate(body.kemCiphertext, me.kem.secretKey);
+    } catch {
+      throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
+    }
+    let qkdKeys: QkdKey[] = [];
+    if (postureHasQkd(body.posture)) {
+      try {
+        qkdKeys = await this.o.qkd!.getKeysById(body.initiatorSaeId, body.qkdKeyIds, {
+          timeoutMs: this.o.qkdTimeoutMs ?? 5000,
+        });
+      } catch (err) {
+        throw new QkmError(
+          'QKD_UNAVAILABLE',
+          `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`,
+        );
+      }
+      const ok =
+        qkdKeys.length === body.qkdKeyIds.length &&
+        qkdKeys.every((k, i) => k.keyId === body.qkdKeyIds[i] && k.key.length === QKD_KEY_BITS / 8);
+      if (!ok) throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
+    }
+    const th = transcriptHash(bodyBytes);
+    const keys = deriveKeys(
+      ss,
+      qkdKeys.map((k) => k.key),
+      body.r,
+      th,
+    );
+    ss.fill(0);
+    for (const k of qkdKeys) k.key.fill(0);
+    keys.confirmKey.fill(0);
+    const sessionId = sessionIdOf(th);
+    const qkd = postureHasQkd(body.posture);
+    const at = new Date(body.timestamp).toISOString();
+    const provenance: SessionProvenance = {
+      posture: body.posture,
+      degraded: false,
+      fallback: false,
+      pqc: {
+        kem: 'ML-KEM-768',
+        signature: 'ML-DSA-65',
+        kdf: 'HKDF-SHA-256',
+        randomness: postureHasQrng(body.posture) ? 'quantum' : 'os',
+        randomnessOrigin: 'initiator',
+      },
+      qkd: {
+        used: qkd,
+        keyIds: body.qkdKeyIds,
+        ...(qkd ? { initiatorKmeId: body.initiatorKmeId, responderKmeId: body.responderKmeId } : {}),
+      },
+      qrng: { used: postureHasQrng(body.posture), degraded: false },
+      at,
+    };
+    const keyId = await this.keep(keys.key, sessionId, 'responder', provenance, at);
+    await this.sessions.put(`responder:${sessionId}`, {
+      session_id: sessionId,
+      role: 'responder',
+      peer: peer.nodeId,
+      posture: body.posture,
+      created: new Date(this.clock()).toISOString(),
+      handshake_at: at,
+      provenance,
+      ...(keyId ? { key_id: keyId } : {}),
+    });
+    await this.o.audit.append({
+      type: 'session.accepted',
+      actor: peer.nodeId,
+      details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
+    });
+    return {
+      session_id: sessionId,
+      key: keys.key,
+      posture: body.posture,
+      provenance,
+      confirm: toBase64url(keys.confirmTag),
+      peer: peer.nodeId,
+      context: readStr(body.context, 'context'),
+      ...(keyId ? { key_id: keyId } : {}),
+    };
+  }
+
+  /**
+   * Initiator side: checks the responder's key-confirmation tag (base64url or bytes) in constant
+   * time. Throws SESSION_NOT_FOUND, CONFIRM_MISMATCH. Idempotent once confirmed.
+   */
+  async confirm(
+    sessionId: string,
+    tag: string | Uint8Array,
+  ): Promise<{ session_id: string; confirmed: true }> {
+    const key = `initiator:${sessionId}`;
+    const rec = typeof sessionId === 'string' ? await this.sessions.get(key) : undefined;
+    if (!rec || rec.expected_confirm === undefined) {
+      throw new QkmError('SESSION_NOT_FOUND', 'no session initiated by this node has that id');
+    }
+    let got: Uint8Array;
+    try {
+      got = typeof tag === 'string' ? fromBase64url(tag, 'confirm') : tag;
+    } catch {
+      got = new Uint8Array(0);
+    }
+    if (!constantTimeEqual(got, fromBase64url(rec.expected_confirm))) {
+      await this.o.audit.append({
+        type: 'session.confirm_failed',
+        actor: rec.peer,
+        details: { session_id: sessionId },
+      });
+      throw new QkmError('CONFIRM_MISMATCH', 'the key-confirmation tag does not match');
+    }
+    if (!rec.confirmed) {
+      await this.sessions.put(key, {
+        ...rec,
+        confirmed: true,
+        confirmed_at: new Date(this.clock()).toISOString(),
+      });
+      await this.o.audit.append({
+        type: 'session.confirmed',
+        actor: rec.peer,
+        details: { session_id: sessionId },
+      });
+    }
+    return { session_id: sessionId, confirmed: true };
+  }
+
+  /** Stored metadata for a session id (one record per role this node played). */
+  async get(sessionId: string): Promise<SessionRecord[]> {
+    const out: SessionRecord[] = [];
+    for (const role of ['initiator', 'responder'] as const) {
+      const r = await this.sessions.get(`${role}:${sessionId}`);
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  private async fetchQkdKeys(peer: Peer): Promise<QkdKey[]> {
+    const keys = await this.o.qkd!.getKeys(
+      peer.saeId!,
+      { number: 1, size: QKD_KEY_BITS },
+      { timeoutMs: this.o.qkdTimeoutMs ?? 5000 },
+    );
+    if (keys.length !== 1 || keys[0]!.key.length !== QKD_KEY_BITS / 8 || !keys[0]!.keyId) {
+      const err = new Error('KME returned an unexpected key set') as Error & { kind: string };
+      err.kind = 'protocol';
+      throw err;
+    }
+    return keys;
+  }
+
+  private async keep(
+    key: Uint8Array,
+    sessionId: string,
+    role: string,
+    provenance: SessionProvenance,
+    at: string,
+  ): Promise<string | undefined> {
+    if (!this.o.keepKeys) return undefined;
+    const id = randomUUID();
+    const created = new Date(this.clock());
+    await this.o.store.keys.put({
+      meta: {
+        id,
+        size: KEY_BYTES,
+        purpose: 'session',
+        created: created.toISOString(),
+        expires: new Date(created.getTime() + this.o.keepKeys.ttlSeconds * 1000).toISOString(),
+        label: `session ${sessionId} (${role})`,
+        provenance: keyProvenance(provenance, at),
+      },
+      material: key,
+    });
+    return id;
+  }
+}
+
+function osRandomness(): { m: Uint8Array; r: Uint8Array; nonce: Uint8Array } {
+  return {
+    m: new Uint8Array(randomBytes(32)),
+    r: new Uint8Array(randomBytes(R_BYTES)),
+    nonce: new Uint8Array(randomBytes(NONCE_BYTES)),
+  };
+}
+
+/** True when some posture scoring above the chosen one was skipped because of an outage. */
+function unavailableAbove(d: PostureDecision): boolean {
+  const chosen = d.table.find((r) => r.posture === d.posture)!;
+  return d.table.some((r) => r.score > chosen.score && r.outage);
+}
+
+function qrngLeg(
+  posture: Posture,
+  randomness: 'quantum' | 'os',
+  d: PostureDecision,
+  entropy: Provenance | undefined,
+  notes: string[],
+): SessionProvenance['qrng'] {
+  if (postureHasQrng(posture) && randomness === 'quantum') {
+    return { used: true, degraded: false, ...(entropy ? { entropy } : {}) };
+  }
+  const row = d.table.find((r) => r.posture === 'PQC+QRNG')!;
+  if (!row.compliant) return { used: false, degraded: false, reason: row.why };
+  const midHandshake = notes.find((n) => n.startsWith('quantum entropy'));
+  if (midHandshake) return { used: false, degraded: true, reason: midHandshake };
+  if (!row.available) return { used: false, degraded: true, reason: row.why };
+  return { used: false, degraded: false, reason: 'policy chose PQC' };
+}
+
+function auditDetails(
+  sessionId: string,
+  peer: string,
+  p: SessionProvenance,
+  minimum: Posture,
+): Record<string, unknown> {
+  return {
+    session_id: sessionId,
+    peer,
+    posture: p.posture,
+    minimum,
+    degraded: p.degraded,
+    ...(p.reason ? { reason: p.reason } : {}),
+    randomness: p.pqc.randomness,
+    qkd_key_ids: p.qkd.keyIds,
+    qrng_degraded: p.qrng.degraded,
+  };
+}
+
+/** A KeyStore Provenance for a kept session key (the store's type is entropy-shaped). */
+function keyProvenance(p: SessionProvenance, at: string): Provenance {
+  const e = p.qrng.entropy;
+  return {
+    seedOrigin: p.pqc.randomness,
+    sources: e?.sources ?? [],
+    entropyCredited: e?.entropyCredited ?? 0,
+    drbg: e?.drbg ?? {
+      name: 'HKDF-SHA-256 (hybrid session key)',
+      instance: 'session',
+      reseedCounter: 0,
+      seededAt: at,
+      predictionResistance: false,
+    },
+    degraded: p.degraded,
+    ...(p.reason ? { reason: p.reason } : {}),
+    at,
+  };
+}

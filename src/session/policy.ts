@@ -1,0 +1,319 @@
+import { QkmError } from '../core/errors.js';
+import type { EntropyProvider } from '../entropy/types.js';
+import type { QkdKeySource } from '../../drivers/qkd/interface.js';
+import {
+  POSTURES,
+  type Posture,
+  maxPosture,
+  postureAtLeast,
+  postureHasQkd,
+  postureHasQrng,
+} from './posture.js';
+
+/**
+ * Posture policy (QSC paper eq. 5–7): for a peer, choose the admissible posture p maximising
+ * w_s·Sec(p) − w_l·Lat(p) − w_c·Cost(p), where admissible = compliant with the jurisdiction
+ * rules for the (local region, peer region) pair AND available now, and p ≥ the minimum.
+ */
+
+/**
+ * Jurisdiction rule for one region, after QSC Table 1. `qrng`: whether quantum entropy may be
+ * used by a node in this region (it is local to the node, so only the local rule applies).
+ * `qkd`: `permitted` (domestic and cross-border), `domestic` (only when both ends are in this
+ * region), `not-permitted`.
+ */
+export interface RegionRule {
+  qrng: boolean;
+  qkd: 'permitted' | 'domestic' | 'not-permitted';
+  /** Human note shown in `explain`. */
+  note: string;
+}
+
+export interface PostureScore {
+  sec: number;
+  lat: number;
+  cost: number;
+}
+
+export interface PolicyConfig {
+  weights: { security: number; latency: number; cost: number };
+  scores: Record<Posture, PostureScore>;
+  /** Keyed by region code. A region not listed is treated as `unknownRegion`. */
+  regions: Record<string, RegionRule>;
+  /** Rule for regions missing from `regions` (default: PQC only — fail closed). */
+  unknownRegion: RegionRule;
+  /**
+   * Explicit per-pair QKD decisions that override the region rules (negotiated agreements),
+   * e.g. `{ a: 'EU', b: 'JP', qkd: true }`. Unordered pairs.
+   */
+  pairs: Array<{ a: string; b: string; qkd: boolean; note?: string }>;
+  /** Floor for every peer. */
+  minPosture: Posture;
+  /** Per-peer floors by node id (combined by max with `minPosture` and the peer record's own). */
+  peers: Record<string, { minPosture?: Posture }>;
+}
+
+/**
+ * Defaults. Scores are on a 0–1 scale: Sec grows with each added source of strength; Lat and
+ * Cost reflect the QSC testbed (a PQC handshake ≈ 0.4 ms, QRNG adds ≈ 1 ms of entropy, a QKD
+ * key ≈ 10 ms and consumes scarce link material). With these weights the strongest available
+ * posture always wins — the paper's "escalate to QKD when available and compliant".
+ * Regions follow QSC Table 1:
+ * - US: QRNG supported (national clouds, DoD); QKD restricted to defence/research → domestic.
+ * - EU: QRNG in some member states; QKD limited by cross-border data sovereignty → domestic.
+ * - CN: national QRNG standards vary (allowed); QKD strongly supported → permitted.
+ * - JP: QRNG in R&D (allowed); QKD emerging (satellite) → permitted.
+ * - AU: QRNG limited (allowed where a device exists); QKD under review → not permitted.
+ * - MULTI: QRNG per node; QKD negotiated per jurisdiction → domestic (MULTI↔MULTI) unless a
+ *   `pairs` entry allows it; otherwise the crypto-pluggable fallback to PQC.
+ * PQC is mandatory everywhere, so `PQC` is always compliant.
+ */
+export const DEFAULT_POLICY: PolicyConfig = {
+  weights: { security: 1, latency: 0.2, cost: 0.1 },
+  scores: {
+    PQC: { sec: 0.6, lat: 0.1, cost: 0.1 },
+    'PQC+QRNG': { sec: 0.8, lat: 0.15, cost: 0.2 },
+    'QKD+PQC+QRNG': { sec: 1, lat: 0.4, cost: 0.5 },
+  },
+  regions: {
+    US: { qrng: true, qkd: 'domestic', note: 'QKD restricted to defence/research networks' },
+    EU: { qrng: true, qkd: 'domestic', note: 'QKD limited by cross-border data sovereignty' },
+    CN: { qrng: true, qkd: 'permitted', note: 'QKD strongly supported' },
+    JP: { qrng: true, qkd: 'permitted', note: 'QKD emerging (satellite links)' },
+    AU: { qrng: true, qkd: 'not-permitted', note: 'QKD under review' },
+    MULTI: { qrng: true, qkd: 'domestic', note: 'QKD negotiated per jurisdiction' },
+  },
+  unknownRegion: { qrng: false, qkd: 'not-permitted', note: 'region not in the jurisdiction table' },
+  pairs: [],
+  minPosture: 'PQC',
+  peers: {},
+};
+
+/** What the policy needs to know about a peer. */
+export interface PolicyPeer {
+  nodeId: string;
+  region: string;
+  saeId?: string;
+  kmeId?: string;
+  minPosture?: Posture;
+}
+
+export interface QkdAvailability {
+  up: boolean;
+  reason?: string;
+}
+
+export interface PostureRow {
+  posture: Posture;
+  sec: number;
+  lat: number;
+  cost: number;
+  score: number;
+  compliant: boolean;
+  available: boolean;
+  /**
+   * Unavailable because something this node is set up to use is failing now (quantum entropy
+   * unhealthy, QKD link down or out of keys) — as opposed to not being configured at all (no
+   * KME, no SAE ids). Only outages make a fallback `degraded`.
+   */
+  outage: boolean;
+  /** compliant ∧ available ∧ ≥ minimum. */
+  admissible: boolean;
+  why: string;
+}
+
+export interface PostureDecision {
+  posture: Posture;
+  minimum: Posture;
+  /** True when a better-scoring posture was not admissible (compliance or availability). */
+  fallback: boolean;
+  /** Present when `fallback`: why the better postures were skipped. */
+  reason?: string;
+  table: PostureRow[];
+}
+
+export interface PosturePolicyOptions {
+  /** This node's region. */
+  region: string;
+  /** This node's SAE id; QKD is unavailable without one. */
+  saeId?: string;
+  entropy: Pick<EntropyProvider, 'status'>;
+  /** Live QKD link check for a peer; absent → QKD unavailable ("no QKD key source configured"). */
+  qkdAvailability?: (peer: PolicyPeer) => Promise<QkdAvailability>;
+  /** Merged over DEFAULT_POLICY (shallow per top-level key; `regions` merged per region). */
+  config?: Partial<PolicyConfig>;
+}
+
+/**
+ * A QKD availability check backed by ETSI 014 Get status: the link is up when the KME answers
+ * for the peer's SAE with at least `minKeys` keys in stock. Bounded by `timeoutMs`.
+ */
+export function qkdAvailabilityFrom(
+  qkd: QkdKeySource,
+  opts: { timeoutMs?: number; minKeys?: number } = {},
+): (peer: PolicyPeer) => Promise<QkdAvailability> {
+  return async (peer) => {
+    if (!peer.saeId) return { up: false, reason: 'peer has no SAE id' };
+    try {
+      const s = await qkd.status(peer.saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
+      if (s.storedKeyCount < (opts.minKeys ?? 1))
+        return { up: false, reason: 'QKD link has no keys in stock' };
+      return { up: true };
+    } catch (e) {
+      const kind = (e as { kind?: string }).kind ?? 'error';
+      return { up: false, reason: `KME status failed (${kind})` };
+    }
+  };
+}
+
+export function mergePolicy(partial: Partial<PolicyConfig> | undefined): PolicyConfig {
+  const p = partial ?? {};
+  return {
+    ...DEFAULT_POLICY,
+    ...p,
+    weights: { ...DEFAULT_POLICY.weights, ...p.weights },
+    scores: { ...DEFAULT_POLICY.scores, ...p.scores },
+    regions: { ...DEFAULT_POLICY.regions, ...p.regions },
+    peers: { ...DEFAULT_POLICY.peers, ...p.peers },
+  };
+}
+
+export class PosturePolicy {
+  readonly config: PolicyConfig;
+
+  constructor(private readonly opts: PosturePolicyOptions) {
+    this.config = mergePolicy(opts.config);
+  }
+
+  /** The effective minimum for a peer: max of the global floor, per-peer config, peer record and request. */
+  minimumFor(peer: Pick<PolicyPeer, 'nodeId' | 'minPosture'>, requested?: Posture): Posture {
+    return maxPosture(
+      this.config.minPosture,
+      this.config.peers[peer.nodeId]?.minPosture,
+      peer.minPosture,
+      requested,
+    );
+  }
+
+  private rule(region: string): RegionRule {
+    return this.config.regions[region] ?? this.config.unknownRegion;
+  }
+
+  /** Compliance of `posture` for this (local, peer) region pair, with the reason when not. */
+  compliance(posture: Posture, peerRegion: string): { ok: boolean; why: string } {
+    const local = this.rule(this.opts.region);
+    if (postureHasQrng(posture) && !local.qrng) {
+      return { ok: false, why: `QRNG not permitted in ${this.opts.region} (${local.note})` };
+    }
+    if (postureHasQkd(posture)) {
+      const a = this.opts.region;
+      const b = peerRegion;
+      const pair = this.config.pairs.find((x) => (x.a === a && x.b === b) || (x.a === b && x.b === a));
+      if (pair) {
+        return pair.qkd
+          ? { ok: true, why: `QKD allowed for ${a}↔${b} by agreement` }
+          : { ok: false, why: `QKD not permitted for ${a}↔${b}${pair.note ? ` (${pair.note})` : ''}` };
+      }
+      const ra = this.rule(a);
+      const rb = this.rule(b);
+      const allows = (r: RegionRule) => r.qkd === 'permitted' || (r.qkd === 'domestic' && a === b);
+      if (!allows(ra))
+        return {
+          ok: false,
+          why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${a} (${ra.note})`,
+        };
+      if (!allows(rb))
+        return {
+          ok: false,
+          why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${b} (${rb.note})`,
+        };
+    }
+    return { ok: true, why: posture === 'PQC' ? 'PQC is mandatory everywhere' : 'compliant' };
+  }
+
+  /** Availability now, with the reason when not. */
+  async availability(
+    posture: Posture,
+    peer: PolicyPeer,
+  ): Promise<{ ok: boolean; outage: boolean; why: string }> {
+    if (postureHasQrng(posture)) {
+      const s = this.opts.entropy.status();
+      if (!s.quantumAvailable) {
+        return {
+          ok: false,
+          outage: true,
+          why: `no healthy quantum entropy source${s.reason ? `: ${s.reason}` : ''}`,
+        };
+      }
+    }
+    if (postureHasQkd(posture)) {
+      if (!this.opts.qkdAvailability)
+        return { ok: false, outage: false, why: 'no QKD key source configured' };
+      if (!this.opts.saeId) return { ok: false, outage: false, why: 'this node has no SAE id' };
+      if (!peer.saeId || !peer.kmeId)
+        return { ok: false, outage: false, why: 'peer bundle has no SAE/KME id' };
+      const q = await this.opts.qkdAvailability(peer);
+      if (!q.up) return { ok: false, outage: true, why: q.reason ?? 'QKD link down' };
+    }
+    return { ok: true, outage: false, why: 'available' };
+  }
+
+  /** The decision table: every posture, its scores and why it is or is not admissible. */
+  async explain(peer: PolicyPeer, requestedMin?: Posture): Promise<PostureRow[]> {
+    const min = this.minimumFor(peer, requestedMin);
+    const { weights, scores } = this.config;
+    const rows: PostureRow[] = [];
+    for (const posture of POSTURES) {
+      const s = scores[posture];
+      const score = weights.security * s.sec - weights.latency * s.lat - weights.cost * s.cost;
+      const c = this.compliance(posture, peer.region);
+      const a = c.ok
+        ? await this.availability(posture, peer)
+        : { ok: false, outage: false, why: 'not checked' };
+      const meetsMin = postureAtLeast(posture, min);
+      const why = !c.ok ? c.why : !a.ok ? a.why : !meetsMin ? `below the minimum ${min}` : 'admissible';
+      rows.push({
+        posture,
+        sec: s.sec,
+        lat: s.lat,
+        cost: s.cost,
+        score: Math.round(score * 1e6) / 1e6,
+        compliant: c.ok,
+        available: c.ok && a.ok,
+        outage: c.ok && a.outage,
+        admissible: c.ok && a.ok && meetsMin,
+        why,
+      });
+    }
+    return rows;
+  }
+
+  /**
+   * Picks the posture. Throws QkmError POSTURE_UNAVAILABLE (503) when no posture at or above the
+   * minimum is admissible, with the reasons in the message and `details.table`.
+   */
+  async decide(peer: PolicyPeer, requestedMin?: Posture): Promise<PostureDecision> {
+    const table = await this.explain(peer, requestedMin);
+    const minimum = this.minimumFor(peer, requestedMin);
+    const admissible = table.filter((r) => r.admissible);
+    if (admissible.length === 0) {
+      const why = table
+        .filter((r) => postureAtLeast(r.posture, minimum))
+        .map((r) => `${r.posture}: ${r.why}`)
+        .join('; ');
+      throw new QkmError('POSTURE_UNAVAILABLE', `no admissible posture at or above ${minimum} (${why})`, {
+        details: { minimum, table },
+      });
+    }
+    // Highest score wins; ties go to the stronger posture.
+    const best = admissible.reduce((a, b) => (b.score >= a.score ? b : a));
+    const skipped = table.filter(
+      (r) => !r.admissible && r.score > best.score && postureAtLeast(r.posture, minimum),
+    );
+    const decision: PostureDecision = { posture: best.posture, minimum, fallback: skipped.length > 0, table };
+    if (skipped.length > 0) {
+      decision.reason = skipped.map((r) => `${r.posture} not admissible: ${r.why}`).join('; ');
+    }
+    return decision;
+  }
+}

@@ -1,0 +1,250 @@
+import { timingSafeEqual } from 'node:crypto';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { sha3_256 } from '@noble/hashes/sha3.js';
+import { expand, extract } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
+import { DSA_CONTEXT } from './identity.js';
+import {
+  EncodingError,
+  concatBytes,
+  decodeFields,
+  encodeFields,
+  fromBase64url,
+  readStr,
+  readU64,
+  readU8,
+  str,
+  toBase64url,
+  toHex,
+  u64,
+  u8,
+} from './encoding.js';
+import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd } from './posture.js';
+
+/**
+ * The qkm/v1 handshake: pure functions only (no I/O), so the known-answer vectors in
+ * test/vectors/handshake-kat.json exercise exactly the code the service runs.
+ * The construction is specified in /tmp/qkm-protocol.md (README "Session protocol").
+ */
+
+export const HANDSHAKE_VERSION = 1;
+/** "QKMH": first field of every handshake body, so a body cannot be mistaken for other signed data. */
+export const HANDSHAKE_MAGIC = str('QKMH');
+export const KDF_LABEL = str('qkm/v1');
+export const CONFIRM_KEY_LABEL = str('qkm/v1 confirm-key');
+export const CONFIRM_TAG_LABEL = str('qkm/v1 confirm');
+export const R_BYTES = 32;
+export const NONCE_BYTES = 16;
+export const KEY_BYTES = 32;
+/** QKD key size requested from the KME, bits. */
+export const QKD_KEY_BITS = 256;
+export const MAX_CONTEXT_BYTES = 1024;
+export const MAX_QKD_KEYS = 8;
+/** The body has exactly this many fields. */
+const BODY_FIELDS = 15;
+
+/** Everything the initiator signs; field order is the wire order. */
+export interface HandshakeBody {
+  version: number;
+  posture: Posture;
+  initiatorNodeId: string;
+  responderNodeId: string;
+  /** ML-KEM-768 ciphertext, 1088 bytes. */
+  kemCiphertext: Uint8Array;
+  /** ETSI 014 key ids (UUIDs), in order; empty unless the posture has QKD. */
+  qkdKeyIds: string[];
+  /** KME / SAE ids of both ends; empty strings unless the posture has QKD. */
+  initiatorKmeId: string;
+  responderKmeId: string;
+  initiatorSaeId: string;
+  responderSaeId: string;
+  /** HKDF salt, 32 bytes. */
+  r: Uint8Array;
+  /** Initiator's clock, epoch milliseconds. */
+  timestamp: number;
+  nonce: Uint8Array;
+  /** Caller-supplied binding (UTF-8 of the API's `context`), ≤ 1024 bytes, may be empty. */
+  context: Uint8Array;
+}
+
+export function encodeBody(b: HandshakeBody): Uint8Array {
+  return encodeFields([
+    HANDSHAKE_MAGIC,
+    u8(b.version),
+    u8(POSTURE_CODE[b.posture]),
+    str(b.initiatorNodeId),
+    str(b.responderNodeId),
+    b.kemCiphertext,
+    encodeFields(b.qkdKeyIds.map(str)),
+    str(b.initiatorKmeId),
+    str(b.responderKmeId),
+    str(b.initiatorSaeId),
+    str(b.responderSaeId),
+    b.r,
+    u64(b.timestamp),
+    b.nonce,
+    b.context,
+  ]);
+}
+
+export class HandshakeDecodeError extends Error {
+  constructor(
+    readonly code: 'HANDSHAKE_MALFORMED' | 'HANDSHAKE_VERSION',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HandshakeDecodeError';
+  }
+}
+
+/** Strict decode: exact field count, exact lengths, known version and posture. */
+export function decodeBody(bytes: Uint8Array): HandshakeBody {
+  let f: Uint8Array[];
+  try {
+    f = decodeFields(bytes, BODY_FIELDS);
+  } catch (e) {
+    throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', `handshake body: ${(e as Error).message}`);
+  }
+  const bad = (why: string): never => {
+    throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', `handshake body: ${why}`);
+  };
+  try {
+    if (toHex(f[0]!) !== toHex(HANDSHAKE_MAGIC)) bad('bad magic');
+    const version = readU8(f[1]!, 'version');
+    if (version !== HANDSHAKE_VERSION) {
+      throw new HandshakeDecodeError('HANDSHAKE_VERSION', `handshake version ${version} is not supported`);
+    }
+    const posture = postureFromCode(readU8(f[2]!, 'posture'));
+    if (!posture) return bad('unknown posture');
+    const body: HandshakeBody = {
+      version,
+      posture,
+      initiatorNodeId: readStr(f[3]!, 'initiator'),
+      responderNodeId: readStr(f[4]!, 'responder'),
+      kemCiphertext: f[5]!.slice(),
+      qkdKeyIds: decodeFields(f[6]!).map((x, i) => readStr(x, `qkd key id ${i}`)),
+      initiatorKmeId: readStr(f[7]!, 'initiator kme'),
+      responderKmeId: readStr(f[8]!, 'responder kme'),
+      initiatorSaeId: readStr(f[9]!, 'initiator sae'),
+      responderSaeId: readStr(f[10]!, 'responder sae'),
+      r: f[11]!.slice(),
+      timestamp: readU64(f[12]!, 'timestamp'),
+      nonce: f[13]!.slice(),
+      context: f[14]!.slice(),
+    };
+    const nodeIdRe = /^[0-9a-f]{32}$/;
+    if (!nodeIdRe.test(body.initiatorNodeId) || !nodeIdRe.test(body.responderNodeId)) bad('bad node id');
+    if (body.kemCiphertext.length !== ml_kem768.lengths.cipherText)
+      bad('KEM ciphertext has the wrong length');
+    if (body.r.length !== R_BYTES) bad('r has the wrong length');
+    if (body.nonce.length !== NONCE_BYTES) bad('nonce has the wrong length');
+    if (body.context.length > MAX_CONTEXT_BYTES) bad('context too long');
+    readStr(body.context, 'context');
+    const qkd = postureHasQkd(posture);
+    if (qkd) {
+      if (body.qkdKeyIds.length < 1 || body.qkdKeyIds.length > MAX_QKD_KEYS)
+        bad('QKD posture needs 1-8 key ids');
+      if (body.qkdKeyIds.some((k) => k.length < 1 || k.length > 128)) bad('bad QKD key id');
+      if (!body.initiatorKmeId || !body.responderKmeId || !body.initiatorSaeId || !body.responderSaeId) {
+        bad('QKD posture needs KME and SAE ids');
+      }
+    } else if (
+      body.qkdKeyIds.length ||
+      body.initiatorKmeId ||
+      body.responderKmeId ||
+      body.initiatorSaeId ||
+      body.responderSaeId
+    ) {
+      bad('QKD fields present in a posture without QKD');
+    }
+    return body;
+  } catch (e) {
+    if (e instanceof HandshakeDecodeError) throw e;
+    if (e instanceof EncodingError) bad(e.message);
+    throw e;
+  }
+}
+
+/** Wire message: `u32(len body) ‖ body ‖ u32(len sig) ‖ sig`, base64url without padding. */
+export function encodeMessage(body: Uint8Array, signature: Uint8Array): string {
+  return toBase64url(encodeFields([body, signature]));
+}
+
+export function decodeMessage(text: unknown): { body: Uint8Array; signature: Uint8Array } {
+  if (typeof text !== 'string' || text.length === 0 || text.length > 64 * 1024) {
+    throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', 'handshake must be a base64url string');
+  }
+  try {
+    const [body, signature] = decodeFields(fromBase64url(text, 'handshake'), 2) as [Uint8Array, Uint8Array];
+    if (signature.length !== ml_dsa65.lengths.signature) {
+      throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', 'signature has the wrong length');
+    }
+    return { body, signature };
+  } catch (e) {
+    if (e instanceof HandshakeDecodeError) throw e;
+    throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', (e as Error).message);
+  }
+}
+
+export function transcriptHash(body: Uint8Array): Uint8Array {
+  return sha3_256(body);
+}
+
+/** ML-DSA-65 signature, ctx "qkm/v1 handshake". `deterministic` for known-answer vectors only. */
+export function signBody(body: Uint8Array, secretKey: Uint8Array, deterministic = false): Uint8Array {
+  return ml_dsa65.sign(body, secretKey, {
+    context: DSA_CONTEXT.handshake,
+    ...(deterministic ? { extraEntropy: false as const } : {}),
+  });
+}
+
+export function verifyBody(signature: Uint8Array, body: Uint8Array, publicKey: Uint8Array): boolean {
+  try {
+    return ml_dsa65.verify(signature, body, publicKey, { context: DSA_CONTEXT.handshake });
+  } catch {
+    return false;
+  }
+}
+
+export interface DerivedKeys {
+  /** The session key handed to the agent. qkm itself never uses it as a key. */
+  key: Uint8Array;
+  /** Key-confirmation key: same PRK, different HKDF-Expand info, so independent of `key`. */
+  confirmKey: Uint8Array;
+  /** HMAC-SHA-256(confirmKey, "qkm/v1 confirm" ‖ th). */
+  confirmTag: Uint8Array;
+}
+
+/**
+ * PRK = HKDF-Extract(salt = r, IKM = ss_mlkem ‖ k_qkd)            (RFC 5869 §2.2)
+ * K   = HKDF-Expand(PRK, "qkm/v1" ‖ th, 32)                       — i.e. HKDF-SHA-256 as specified
+ * Kc  = HKDF-Expand(PRK, "qkm/v1 confirm-key" ‖ th, 32)
+ * tag = HMAC-SHA-256(Kc, "qkm/v1 confirm" ‖ th)
+ * The approved (ML-KEM) secret comes first in the IKM (SP 800-56C Rev 2 §2, Z′ = Z ‖ T).
+ */
+export function deriveKeys(
+  ssMlkem: Uint8Array,
+  qkdKeys: readonly Uint8Array[],
+  r: Uint8Array,
+  th: Uint8Array,
+): DerivedKeys {
+  const ikm = concatBytes(ssMlkem, ...qkdKeys);
+  const prk = extract(sha256, ikm, r);
+  const key = expand(sha256, prk, concatBytes(KDF_LABEL, th), KEY_BYTES);
+  const confirmKey = expand(sha256, prk, concatBytes(CONFIRM_KEY_LABEL, th), KEY_BYTES);
+  const confirmTag = hmac(sha256, confirmKey, concatBytes(CONFIRM_TAG_LABEL, th));
+  ikm.fill(0);
+  prk.fill(0);
+  return { key, confirmKey, confirmTag };
+}
+
+/** Both sides name the session after the transcript: lowercase hex of th[0..16). */
+export function sessionIdOf(th: Uint8Array): string {
+  return toHex(th.subarray(0, 16));
+}
+
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,141 @@
+import { mkdir } from 'node:fs/promises';
+import type { AbstractSublevel } from 'abstract-level';
+import { ClassicLevel } from 'classic-level';
+import { LevelKeyStore, type RootDb } from '../keys/level-store.js';
+import type { RecordStore, StorageBackend } from './interface.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import { levelOp, toStoreError } from './level-errors.js';
+import { checkNamespace, checkRecordKey, toJson } from './records.js';
+
+export interface LevelBackendOptions {
+  /** Directory of the LevelDB database (created, mode 0700, if missing). */
+  path: string;
+  /** The 32-byte key-encryption key (`loadOrCreateKek`). The backend does not keep a reference. */
+  kek: Uint8Array;
+  /** See `LevelKeyStore` — background compaction of destroyed material (default true). */
+  compactOnDestroy?: boolean;
+}
+
+/**
+ * Opens the LevelDB storage backend: one database holding the key store and one sublevel per
+ * record namespace (`r.<namespace>`). Single-process: LevelDB locks the directory, and a second
+ * opener (another qkm process, or this one twice) is refused with QkmError STORE_UNAVAILABLE
+ * ("data dir in use by another qkm process?"). A wrong KEK rejects `KekError` (STORE_UNAVAILABLE).
+ */
+export async function openLevelBackend(options: LevelBackendOptions): Promise<StorageBackend> {
+  const { path, kek } = options;
+  if (!(kek instanceof Uint8Array) || kek.length !== 32) {
+    throw new RangeError('kek must be a 32-byte Uint8Array');
+  }
+  await mkdir(path, { recursive: true, mode: 0o700 });
+  const root: RootDb = new ClassicLevel<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+  try {
+    await root.open();
+  } catch (err) {
+    throw toStoreError(err, path);
+  }
+  try {
+    const opts = options.compactOnDestroy === undefined ? {} : { compactOnDestroy: options.compactOnDestroy };
+    const keys = await LevelKeyStore.open(root, path, kek, opts);
+    return new LevelBackend(root, path, keys);
+  } catch (err) {
+    await root.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+class LevelBackend implements StorageBackend {
+  readonly keys: LevelKeyStore;
+  readonly #root: RootDb;
+  readonly #path: string;
+  readonly #records = new Map<string, LevelRecordStore<unknown>>();
+  #closing: Promise<void> | undefined;
+
+  constructor(root: RootDb, path: string, keys: LevelKeyStore) {
+    this.#root = root;
+    this.#path = path;
+    this.keys = keys;
+  }
+
+  records<T>(namespace: string): RecordStore<T> {
+    checkNamespace(namespace);
+    let store = this.#records.get(namespace);
+    if (!store) {
+      store = new LevelRecordStore<unknown>(this.#root, this.#path, namespace);
+      this.#records.set(namespace, store);
+    }
+    return store as RecordStore<T>;
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.keys.close();
+      await levelOp(this.#path, () => this.#root.close());
+    })();
+    return this.#closing;
+  }
+}
+
+type RecordSub = AbstractSublevel<RootDb, string | Buffer | Uint8Array, string, string>;
+
+/** One namespace of JSON records. Every write is synced; `putIfAbsent` is serialised per key. */
+class LevelRecordStore<T> implements RecordStore<T> {
+  readonly #root: RootDb;
+  readonly #path: string;
+  readonly #db: RecordSub;
+  readonly #locks = new KeyedMutex();
+
+  constructor(root: RootDb, path: string, namespace: string) {
+    this.#root = root;
+    this.#path = path;
+    // Values are stored as JSON text (utf8), parsed on the way out, as in the memory backend.
+    this.#db = root.sublevel<string, string>(`r.${namespace}`, { valueEncoding: 'utf8' });
+  }
+
+  async get(key: string): Promise<T | undefined> {
+    checkRecordKey(key);
+    const json = await levelOp(this.#path, () => this.#db.get(key));
+    return json === undefined ? undefined : (JSON.parse(json) as T);
+  }
+
+  async put(key: string, value: T): Promise<void> {
+    checkRecordKey(key);
+    const json = toJson(value);
+    await this.#locks.run(key, () => this.#write({ type: 'put', sublevel: this.#db, key, value: json }));
+  }
+
+  async putIfAbsent(key: string, value: T): Promise<boolean> {
+    checkRecordKey(key);
+    const json = toJson(value);
+    return this.#locks.run(key, async () => {
+      if ((await levelOp(this.#path, () => this.#db.get(key))) !== undefined) return false;
+      await this.#write({ type: 'put', sublevel: this.#db, key, value: json });
+      return true;
+    });
+  }
+
+  async del(key: string): Promise<void> {
+    checkRecordKey(key);
+    await this.#locks.run(key, () => this.#write({ type: 'del', sublevel: this.#db, key }));
+  }
+
+  async entries(prefix = ''): Promise<Array<[string, T]>> {
+    return levelOp(this.#path, async () => {
+      const out: Array<[string, T]> = [];
+      for await (const [key, json] of this.#db.iterator(prefix === '' ? {} : { gte: prefix })) {
+        if (!key.startsWith(prefix)) break;
+        out.push([key, JSON.parse(json) as T]);
+      }
+      return out;
+    });
+  }
+
+  #write(
+    op:
+      | { type: 'put'; sublevel: RecordSub; key: string; value: string }
+      | { type: 'del'; sublevel: RecordSub; key: string },
+  ): Promise<void> {
+    // Through the root so `sync` reaches classic-level: durable (fsync'd) when it resolves.
+    return levelOp(this.#path, () => this.#root.batch<string, string>([op], { sync: true }));
+  }
+}

@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest';
+import { AuditLog, type AuditSigner, signerFromIdentity } from '../../src/audit/log.js';
+import type { AuditRecord } from '../../src/audit/types.js';
+import { canonicalJson } from '../../src/audit/canonical.js';
+import { parseJsonLines, recordHash, toJsonLines, verifyAuditLog } from '../../src/audit/verify.js';
+import { createMemoryBackend } from '../../src/store/memory.js';
+import { identityFromSeed } from '../../src/session/identity.js';
+import { FakeEntropy, fakeProvenance } from '../session/fakes.js';
+
+const ident = (b: number) =>
+  identityFromSeed(
+    new Uint8Array(96).fill(b),
+    { region: 'EU', created: '2026-01-01T00:00:00.000Z' },
+    fakeProvenance(true),
+  );
+const alice = ident(1);
+const mallory = ident(2);
+
+function countingSigner(): AuditSigner & { count: number } {
+  const s = signerFromIdentity(alice);
+  const c = {
+    ...s,
+    count: 0,
+    sign: (m: Uint8Array) => {
+      c.count++;
+      return s.sign(m);
+    },
+  };
+  return c;
+}
+
+async function filledLog(n: number, sealEvery = 4) {
+  const store = createMemoryBackend();
+  const signer = countingSigner();
+  const log = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery });
+  for (let i = 0; i < n; i++) await log.append({ type: 'test.event', actor: 'cli', details: { i } });
+  await log.flush();
+  return { store, log, signer, records: await log.records() };
+}
+
+const clone = (r: AuditRecord[]) => JSON.parse(JSON.stringify(r)) as AuditRecord[];
+
+describe('audit log', () => {
+  it('chains, seals every N in the background and on flush, and verifies offline', async () => {
+    const { records, signer } = await filledLog(10, 4);
+    // 10 events + seals after 4 and 8 (as records 5 and 10) + the flush seal.
+    expect(records.map((r) => r.type).filter((t) => t === 'audit.seal')).toHaveLength(3);
+    expect(signer.count).toBe(3); // never one signature per record
+    expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1));
+    expect(records[0]!.prev_hash).toBe('0'.repeat(64));
+    expect(records[0]!.id_source).toBe('quantum');
+    expect(records[1]!.hash).toBe(recordHash(records[1]!));
+    expect(verifyAuditLog(records, alice.signing.publicKey)).toEqual({
+      ok: true,
+      count: records.length,
+      sealedThrough: records.length - 1,
+      unsealed: 0,
+    });
+  });
+
+  it('detects an edited record (content, hash, seq, seal signature)', async () => {
+    const { records } = await filledLog(6);
+    const edited = clone(records);
+    (edited[2]!.details as Record<string, unknown>).i = 99;
+    expect(verifyAuditLog(edited, alice.signing.publicKey)).toEqual({
+      ok: false,
+      seq: 3,
+      reason: 'hash does not match the record content (edited)',
+    });
+    const rehashed = clone(records);
+    rehashed[2]!.actor = 'someone-else';
+    rehashed[2]!.hash = recordHash(rehashed[2]!);
+    expect(verifyAuditLog(rehashed, alice.signing.publicKey)).toMatchObject({ ok: false, seq: 4 });
+    const sealIdx = records.findIndex((r) => r.type === 'audit.seal');
+    const badSeal = clone(records);
+    const d = badSeal[sealIdx]!.details as { signature: string };
+    d.signature = `${d.signature.startsWith('A') ? 'B' : 'A'}${d.signature.slice(1)}`;
+    badSeal[sealIdx]!.hash = recordHash(badSeal[sealIdx]!);
+    expect(verifyAuditLog(badSeal, alice.signing.publicKey)).toMatchObject({ ok: false, seq: sealIdx + 1 });
+  });
+
+  it('detects deleted and reordered records', async () => {
+    const { records } = await filledLog(6);
+    const deleted = records.filter((_, i) => i !== 2);
+    expect(verifyAuditLog(deleted, alice.signing.publicKey)).toMatchObject({ ok: false, seq: 3 });
+    const reordered = [...records];
+    [reordered[1], reordered[2]] = [reordered[2]!, reordered[1]!];
+    expect(verifyAuditLog(reordered, alice.signing.publicKey)).toMatchObject({ ok: false, seq: 2 });
+    expect(verifyAuditLog(records.slice(1), alice.signing.publicKey)).toMatchObject({ ok: false, seq: 1 });
+  });
+
+  it('rejects seals by another key; accepts any of several keys (rotation)', async () => {
+    const { records } = await filledLog(3);
+    expect(verifyAuditLog(records, mallory.signing.publicKey)).toMatchObject({
+      ok: false,
+      reason: /not one of/,
+    });
+    expect(verifyAuditLog(records, [mallory.signing.publicKey, alice.signing.publicKey]).ok).toBe(true);
+  });
+
+  it('reports and optionally refuses an unsealed tail', async () => {
+    const store = createMemoryBackend();
+    const log = new AuditLog({ store, signer: signerFromIdentity(alice), sealEvery: 100 });
+    await log.append({ type: 'a', actor: 'cli' });
+    await log.flush();
+    await log.append({ type: 'b', actor: 'cli' });
+    const recs = await log.records();
+    expect(verifyAuditLog(recs, alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      sealedThrough: 1,
+      unsealed: 1,
+    });
+    expect(verifyAuditLog(recs, alice.signing.publicKey, { requireSealed: true })).toMatchObject({
+      ok: false,
+      seq: 3,
+    });
+    expect(recs[0]!.id_source).toBe('os'); // no entropy provider given
+  });
+
+  it('exports JSON lines that round-trip and verify', async () => {
+    const { log } = await filledLog(5);
+    const text = await log.exportJsonLines();
+    const lines = text.trim().split('\n');
+    expect(lines).toHaveLength((await log.records()).length);
+    expect(lines[0]).toBe(canonicalJson(JSON.parse(lines[0]!)));
+    const parsed = parseJsonLines(text);
+    expect(verifyAuditLog(parsed, alice.signing.publicKey).ok).toBe(true);
+    expect(toJsonLines(parsed as AuditRecord[])).toBe(text);
+    expect(() => parseJsonLines('{"a":1}\nnot json')).toThrow(/line 2/);
+    expect(verifyAuditLog([{ junk: true }], alice.signing.publicKey)).toMatchObject({ ok: false, seq: 1 });
+  });
+
+  it('continues the chain after a restart over the same store', async () => {
+    const { store, records } = await filledLog(3);
+    const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
+    const rec = await log2.append({ type: 'after.restart', actor: 'system' });
+    expect(rec.seq).toBe(records.length + 1);
+    expect(rec.prev_hash).toBe(records.at(-1)!.hash);
+    await log2.close();
+    expect(verifyAuditLog(await log2.records(), alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+    });
+    await expect(log2.append({ type: 'x', actor: 'y' })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+  });
+
+  it('never stores secrets: bytes and secret-named fields are redacted; seal type reserved', async () => {
+    const log = new AuditLog({ store: createMemoryBackend() });
+    const rec = await log.append({
+      type: 'key.created',
+      actor: 'agent-1',
+      details: { key_id: 'k1', key: 'c2VjcmV0', nested: { token: 'abc', raw: new Uint8Array(32) }, big: 10n },
+    });
+    expect(rec.details).toEqual({
+      key_id: 'k1',
+      key: '[redacted]',
+      nested: { token: '[redacted]', raw: '[32 bytes redacted]' },
+      big: '10',
+    });
+    await expect(log.append({ type: 'audit.seal', actor: 'x' })).rejects.toMatchObject({
+      code: 'INVALID_PARAMETER',
+    });
+  });
+
+  it('concurrent appends stay one gap-free chain', async () => {
+    const log = new AuditLog({
+      store: createMemoryBackend(),
+      signer: signerFromIdentity(alice),
+      sealEvery: 8,
+    });
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) => log.append({ type: 't', actor: 'a', details: { i } })),
+    );
+    await log.flush();
+    expect(verifyAuditLog(await log.records(), alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+    });
+  });
+});

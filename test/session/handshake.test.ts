@@ -1,0 +1,438 @@
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { describe, expect, it } from 'vitest';
+import { isQkmError } from '../../src/core/errors.js';
+import { decodeFields, encodeFields, fromBase64url, toBase64url } from '../../src/session/encoding.js';
+import type { Posture } from '../../src/session/posture.js';
+import {
+  type HandshakeBody,
+  decodeBody,
+  decodeMessage,
+  encodeBody,
+  encodeMessage,
+  signBody,
+} from '../../src/session/transcript.js';
+import { verifyAuditLog } from '../../src/audit/verify.js';
+import { FakeQkdLink } from './fakes.js';
+import { makeNode, makePair } from './harness.js';
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeDefined();
+  expect(isQkmError(err) ? err.code : String(err)).toBe(code);
+}
+
+/** Re-encodes a handshake with one body field changed, keeping the original signature. */
+function withBody(handshake: string, edit: (b: HandshakeBody) => void): string {
+  const { body, signature } = decodeMessage(handshake);
+  const b = decodeBody(body);
+  edit(b);
+  return encodeMessage(encodeBody(b), signature);
+}
+
+describe('hybrid handshake', () => {
+  it.each<Posture>(['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'])(
+    'both sides derive the same K under %s',
+    async (posture) => {
+      const link = new FakeQkdLink();
+      const { a, b } = await makePair({ link });
+      const init = await a.sessions.initiate({
+        peer: b.identity.nodeId,
+        minPosture: posture,
+        context: 'job-42',
+      });
+      // With everything healthy the policy picks the strongest; force the posture by the minimum
+      // and by switching sources off for the weaker ones.
+      if (posture !== 'QKD+PQC+QRNG') expect(init.posture).toBe('QKD+PQC+QRNG');
+      const run = async () => {
+        if (posture === 'PQC') a.entropy.quantum = false;
+        if (posture === 'PQC+QRNG') link.up = false;
+        const i = await a.sessions.initiate({ peer: b.identity.nodeId, context: 'job-42' });
+        link.up = true;
+        return i;
+      };
+      const i = posture === 'QKD+PQC+QRNG' ? init : await run();
+      expect(i.posture).toBe(posture);
+      const acc = await b.sessions.accept({ handshake: i.handshake });
+      expect(acc.session_id).toBe(i.session_id);
+      expect(acc.key).toHaveLength(32);
+      expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
+      expect(acc.posture).toBe(posture);
+      expect(acc.peer).toBe(a.identity.nodeId);
+      expect(acc.context).toBe('job-42');
+      await expect(a.sessions.confirm(i.session_id, acc.confirm)).resolves.toEqual({
+        session_id: i.session_id,
+        confirmed: true,
+      });
+      expect(i.provenance.qkd.used).toBe(posture === 'QKD+PQC+QRNG');
+      expect(acc.provenance.qkd.keyIds).toEqual(i.provenance.qkd.keyIds);
+      expect(i.provenance.qrng.used).toBe(posture !== 'PQC');
+      expect(i.provenance.pqc.randomness).toBe(posture === 'PQC' ? 'os' : 'quantum');
+    },
+  );
+
+  it('PQC draws its randomness from the OS and says so', async () => {
+    const { a, b } = await makePair();
+    a.entropy.quantum = false;
+    a.entropy.calls.length = 0;
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC');
+    expect(a.entropy.calls.filter((c) => c.require === 'quantum')).toEqual([]);
+    expect(i.provenance.pqc.randomness).toBe('os');
+    expect(i.provenance.qrng).toMatchObject({ used: false, degraded: true });
+    expect(i.provenance.degraded).toBe(true);
+    expect(i.provenance.reason).toMatch(/quantum entropy/);
+  });
+
+  it('QRNG postures require quantum entropy for m, r and the nonce', async () => {
+    const { a, b } = await makePair();
+    a.entropy.calls.length = 0;
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC+QRNG');
+    // One draw of m ‖ r ‖ nonce (80 bytes), quantum only; the audit log's id draws are `any`.
+    expect(a.entropy.calls.filter((c) => c.require === 'quantum')).toEqual([{ n: 80, require: 'quantum' }]);
+    // QKD is compliant EU↔EU but not configured on this node: a fallback, not a degradation.
+    expect(i.provenance).toMatchObject({ fallback: true, degraded: false });
+    expect(i.provenance.qkd.reason).toMatch(/no QKD key source/);
+  });
+
+  it('QKD link down → falls back to PQC+QRNG with the reason', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    link.up = false;
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC+QRNG');
+    expect(i.provenance.fallback).toBe(true);
+    expect(i.provenance.degraded).toBe(true);
+    expect(i.provenance.reason).toMatch(/QKD\+PQC\+QRNG not admissible: KME status failed \(unavailable\)/);
+    expect(link.calls.getKeys).toBe(0);
+  });
+
+  it('getKeys failing after the PQ steps falls back too, and the responder agrees', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    const orig = a.qkd!.getKeys.bind(a.qkd);
+    a.qkd!.getKeys = async () => {
+      throw Object.assign(new Error('x'), { kind: 'gateway-timeout' });
+    };
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    a.qkd!.getKeys = orig;
+    expect(i.posture).toBe('PQC+QRNG');
+    expect(i.provenance.reason).toMatch(/gateway-timeout/);
+    const acc = await b.sessions.accept({ handshake: i.handshake });
+    expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
+  });
+
+  it('minimum above what is available → POSTURE_UNAVAILABLE', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    link.up = false;
+    await expectCode(
+      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+      'POSTURE_UNAVAILABLE',
+    );
+    a.entropy.quantum = false;
+    await expectCode(
+      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'PQC+QRNG' }),
+      'POSTURE_UNAVAILABLE',
+    );
+    // A quantum draw failing mid-handshake with a QRNG minimum fails closed too.
+    a.entropy.quantum = true;
+    a.entropy.failQuantumDraws = true;
+    await expectCode(
+      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'PQC+QRNG' }),
+      'POSTURE_UNAVAILABLE',
+    );
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC');
+    expect(i.provenance.qrng.reason).toMatch(/during the handshake/);
+  });
+
+  it('unknown peer on initiate → PEER_NOT_FOUND; confirm mismatch and unknown session', async () => {
+    const { a, b } = await makePair();
+    await expectCode(a.sessions.initiate({ peer: 'f'.repeat(32) }), 'PEER_NOT_FOUND');
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    await b.sessions.accept({ handshake: i.handshake });
+    await expectCode(a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32))), 'CONFIRM_MISMATCH');
+    await expectCode(a.sessions.confirm('0'.repeat(32), 'AAAA'), 'SESSION_NOT_FOUND');
+  });
+
+  it('writes the session events to a verifiable audit log, without key bytes', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const acc = await b.sessions.accept({ handshake: i.handshake });
+    await a.sessions.confirm(i.session_id, acc.confirm);
+    await a.audit.flush();
+    const recs = await a.audit.records();
+    expect(recs.map((r) => r.type)).toEqual(['session.initiated', 'session.confirmed', 'audit.seal']);
+    expect(recs[0]!.details).toMatchObject({
+      session_id: i.session_id,
+      posture: 'PQC+QRNG',
+      degraded: false,
+    });
+    const text = await a.audit.exportJsonLines();
+    expect(text).not.toContain(toBase64url(i.key));
+    expect(text).not.toContain(Buffer.from(i.key).toString('hex'));
+    expect(verifyAuditLog(recs, a.identity.signing.publicKey)).toMatchObject({ ok: true, unsealed: 0 });
+    const brecs = await b.audit.records();
+    expect(brecs.map((r) => r.type)).toEqual(['session.accepted']);
+  });
+});
+
+describe('responder rejections (no QKD key is consumed)', () => {
+  async function qkdPair() {
+    const link = new FakeQkdLink();
+    const pair = await makePair({ link });
+    const i = await pair.a.sessions.initiate({ peer: pair.b.identity.nodeId, context: 'ctx' });
+    expect(i.posture).toBe('QKD+PQC+QRNG');
+    return { ...pair, link, i };
+  }
+
+  const fieldEdits: Array<[string, string, (b: HandshakeBody) => void]> = [
+    [
+      'version',
+      'HANDSHAKE_VERSION',
+      (b) => {
+        b.version = 2;
+      },
+    ],
+    [
+      'posture',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.posture = 'PQC+QRNG';
+        b.qkdKeyIds = [];
+        b.initiatorKmeId = b.responderKmeId = b.initiatorSaeId = b.responderSaeId = '';
+      },
+    ],
+    [
+      'initiator node id',
+      'HANDSHAKE_UNKNOWN_PEER',
+      (b) => {
+        b.initiatorNodeId = 'a'.repeat(32);
+      },
+    ],
+    [
+      'responder node id',
+      'HANDSHAKE_WRONG_RECIPIENT',
+      (b) => {
+        b.responderNodeId = 'b'.repeat(32);
+      },
+    ],
+    [
+      'KEM ciphertext',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.kemCiphertext[100]! ^= 1;
+      },
+    ],
+    [
+      'QKD key ids',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.qkdKeyIds = ['00000000-0000-4000-8000-000000000000'];
+      },
+    ],
+    [
+      'initiator KME id',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.initiatorKmeId = 'kme-x';
+      },
+    ],
+    [
+      'responder KME id',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.responderKmeId = 'kme-x';
+      },
+    ],
+    [
+      'initiator SAE id',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.initiatorSaeId = 'sae-x';
+      },
+    ],
+    [
+      'responder SAE id',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.responderSaeId = 'sae-x';
+      },
+    ],
+    [
+      'r',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.r[0]! ^= 0x80;
+      },
+    ],
+    [
+      'timestamp',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.timestamp += 1;
+      },
+    ],
+    [
+      'nonce',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.nonce[15]! ^= 1;
+      },
+    ],
+    [
+      'context',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.context = new TextEncoder().encode('ctY');
+      },
+    ],
+  ];
+
+  it.each(fieldEdits)('tampered %s → %s', async (_name, code, edit) => {
+    const { b, link, i } = await qkdPair();
+    await expectCode(b.sessions.accept({ handshake: withBody(i.handshake, edit) }), code);
+    expect(link.calls.getKeysById).toBe(0);
+    // The untouched handshake still works afterwards (the rejection did not burn its nonce or key).
+    await b.sessions.accept({ handshake: i.handshake });
+    expect(link.calls.getKeysById).toBe(1);
+  });
+
+  it('tampered magic, signature and framing bytes are rejected', async () => {
+    const { b, link, i } = await qkdPair();
+    const raw = fromBase64url(i.handshake);
+    const [body, sig] = decodeFields(raw, 2) as [Uint8Array, Uint8Array];
+    const magic = body.slice();
+    magic[4]! ^= 1; // first byte of "QKMH" (after its 4-byte length)
+    await expectCode(b.sessions.accept({ handshake: encodeMessage(magic, sig) }), 'HANDSHAKE_MALFORMED');
+    const badSig = sig.slice();
+    badSig[1234]! ^= 4;
+    await expectCode(
+      b.sessions.accept({ handshake: encodeMessage(body, badSig) }),
+      'HANDSHAKE_BAD_SIGNATURE',
+    );
+    await expectCode(
+      b.sessions.accept({ handshake: toBase64url(encodeFields([body])) }),
+      'HANDSHAKE_MALFORMED',
+    );
+    await expectCode(b.sessions.accept({ handshake: `${i.handshake}A` }), 'HANDSHAKE_MALFORMED');
+    await expectCode(b.sessions.accept({ handshake: i.handshake.replace(/.$/, '=') }), 'HANDSHAKE_MALFORMED');
+    await expectCode(b.sessions.accept({ handshake: 42 as unknown as string }), 'HANDSHAKE_MALFORMED');
+    expect(link.calls.getKeysById).toBe(0);
+  });
+
+  it('random single-byte flips anywhere never reach dec_keys unless harmless', async () => {
+    const { b, link, i } = await qkdPair();
+    const raw = fromBase64url(i.handshake);
+    for (let k = 0; k < 40; k++) {
+      const m = raw.slice();
+      const pos = (k * 2654435761) % m.length;
+      m[pos]! ^= 1 << (k % 8);
+      const err = await b.sessions.accept({ handshake: toBase64url(m) }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isQkmError(err) && err.status >= 400 && err.status < 500).toBe(true);
+    }
+    expect(link.calls.getKeysById).toBe(0);
+  });
+
+  it('wrong signer → HANDSHAKE_BAD_SIGNATURE', async () => {
+    const { a, b, link, i } = await qkdPair();
+    const mallory = await makeNode('m', { region: 'EU' });
+    await b.peers.add(mallory.identity.bundle); // even a pinned node cannot sign as another
+    const { body } = decodeMessage(i.handshake);
+    const forged = encodeMessage(body, signBody(body, mallory.identity.signing.secretKey));
+    await expectCode(b.sessions.accept({ handshake: forged }), 'HANDSHAKE_BAD_SIGNATURE');
+    expect(ml_dsa65.verify(decodeMessage(forged).signature, body, a.identity.signing.publicKey)).toBe(false);
+    expect(link.calls.getKeysById).toBe(0);
+  });
+
+  it('stale or future timestamps → HANDSHAKE_STALE', async () => {
+    const { b, link, i, clock } = await qkdPair();
+    clock.now += 120_001;
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_STALE');
+    clock.now -= 2 * 120_001;
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_STALE');
+    clock.now += 120_001 + 120_000; // exactly at the window edge: accepted
+    await b.sessions.accept({ handshake: i.handshake });
+    expect(link.calls.getKeysById).toBe(1);
+  });
+
+  it('replayed nonce → HANDSHAKE_REPLAYED, also after a restart over the same store', async () => {
+    const { b, link, i } = await qkdPair();
+    await b.sessions.accept({ handshake: i.handshake });
+    expect(link.calls.getKeysById).toBe(1);
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+    b.restart();
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+    // Concurrent duplicates: exactly one wins.
+    const { a: a2, b: b2, link: l2, i: i2 } = await qkdPair();
+    void a2;
+    const results = await Promise.allSettled(
+      [1, 2, 3].map(() => b2.sessions.accept({ handshake: i2.handshake })),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(l2.calls.getKeysById).toBe(1);
+    expect(link.calls.getKeysById).toBe(1);
+  });
+
+  it('unknown initiator → HANDSHAKE_UNKNOWN_PEER', async () => {
+    const { a, b, link, i } = await qkdPair();
+    await b.peers.remove(a.identity.nodeId);
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_UNKNOWN_PEER');
+    expect(link.calls.getKeysById).toBe(0);
+  });
+
+  it('posture below the responder minimum → POSTURE_BELOW_MINIMUM', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    b.rebuildPolicy({ peers: { [a.identity.nodeId]: { minPosture: 'QKD+PQC+QRNG' } } });
+    link.up = false;
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC+QRNG');
+    link.up = true;
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
+    expect(link.calls.getKeysById).toBe(0);
+    const recs = await b.audit.records();
+    expect(recs.at(-1)).toMatchObject({
+      type: 'session.rejected',
+      details: { code: 'POSTURE_BELOW_MINIMUM' },
+    });
+  });
+
+  it('handshake for another node → HANDSHAKE_WRONG_RECIPIENT', async () => {
+    const { a, link, i } = await qkdPair();
+    const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c' });
+    await c.peers.add(a.identity.bundle);
+    await expectCode(c.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_WRONG_RECIPIENT');
+    expect(link.calls.getKeysById).toBe(0);
+  });
+});
+
+describe('kept session keys', () => {
+  it('keepKeys stores K take-once in the KeyStore with a TTL; records never hold K', async () => {
+    const { a, b } = await makePair();
+    a.restart({ keepKeys: { ttlSeconds: 60 } });
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.key_id).toBeDefined();
+    const meta = await a.store.keys.meta(i.key_id!);
+    expect(meta).toMatchObject({ purpose: 'session', size: 32, state: 'active' });
+    expect(Date.parse(meta.expires!) - Date.parse(meta.created)).toBe(60_000);
+    const { material } = await a.store.keys.take(i.key_id!, new Date(a.clock.now));
+    expect(Buffer.from(material).equals(Buffer.from(i.key))).toBe(true);
+    const [rec] = await a.sessions.get(i.session_id);
+    expect(rec).toMatchObject({
+      role: 'initiator',
+      peer: b.identity.nodeId,
+      key_id: i.key_id,
+      confirmed: false,
+    });
+    expect(JSON.stringify(rec)).not.toContain(Buffer.from(i.key).toString('hex'));
+    expect(JSON.stringify(rec)).not.toContain(Buffer.from(i.key).toString('base64url'));
+  });
+});

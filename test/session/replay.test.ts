@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { createMemoryBackend } from '../../src/store/memory.js';
+import { ReplayCache } from '../../src/session/replay.js';
+import { makePair } from './harness.js';
+
+describe('replay cache', () => {
+  it('admits once, persists across instances, prunes only what the window already rejects', async () => {
+    const store = createMemoryBackend();
+    const t0 = 1_000_000;
+    const c = new ReplayCache(store, { windowMs: 120_000 });
+    expect(await c.admit('a'.repeat(32), '00', t0, t0)).toBe(true);
+    expect(await c.admit('a'.repeat(32), '00', t0, t0)).toBe(false);
+    expect(await c.admit('b'.repeat(32), '00', t0, t0)).toBe(true); // keyed by initiator too
+    const restarted = new ReplayCache(store, { windowMs: 120_000 });
+    expect(await restarted.admit('a'.repeat(32), '00', t0, t0 + 1)).toBe(false);
+    expect(await restarted.prune(t0 + 120_000)).toBe(0); // still inside the window
+    expect(await restarted.prune(t0 + 122_000)).toBe(2);
+    expect(await store.records('replay').entries()).toEqual([]);
+  });
+});
+
+describe('junk input to the session API', () => {
+  it('initiate and confirm reject junk with specific codes', async () => {
+    const { a, b } = await makePair();
+    const peer = b.identity.nodeId;
+    const cases: Array<[unknown, string]> = [
+      [{ peer: 42 }, 'PEER_NOT_FOUND'],
+      [{ peer: '../../etc' }, 'PEER_NOT_FOUND'],
+      [{ peer, minPosture: 'QKD' }, 'INVALID_PARAMETER'],
+      [{ peer, context: 'x'.repeat(1025) }, 'INVALID_PARAMETER'],
+      [{ peer, context: 7 }, 'INVALID_PARAMETER'],
+    ];
+    for (const [req, code] of cases) {
+      await expect(a.sessions.initiate(req as never), JSON.stringify(req)).rejects.toMatchObject({ code });
+    }
+    for (const junk of ['', 'x', '====', 'A'.repeat(70_000), null]) {
+      await expect(b.sessions.accept({ handshake: junk as never })).rejects.toMatchObject({
+        code: 'HANDSHAKE_MALFORMED',
+      });
+    }
+    await expect(a.sessions.confirm(null as never, 'AA')).rejects.toMatchObject({
+      code: 'SESSION_NOT_FOUND',
+    });
+  });
+});

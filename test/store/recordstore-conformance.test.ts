@@ -1,0 +1,131 @@
+import fc from 'fast-check';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { QkmError } from '../../src/core/errors.js';
+import type { StorageBackend } from '../../src/store/interface.js';
+import { BACKENDS, type BackendHarness } from '../keys/helpers.js';
+
+/** One RecordStore contract, run against every backend. */
+
+interface Agent {
+  name: string;
+  hash: string;
+  scopes: string[];
+  created?: string;
+}
+
+describe.each(BACKENDS)('RecordStore conformance: $name', ({ make }) => {
+  let harness: BackendHarness;
+  let backend: StorageBackend;
+
+  beforeEach(async () => {
+    harness = await make();
+    backend = await harness.open();
+  });
+  afterEach(async () => {
+    await backend.close();
+    await harness.cleanup();
+  });
+
+  it('get/put/del round-trip JSON values', async () => {
+    const agents = backend.records<Agent>('agents');
+    expect(await agents.get('alice')).toBeUndefined();
+    const alice: Agent = { name: 'alice', hash: 'abc', scopes: ['entropy', 'keys'] };
+    await agents.put('alice', alice);
+    expect(await agents.get('alice')).toEqual(alice);
+    await agents.put('alice', { ...alice, scopes: [] });
+    expect((await agents.get('alice'))?.scopes).toEqual([]);
+    await agents.del('alice');
+    expect(await agents.get('alice')).toBeUndefined();
+    await agents.del('alice'); // deleting an absent key is not an error
+  });
+
+  it('values are copies with JSON semantics (undefined fields dropped, no shared references)', async () => {
+    const agents = backend.records<Agent>('agents');
+    const value: Agent = { name: 'bob', hash: 'h', scopes: ['a'], created: undefined };
+    await agents.put('bob', value);
+    value.scopes.push('mutated');
+    const got = await agents.get('bob');
+    expect(got).toEqual({ name: 'bob', hash: 'h', scopes: ['a'] });
+    expect(got).not.toHaveProperty('created');
+    got!.scopes.push('x');
+    expect((await agents.get('bob'))!.scopes).toEqual(['a']);
+  });
+
+  it('namespaces are isolated, including ones that are prefixes of others', async () => {
+    const a = backend.records<number>('peer');
+    const b = backend.records<number>('peers');
+    await a.put('k', 1);
+    await b.put('k', 2);
+    expect(await a.get('k')).toBe(1);
+    expect(await b.get('k')).toBe(2);
+    expect(await a.entries()).toEqual([['k', 1]]);
+    expect(backend.records('peer')).toBe(a);
+  });
+
+  it('entries lists in key order, optionally by prefix', async () => {
+    const r = backend.records<string>('audit');
+    for (const k of ['b/2', 'a/1', 'b/1', 'c', 'b/10', 'ba']) await r.put(k, k.toUpperCase());
+    expect((await r.entries()).map(([k]) => k)).toEqual(['a/1', 'b/1', 'b/10', 'b/2', 'ba', 'c']);
+    expect(await r.entries('b/')).toEqual([
+      ['b/1', 'B/1'],
+      ['b/10', 'B/10'],
+      ['b/2', 'B/2'],
+    ]);
+    expect(await r.entries('zz')).toEqual([]);
+  });
+
+  it('entries order is UTF-8 byte order for any keys (same on every backend)', async () => {
+    const r = backend.records<number>('order');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 6 }), { maxLength: 12 }),
+        async (keys) => {
+          for (const [k] of await r.entries()) await r.del(k);
+          for (const k of keys) await r.put(k, 1);
+          const expected = [...keys].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+          expect((await r.entries()).map(([k]) => k)).toEqual(expected);
+        },
+      ),
+      { numRuns: harness.durable ? 15 : 50 },
+    );
+  });
+
+  it('putIfAbsent: of 50 concurrent callers with one key exactly one stores', async () => {
+    const replay = backend.records<{ caller: number }>('replay');
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => replay.putIfAbsent('nonce-1', { caller: i })),
+    );
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = results.indexOf(true);
+    expect(await replay.get('nonce-1')).toEqual({ caller: winner });
+    expect(await replay.putIfAbsent('nonce-1', { caller: 99 })).toBe(false);
+    expect(await replay.putIfAbsent('nonce-2', { caller: 99 })).toBe(true);
+  });
+
+  it('rejects bad namespaces and keys with TypeError', async () => {
+    expect(() => backend.records('Bad Name')).toThrow(TypeError);
+    expect(() => backend.records('')).toThrow(TypeError);
+    const r = backend.records<number>('ok');
+    await expect(r.put('', 1)).rejects.toThrow(TypeError);
+    await expect(r.put('k', undefined as unknown as number)).rejects.toThrow(TypeError);
+  });
+
+  it('after close, operations reject STORE_UNAVAILABLE', async () => {
+    const r = backend.records<number>('x');
+    await r.put('a', 1);
+    await backend.close();
+    const err = await r.get('a').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QkmError);
+    expect((err as QkmError).code).toBe('STORE_UNAVAILABLE');
+    await expect(r.put('b', 2)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+  });
+
+  it('survives close and reopen (durable backends)', async (ctx) => {
+    if (!harness.durable) ctx.skip('the memory backend is not durable');
+    await backend.records<number>('replay').putIfAbsent('n', 1);
+    await backend.records<string>('agents').put('alice', 'x');
+    backend = await harness.reopen(backend);
+    expect(await backend.records<number>('replay').putIfAbsent('n', 2)).toBe(false);
+    expect(await backend.records<string>('agents').entries()).toEqual([['alice', 'x']]);
+  });
+});
