@@ -56,6 +56,8 @@ export class KeyPool {
    */
   private order: string[] = [];
   private head = 0;
+  /** Entries after `head` whose unit was taken by ID (or put back again: counted conservatively). */
+  private stale = 0;
   private readonly reservations = new Map<string, Reservation>();
   private reservedUnits = 0;
 
@@ -117,18 +119,24 @@ export class KeyPool {
       if (k.key.length !== unitBytes) throw new RangeError('link key has the wrong length');
     }
     const skipped: string[] = [];
+    if (keys.length === 0) return skipped;
     // One allocation per block; each unit is a view of its own region, wiped independently.
+    // A plain loop: this runs for every link key at both ends of an unthrottled link.
     const slab = Buffer.alloc(keys.length * unitBytes);
-    keys.forEach((k, i) => {
-      if (this.units.has(k.keyId) || this.reservations.has(k.keyId)) {
-        skipped.push(k.keyId);
-        return;
+    const { units, reservations, order } = this;
+    const checkReserved = reservations.size > 0;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      const id = k.keyId;
+      if (units.has(id) || (checkReserved && reservations.has(id))) {
+        skipped.push(id);
+        continue;
       }
       const bytes = slab.subarray(i * unitBytes, (i + 1) * unitBytes);
       bytes.set(k.key);
-      this.units.set(k.keyId, bytes);
-      this.order.push(k.keyId);
-    });
+      units.set(id, bytes);
+      order.push(id);
+    }
     return skipped;
   }
 
@@ -144,13 +152,18 @@ export class KeyPool {
   takeOldest(count: number): PoolUnit[] | undefined {
     if (count > this.units.size) return undefined;
     const out: PoolUnit[] = [];
+    let skippedStale = 0;
     while (out.length < count) {
       const id = this.order[this.head++]!;
       const bytes = this.units.get(id);
-      if (bytes === undefined) continue; // taken by ID earlier
+      if (bytes === undefined) {
+        skippedStale++; // taken by ID earlier
+        continue;
+      }
       this.units.delete(id);
       out.push({ id, bytes });
     }
+    this.stale = Math.max(0, this.stale - skippedStale);
     this.compactOrder();
     if (out.length > 0) this.onFreed?.();
     return out;
@@ -158,13 +171,22 @@ export class KeyPool {
 
   /** Removes exactly these units, or returns undefined (and removes nothing) if any is missing. */
   takeByIds(ids: readonly string[]): PoolUnit[] | undefined {
-    if (new Set(ids).size !== ids.length) return undefined;
-    if (!ids.every((id) => this.units.has(id))) return undefined;
-    const out = ids.map((id) => {
-      const bytes = this.units.get(id)!;
-      this.units.delete(id);
-      return { id, bytes };
-    });
+    const { units } = this;
+    const out: PoolUnit[] = new Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      const bytes = units.get(id);
+      if (bytes === undefined) {
+        // Missing, or a repeat of an ID taken a moment ago in this same call: put back, take nothing.
+        for (let j = 0; j < i; j++) units.set(out[j]!.id, out[j]!.bytes);
+        return undefined;
+      }
+      units.delete(id);
+      out[i] = { id, bytes };
+    }
+    // Their IDs stay in `order` as stale entries; count them so the list is compacted in time.
+    this.stale += out.length;
+    this.compactOrder();
     if (out.length > 0) this.onFreed?.();
     return out;
   }
@@ -177,10 +199,23 @@ export class KeyPool {
     }
   }
 
+  /**
+   * Drops consumed (before `head`) and stale entries once they outnumber the live ones, so
+   * `order` stays O(stored units) on both KMEs — the secondary only ever takes by ID, and
+   * without the stale count its list would grow with every link key it ever received.
+   */
   private compactOrder(): void {
-    if (this.head > 1024 && this.head * 2 > this.order.length) {
-      this.order = this.order.slice(this.head).filter((id) => this.units.has(id));
+    const dead = this.head + this.stale;
+    if (dead > 1024 && dead * 2 > this.order.length) {
+      const live: string[] = [];
+      const { order, units } = this;
+      for (let i = this.head; i < order.length; i++) {
+        const id = order[i]!;
+        if (units.has(id)) live.push(id);
+      }
+      this.order = live;
       this.head = 0;
+      this.stale = 0;
     }
   }
 

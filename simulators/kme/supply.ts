@@ -57,12 +57,15 @@ export class PairFeeder {
     this.stats.blocksReceived++;
     const [a, b] = this.pools;
     const unitBytes = a.unitBits / 8;
-    const valid = keys.filter(
-      (k) => typeof k.keyId === 'string' && k.key instanceof Uint8Array && k.key.length === unitBytes,
-    );
+    const isValid = (k: LinkKey): boolean =>
+      typeof k.keyId === 'string' && k.key instanceof Uint8Array && k.key.length === unitBytes;
+    // Every block of an unthrottled link passes through here: copy only when something is dropped.
+    let allValid = true;
+    for (let i = 0; i < keys.length && allValid; i++) allValid = isValid(keys[i]!);
+    const valid = allValid ? keys : keys.filter(isValid);
     this.stats.keysDroppedInvalid += keys.length - valid.length;
     const room = Math.min(a.freeCapacity, b.freeCapacity);
-    const accepted = valid.slice(0, room);
+    const accepted = room >= valid.length ? valid : valid.slice(0, room);
     this.stats.keysDroppedFull += valid.length - accepted.length;
     const skippedA = a.accept(accepted);
     const skippedB = b.accept(accepted);

@@ -17,8 +17,8 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   agents: AgentRegistry;
-  /** Host header values accepted (lower-case, with port). */
-  allowedHosts: string[];
+  /** Host header values accepted (with port), or a function of the listening port that yields them. */
+  allowedHosts: string[] | ((port: number) => string[]);
 }
 
 /** The Host values a loopback listener on `port` answers to, plus configured extras. */
@@ -49,10 +49,23 @@ function bearer(request: FastifyRequest): string | undefined {
  */
 export const authPlugin = fp<AuthOptions>(
   async (app: FastifyInstance, opts: AuthOptions) => {
-    const allowed = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
+    let allowed: Set<string> | undefined;
+    const allowedNow = (): Set<string> => {
+      if (allowed) return allowed;
+      const list = opts.allowedHosts;
+      if (Array.isArray(list)) {
+        allowed = new Set(list.map((h) => h.toLowerCase()));
+        return allowed;
+      }
+      const addr = app.server.address();
+      const port = addr && typeof addr === 'object' ? addr.port : 0;
+      const set = new Set(list(port).map((h) => h.toLowerCase()));
+      if (port !== 0) allowed = set;
+      return set;
+    };
     app.addHook('onRequest', async (request) => {
       const host = (request.headers.host ?? '').toLowerCase();
-      if (!allowed.has(host)) {
+      if (!allowedNow().has(host)) {
         throw new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
       }
       const config = request.routeOptions.config;

@@ -21,11 +21,13 @@ export interface ApiDeps {
   agents: AgentRegistry;
   metrics: QkmMetrics;
   status: () => Promise<ApplianceStatus>;
-  allowedHosts: string[];
+  /** Host header values accepted, or a function of the listening port that yields them. */
+  allowedHosts: string[] | ((port: number) => string[]);
   maxEntropyBytes: number;
   bodyLimit: number;
   rateLimitPerMinute: number;
   /** Further route plugins (sessions, identity, peers, audit), registered after the core ones. */
+  // biome-ignore lint/suspicious/noExplicitAny: each plugin has its own options type
   plugins?: Array<{ plugin: FastifyPluginAsync<any>; options: Record<string, unknown> }>;
 }
 
@@ -37,8 +39,7 @@ export async function buildApi(deps: ApiDeps) {
     loggerInstance: deps.logger,
     bodyLimit: deps.bodyLimit,
     // Parameters in qkm routes are UUIDs and names; anything longer is a mistake or an attack.
-    maxParamLength: 128,
-    disableRequestLogging: false,
+    routerOptions: { maxParamLength: 128 },
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     forceCloseConnections: true,
     return503OnClosing: true,

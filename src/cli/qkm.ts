@@ -3,6 +3,7 @@ import { QkmApiError, QkmTransportError } from '../client/client.js';
 import { VERSION } from '../core/version.js';
 import { registerApplianceCommands } from './commands/appliance-commands.js';
 import { registerClientCommands } from './commands/client-commands.js';
+import { registerLocalCommands } from './commands/local-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
 import { CliError } from './context.js';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerApplianceCommands(program);
   registerClientCommands(program);
   registerSessionCommands(program);
+  registerLocalCommands(program);
   registerSimCommands(program);
   return program;
 }

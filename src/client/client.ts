@@ -201,15 +201,26 @@ export class QkmClient {
   readonly peers = {
     list: async <T = Record<string, unknown>>() =>
       (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
-    add: <T = Record<string, unknown>>(bundle: unknown) =>
-      this.request<T>('POST', '/v1/peers', { body: { bundle } }),
+    add: <T = Record<string, unknown>>(
+      bundle: unknown,
+      options: { label?: string; minPosture?: Posture } = {},
+    ) =>
+      this.request<T>('POST', '/v1/peers', {
+        body: {
+          bundle,
+          ...(options.label !== undefined ? { label: options.label } : {}),
+          ...(options.minPosture !== undefined ? { min_posture: options.minPosture } : {}),
+        },
+      }),
     remove: (nodeId: string) =>
       this.request<{ removed: string }>('DELETE', `/v1/peers/${encodeURIComponent(nodeId)}`),
   };
 
   readonly policy = {
-    explain: <T = Record<string, unknown>>(peer: string) =>
-      this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`),
+    explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
+      this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
+        query: { min_posture: options.minPosture },
+      }),
   };
 
   readonly sessions = {

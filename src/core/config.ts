@@ -10,16 +10,16 @@ import { Value } from '@sinclair/typebox/value';
  * against the schema below, so a typo is an error at start-up rather than a silent default.
  */
 
-const QkdPeerLink = Type.Object(
+/** This node's own KME (it is one SAE of it); peers' SAE ids come from their identity bundles. */
+const QkdConfigSchema = Type.Object(
   {
-    /** Peer SAE id at the far end (the slave when this node initiates). */
-    peerSaeId: Type.String({ minLength: 1 }),
     kmeUrl: Type.String({ minLength: 1 }),
     kmeId: Type.String({ minLength: 1 }),
     saeId: Type.String({ minLength: 1 }),
     caPath: Type.String(),
     certPath: Type.String(),
     keyPath: Type.String(),
+    timeoutMs: Type.Integer({ minimum: 100, default: 5000 }),
   },
   { additionalProperties: false },
 );
@@ -53,7 +53,7 @@ export const ConfigSchema = Type.Object(
         reseedCron: Type.String({ default: '*/30 * * * * *' }),
         /** Reseed after this many output bytes. */
         reseedBytes: Type.Integer({ minimum: 1024, default: 1048576 }),
-        /** Claimed min-entropy per byte for the simulated Quantis source. */
+        /** Output rate of the simulated Quantis device in simulator mode (bytes/s; 500000 = 4 Mbit/s). */
         simulatedRateBytesPerSec: Type.Integer({ minimum: 1000, default: 500000 }),
         serial: Type.Array(SerialSourceConfig, { default: [] }),
       },
@@ -73,10 +73,7 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
-    qkd: Type.Object(
-      { links: Type.Array(QkdPeerLink, { default: [] }) },
-      { default: {}, additionalProperties: false },
-    ),
+    qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
@@ -84,7 +81,7 @@ export const ConfigSchema = Type.Object(
 );
 
 export type QkmConfig = Static<typeof ConfigSchema>;
-export type QkdLinkConfig = Static<typeof QkdPeerLink>;
+export type QkdConfig = Static<typeof QkdConfigSchema>;
 
 export class ConfigError extends Error {
   constructor(message: string) {

@@ -4,7 +4,8 @@
  *
  * Two DRBG instances:
  * - the *quantum* DRBG, instantiated and reseeded only from healthy quantum sources, each of
- *   which contributes ⌈strength/256⌉ full-entropy HMAC-SHA-256 blocks (SP 800-90B §3.1.5.1.2);
+ *   which contributes ⌈strength/256⌉ full-entropy HMAC-SHA-256 blocks (SP 800-90B §3.1.5.1.2),
+ *   each block conditioned from whole APT windows of tested bytes;
  * - the *fallback* DRBG, seeded the same way from the OS CSPRNG (after the same health tests);
  *   everything it serves is `degraded: true` with a reason.
  *
@@ -426,7 +427,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
 
   /**
    * Full-entropy input from every healthy source of the lineage: per source ⌈strength/256⌉
-   * conditioned blocks, each from enough tested raw bytes that h_in ≥ 256 + 64. Throws if no
+   * conditioned blocks, each from the fewest whole APT windows of tested raw bytes that give
+   * h_in ≥ 256 + 64. Throws if no
    * source delivered. Sources that failed while being read are left out (their bytes discarded).
    */
   private async gather(l: Lineage): Promise<Gathered> {
@@ -436,19 +438,19 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       healthy.map(async (m) => {
         const gen = m.generation;
         const perByte = m.entropyPerByte;
-        const need = this.conditioner.bytesForFullEntropy(perByte);
-        const raw = await m.take(need * blocksPerSource);
+        // Whole APT windows per block: the unit the monitor tests, and cheap per byte to hash.
+        const blockBytes = this.conditioner.blockBytesFor(perByte, m.windowBytes);
+        const raw = await m.take(blockBytes * blocksPerSource);
         if (m.generation !== gen || m.state !== 'healthy') throw new Error(`${m.id} failed while read`);
-        const blocks: Uint8Array[] = [];
-        let credited = 0;
-        for (let b = 0; b < blocksPerSource; b++) {
-          const chunk = raw.subarray(b * need, (b + 1) * need);
-          const block = this.conditioner.condition(chunk, chunk.length * perByte);
-          blocks.push(block.output);
-          credited += block.creditedBits;
-        }
+        const conditioned = this.conditioner.conditionBlocks(raw, blockBytes, perByte);
         raw.fill(0);
-        return { monitor: m, blocks, credited, generation: gen };
+        if (!conditioned.fullEntropy) throw new Error(`${m.id}: conditioned blocks not full entropy`);
+        return {
+          monitor: m,
+          blocks: [conditioned.output],
+          credited: conditioned.creditedBits,
+          generation: gen,
+        };
       }),
     );
     const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));

@@ -201,6 +201,11 @@ export class SourceMonitor extends EventEmitter {
     return Math.min(8, info.claimedMinEntropy * (8 / info.sampleBits));
   }
 
+  /** Bytes in one APT window of this source: the unit the monitor reads and tests. */
+  get windowBytes(): number {
+    return windowBytes(this.infoValue?.sampleBits ?? 8);
+  }
+
   /** Failures of every kind: health tests, read errors and detaches. */
   get failures(): number {
     return this.counters.healthFailures + this.counters.readErrors + this.counters.detaches;

@@ -1,2 +1,229 @@
+import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-export function registerSessionCommands(_program: Command): void {}
+import { type AuditRecord, parseJsonLines, toJsonLines, verifyAuditLog } from '../../audit/index.js';
+import { fromBase64url } from '../../session/encoding.js';
+import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
+
+/** Identity, peers, posture policy, sessions and the audit log — all through the running appliance. */
+
+const POSTURES = ['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'] as const;
+type PostureArg = (typeof POSTURES)[number];
+
+function posture(v: string | undefined): PostureArg | undefined {
+  if (v === undefined) return undefined;
+  if (!(POSTURES as readonly string[]).includes(v))
+    throw new CliError(`posture must be one of ${POSTURES.join(', ')}`, 2);
+  return v as PostureArg;
+}
+
+interface Bundle {
+  node_id: string;
+  region: string;
+  sae_id?: string;
+  ml_dsa_65_public_key: string;
+}
+
+export function registerSessionCommands(program: Command): void {
+  const identity = program.command('identity').description("this node's identity (ML-DSA-65 + ML-KEM-768)");
+  identity
+    .command('export')
+    .description('print (or write) the self-signed public bundle to give to peers')
+    .option('--out <file>', 'write the bundle to a file')
+    .action(async (o: { out?: string }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const bundle = await (await clientOf(opts)).identity<Bundle>();
+      const text = `${JSON.stringify(bundle, null, 2)}\n`;
+      if (o.out) {
+        await writeFile(o.out, text);
+        print(
+          opts,
+          { written: o.out, node_id: bundle.node_id },
+          () => `wrote ${o.out} (node ${bundle.node_id})`,
+        );
+      } else {
+        process.stdout.write(text);
+      }
+    });
+
+  const peers = program.command('peers').description('pinned peers: sessions are possible only with these');
+  peers
+    .command('add <bundle.json>')
+    .description("pin a peer from its bundle file (verifies the bundle's signature)")
+    .option('--label <text>', 'free-text label')
+    .option('--min-posture <posture>', 'never accept or offer less than this with the peer')
+    .action(async (file: string, o: { label?: string; minPosture?: string }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      let bundle: unknown;
+      try {
+        bundle = JSON.parse(await readFile(file, 'utf8'));
+      } catch (err) {
+        throw new CliError(`${file}: ${(err as Error).message}`);
+      }
+      const client = await clientOf(opts, true);
+      const min = posture(o.minPosture);
+      const rec = await client.peers.add<{ node_id: string; bundle: Bundle }>(bundle, {
+        ...(o.label !== undefined ? { label: o.label } : {}),
+        ...(min !== undefined ? { minPosture: min } : {}),
+      });
+      print(
+        opts,
+        rec,
+        () =>
+          `pinned ${rec.node_id} (region ${rec.bundle.region}${rec.bundle.sae_id ? `, SAE ${rec.bundle.sae_id}` : ''})`,
+      );
+    });
+  peers
+    .command('list')
+    .description('list pinned peers')
+    .action(async (_o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const list = await (await clientOf(opts)).peers.list<{
+        node_id: string;
+        bundle: Bundle;
+        pinned_at: string;
+      }>();
+      print(opts, list, () =>
+        list.length === 0
+          ? '(no peers)'
+          : list
+              .map((p) => `${p.node_id}\t${p.bundle.region}\t${p.bundle.sae_id ?? '-'}\t${p.pinned_at}`)
+              .join('\n'),
+      );
+    });
+  peers
+    .command('remove <node-id>')
+    .description('unpin a peer')
+    .action(async (id: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts, true)).peers.remove(id);
+      print(opts, r, () => `removed ${r.removed}`);
+    });
+
+  program
+    .command('policy')
+    .description('the posture policy')
+    .command('explain <peer>')
+    .description(
+      'print the decision table for a pinned peer: each posture, its scores, why admissible or not',
+    )
+    .option('--min-posture <posture>', 'evaluate as if this minimum were requested')
+    .action(async (peer: string, o: { minPosture?: string }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const min = posture(o.minPosture);
+      const r = await (await clientOf(opts)).policy.explain<{
+        peer: string;
+        chosen: string | null;
+        minimum?: string;
+        reason?: string;
+        table: Array<{
+          posture: string;
+          sec: number;
+          lat: number;
+          cost: number;
+          score: number;
+          admissible: boolean;
+          why: string;
+        }>;
+      }>(peer, min ? { minPosture: min } : {});
+      print(opts, r, () =>
+        [
+          `peer ${r.peer}: ${r.chosen ? `chooses ${r.chosen}` : 'NO admissible posture'}${r.minimum ? ` (minimum ${r.minimum})` : ''}`,
+          ...(r.reason ? [`reason: ${r.reason}`] : []),
+          `${'posture'.padEnd(14)} ${'sec'.padStart(5)} ${'lat'.padStart(5)} ${'cost'.padStart(5)} ${'score'.padStart(7)}  admissible  why`,
+          ...r.table.map(
+            (row) =>
+              `${row.posture.padEnd(14)} ${row.sec.toFixed(2).padStart(5)} ${row.lat.toFixed(2).padStart(5)} ` +
+              `${row.cost.toFixed(2).padStart(5)} ${row.score.toFixed(3).padStart(7)}  ${(row.admissible ? 'yes' : 'no').padEnd(10)}  ${row.why}`,
+          ),
+        ].join('\n'),
+      );
+    });
+
+  const session = program.command('session').description('hybrid session keys with a pinned peer');
+  session
+    .command('initiate <peer>')
+    .description('start a session; prints the key (base64) and the handshake to hand to the peer')
+    .option('--min-posture <posture>', 'refuse anything weaker')
+    .option('--context <text>', 'application context bound into the transcript')
+    .action(async (peer: string, o: { minPosture?: string; context?: string }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const min = posture(o.minPosture);
+      const r = await (await clientOf(opts)).sessions.initiate({
+        peer,
+        ...(min ? { minPosture: min } : {}),
+        ...(o.context !== undefined ? { context: o.context } : {}),
+      });
+      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+      print(opts, out, () =>
+        [
+          `session ${r.session_id} posture ${r.posture}${r.provenance.degraded ? ` DEGRADED: ${r.provenance.reason}` : ''}`,
+          `key ${out.key}`,
+          `handshake ${r.handshake}`,
+        ].join('\n'),
+      );
+    });
+  session
+    .command('accept <handshake>')
+    .description("accept a peer's handshake; prints the key and the confirmation tag for the initiator")
+    .action(async (handshake: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts)).sessions.accept(handshake);
+      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+      print(opts, out, () =>
+        [`session ${r.session_id} posture ${r.posture}`, `key ${out.key}`, `confirm ${r.confirm}`].join('\n'),
+      );
+    });
+  session
+    .command('confirm <session-id> <tag>')
+    .description("check the responder's confirmation tag")
+    .action(async (id: string, tag: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts)).sessions.confirm(id, tag);
+      print(opts, r, () => `session ${r.session_id} confirmed`);
+    });
+
+  const audit = program.command('audit').description('the tamper-evident audit log');
+  audit
+    .command('export')
+    .description('print the audit log as JSON lines')
+    .option('--out <file>', 'write to a file')
+    .action(async (o: { out?: string }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const records = await fetchAll(opts);
+      const text = toJsonLines(records);
+      if (o.out) await writeFile(o.out, text);
+      else process.stdout.write(text);
+    });
+  audit
+    .command('verify')
+    .description('verify the chain and the ML-DSA seals, from the appliance or a file exported earlier')
+    .option('--file <jsonl>', 'verify an exported file instead of fetching the log')
+    .option('--public-key <base64url>', "signer's ML-DSA-65 public key (default: this node's identity)")
+    .option('--require-sealed', 'fail if the last records are not yet covered by a seal')
+    .action(async (o: { file?: string; publicKey?: string; requireSealed?: boolean }, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const records = o.file
+        ? (parseJsonLines(await readFile(o.file, 'utf8')) as AuditRecord[])
+        : await fetchAll(opts);
+      const pk = o.publicKey ?? (await (await clientOf(opts)).identity<Bundle>()).ml_dsa_65_public_key;
+      const result = verifyAuditLog(records, fromBase64url(pk, 'public key'), {
+        requireSealed: o.requireSealed ?? false,
+      });
+      print(opts, result, () =>
+        result.ok
+          ? `audit log OK: ${result.count} records, sealed through ${result.sealedThrough}, ${result.unsealed} not yet sealed`
+          : `audit log BROKEN at seq ${result.seq}: ${result.reason}`,
+      );
+      if (!result.ok) process.exitCode = 1;
+    });
+}
+
+async function fetchAll(opts: GlobalOptions): Promise<AuditRecord[]> {
+  const client = await clientOf(opts, true);
+  const out: AuditRecord[] = [];
+  for (;;) {
+    const page = await client.audit.export<AuditRecord>({ after: out.length, limit: 1000 });
+    out.push(...page);
+    if (page.length < 1000) return out;
+  }
+}

@@ -1,0 +1,357 @@
+import { join } from 'node:path';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Logger } from 'pino';
+import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
+import { Etsi014Client } from '../drivers/qkd/etsi014/index.js';
+import { createQuantisFactory } from '../drivers/entropy/quantis-usb/index.js';
+import {
+  type ConfiguredSerialRng,
+  createSerialTrngFactory,
+  parseSerialRngEnv,
+} from '../drivers/entropy/serial-trng/index.js';
+import { createSimulatedQuantis } from '../simulators/quantis/index.js';
+import { allowedHostsFor } from './api/auth.js';
+import { createMetrics } from './api/metrics.js';
+import { sessionRoutes } from './api/routes/sessions.js';
+import { type QkmApp, buildApi } from './api/server.js';
+import { AuditLog, signerFromIdentity } from './audit/index.js';
+import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import type { QkmConfig } from './core/config.js';
+import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
+import { createLogger } from './core/logger.js';
+import type { ApplianceStatus, QkdLinkState } from './core/status.js';
+import { VERSION } from './core/version.js';
+import { type EntropySourceConfig, EntropyService, type EntropyServiceOptions } from './entropy/service.js';
+import { loadOrCreateKek } from './keys/kek.js';
+import { KeyService } from './keys/service.js';
+import {
+  IdentityManager,
+  type NodeIdentity,
+  PeerRegistry,
+  type PolicyConfig,
+  PosturePolicy,
+  SessionService,
+  qkdAvailabilityFrom,
+} from './session/index.js';
+import type { StorageBackend } from './store/interface.js';
+import { openLevelBackend } from './store/level.js';
+
+/**
+ * The appliance: opens the store, starts the entropy pipeline, restores agents and the node
+ * identity, and serves the API on loopback. Everything it starts, `close()` stops, in reverse.
+ */
+
+/** Agents created on first start, with the token files the README points at. */
+const BUILT_IN_AGENTS: Array<{ name: string; scopes: Scope[] }> = [
+  { name: 'default', scopes: ['entropy', 'keys', 'sessions'] },
+  { name: 'admin', scopes: ['admin'] },
+];
+
+export interface ApplianceOptions {
+  config: QkmConfig;
+  logger?: Logger;
+  /** Replace the configured quantum sources (tests inject simulators with fault controls). */
+  quantumSources?: EntropySourceConfig[];
+  /** Extra EntropyService tuning (tests shorten back-offs). */
+  entropyTuning?: Partial<EntropyServiceOptions>;
+}
+
+export interface QkdLinkTracker {
+  peerSaeId: string;
+  state: QkdLinkState;
+}
+
+export class Appliance {
+  private readonly cronTasks: ScheduledTask[] = [];
+  private readonly links = new Map<string, QkdLinkState>();
+  private linkTimer: NodeJS.Timeout | undefined;
+  readonly startedAt = new Date();
+
+  private constructor(
+    readonly config: QkmConfig,
+    readonly logger: Logger,
+    readonly store: StorageBackend,
+    readonly entropy: EntropyService,
+    readonly agents: AgentRegistry,
+    readonly keys: KeyService,
+    readonly audit: AuditLog,
+    readonly identity: NodeIdentity,
+    readonly peers: PeerRegistry,
+    readonly policy: PosturePolicy,
+    readonly sessions: SessionService,
+    readonly qkd: Etsi014Client | undefined,
+    readonly tokenFiles: Record<string, string>,
+    /** Fault controls of the simulated Quantis device, in simulator mode. */
+    readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
+    private app: QkmApp | undefined = undefined,
+  ) {}
+
+  /** Where the API listens, once started. */
+  get url(): string {
+    const addr = this.app?.server.address();
+    if (!addr || typeof addr === 'string') throw new Error('not listening');
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return `http://${host}:${addr.port}`;
+  }
+
+  static async start(options: ApplianceOptions): Promise<Appliance> {
+    const { config } = options;
+    const logger = options.logger ?? createLogger({ level: config.logLevel });
+    await ensurePrivateDir(config.dataDir);
+    const kek = await loadOrCreateKek(config.dataDir);
+    const store = await openLevelBackend({ path: join(config.dataDir, 'db'), kek });
+    kek.fill(0);
+    const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
+    try {
+      let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
+      let sources = options.quantumSources;
+      if (!sources) {
+        if (config.mode === 'simulator') {
+          simulatedQuantis = createSimulatedQuantis({
+            serial: 'SIM00001',
+            rateBps: config.entropy.simulatedRateBytesPerSec * 8,
+          });
+          sources = [{ factory: simulatedQuantis.factory }];
+        } else {
+          sources = await hardwareSources(config, logger);
+        }
+      }
+      const entropy = new EntropyService({
+        sources,
+        reseedCron: config.entropy.reseedCron,
+        reseedBytes: config.entropy.reseedBytes,
+        maxRequestBytes: config.entropy.maxRequestBytes,
+        ...options.entropyTuning,
+      });
+      entropy.on('health', (e) => logger.warn({ event: e }, 'entropy source health event'));
+      entropy.on('degraded', (e) =>
+        e.degraded
+          ? logger.warn({ reason: e.reason }, 'DEGRADED: serving entropy from the OS-seeded fallback DRBG')
+          : logger.info('quantum entropy restored'),
+      );
+      await entropy.start();
+      cleanup.push(() => entropy.stop());
+
+      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
+      const tokenFiles: Record<string, string> = {};
+      for (const { name, scopes } of BUILT_IN_AGENTS) {
+        const file = tokenFile(config.dataDir, name);
+        tokenFiles[name] = file;
+        if (await fileExists(file)) continue;
+        // A lost token file means a lost token: issue a new one rather than leave the agent unusable.
+        const token = (await agents.exists(name))
+          ? await agents.rotate(name)
+          : (await agents.add(name, scopes)).token;
+        await writeSecretFile(file, `${token}\n`);
+      }
+
+      const keys = new KeyService({
+        store: store.keys,
+        entropy,
+        defaultTtlSeconds: config.keys.defaultTtlSeconds,
+        log: logger,
+      });
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
+      const identities = new IdentityManager({ store, entropy });
+      let identity = await identities.load();
+      if (!identity) {
+        identity = await identities.init({
+          region: config.region,
+          ...(config.qkd ? { saeId: config.qkd.saeId, kmeId: config.qkd.kmeId } : {}),
+        });
+        logger.info(
+          { nodeId: identity.nodeId, degraded: identity.provenance.degraded },
+          'node identity created',
+        );
+      }
+      audit.setSigner(signerFromIdentity(identity));
+      await audit.append({
+        type: 'appliance.started',
+        actor: 'system',
+        details: { version: VERSION, mode: config.mode, node_id: identity.nodeId },
+      });
+
+      const qkd = config.qkd
+        ? await Etsi014Client.fromFiles({
+            kmeUrl: config.qkd.kmeUrl,
+            kmeId: config.qkd.kmeId,
+            saeId: config.qkd.saeId,
+            caPath: config.qkd.caPath,
+            certPath: config.qkd.certPath,
+            keyPath: config.qkd.keyPath,
+            timeoutMs: config.qkd.timeoutMs,
+          })
+        : undefined;
+      if (qkd) cleanup.push(() => qkd.close());
+      const peers = new PeerRegistry({ store });
+      const policy = new PosturePolicy({
+        region: config.region,
+        ...(config.qkd ? { saeId: config.qkd.saeId } : {}),
+        entropy,
+        ...(qkd ? { qkdAvailability: qkdAvailabilityFrom(qkd) } : {}),
+        ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
+      });
+      const sessions = new SessionService({ identity, peers, policy, entropy, qkd, store, audit });
+
+      const appliance = new Appliance(
+        config,
+        logger,
+        store,
+        entropy,
+        agents,
+        keys,
+        audit,
+        identity,
+        peers,
+        policy,
+        sessions,
+        qkd,
+        tokenFiles,
+        simulatedQuantis,
+      );
+      await appliance.listen();
+      return appliance;
+    } catch (err) {
+      for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const { config } = this;
+    const metrics = createMetrics(() => this.status());
+    this.cronTasks.push(
+      cron.schedule(config.keys.sweepCron, async () => {
+        try {
+          const n = await this.keys.sweep();
+          if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
+        } catch (err) {
+          this.logger.error({ err: { message: (err as Error).message } }, 'key expiry sweep failed');
+        }
+      }),
+    );
+    if (this.qkd) {
+      const poll = () => void this.pollQkdLinks();
+      poll();
+      this.linkTimer = setInterval(poll, 10_000);
+      this.linkTimer.unref();
+    }
+    const app = await buildApi({
+      version: VERSION,
+      logger: this.logger,
+      entropy: this.entropy,
+      keys: this.keys,
+      agents: this.agents,
+      metrics,
+      status: () => this.status(),
+      // The port is known only once listening (port 0 in tests), so the guard computes it then.
+      allowedHosts: (port: number) => allowedHostsFor(config.host, port, config.allowedHosts),
+      maxEntropyBytes: config.entropy.maxRequestBytes,
+      bodyLimit: config.api.bodyLimit,
+      rateLimitPerMinute: config.api.rateLimitPerMinute,
+      plugins: [
+        {
+          plugin: sessionRoutes,
+          options: {
+            identity: this.identity,
+            peers: this.peers,
+            policy: this.policy,
+            sessions: this.sessions,
+            audit: this.audit,
+          },
+        },
+      ],
+    });
+    this.app = app;
+    await app.listen({ host: config.host, port: config.port });
+  }
+
+  /** Asks the KME for the link status of every pinned peer that has an SAE id. */
+  private async pollQkdLinks(): Promise<void> {
+    if (!this.qkd) return;
+    const peers = await this.peers.list().catch(() => []);
+    for (const p of peers) {
+      const sae = p.bundle.sae_id;
+      if (!sae) continue;
+      const prev = this.links.get(sae);
+      const base = { peerSaeId: sae, kmeId: this.qkd.kmeId, kmeUrl: this.config.qkd?.kmeUrl ?? '' };
+      try {
+        const s = await this.qkd.status(sae, { timeoutMs: 3000 });
+        this.links.set(sae, {
+          ...prev,
+          ...base,
+          up: true,
+          storedKeyCount: s.storedKeyCount,
+          lastOkAt: new Date().toISOString(),
+        });
+      } catch (err) {
+        this.links.set(sae, {
+          ...prev,
+          ...base,
+          up: false,
+          lastError: (err as Error).message,
+          lastErrorAt: new Date().toISOString(),
+        });
+      }
+    }
+  }
+
+  async status(): Promise<ApplianceStatus> {
+    const entropy = this.entropy.status();
+    const reasons: string[] = [];
+    if (entropy.degraded) reasons.push(entropy.reason ?? 'entropy is degraded');
+    const qkd = [...this.links.values()];
+    for (const l of qkd)
+      if (!l.up) reasons.push(`QKD link to ${l.peerSaeId} is down${l.lastError ? `: ${l.lastError}` : ''}`);
+    return {
+      version: VERSION,
+      nodeId: this.identity.nodeId,
+      region: this.config.region,
+      mode: this.config.mode,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      degraded: reasons.length > 0,
+      reasons,
+      entropy,
+      keys: await this.keys.counts(),
+      qkd,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.cronTasks) t.stop();
+    if (this.linkTimer) clearInterval(this.linkTimer);
+    await this.app?.close();
+    await this.audit.close().catch(() => undefined);
+    await this.qkd?.close();
+    await this.entropy.stop();
+    await this.store.close();
+  }
+}
+
+/** Hardware mode: every Quantis and serial TRNG present now (hot-plugged devices re-open on return). */
+async function hardwareSources(config: QkmConfig, logger: Logger): Promise<EntropySourceConfig[]> {
+  const serialConfigured = [
+    ...config.entropy.serial.map((s) => ({ path: s.path, model: s.model ?? 'truerng' })),
+    ...(process.env.QKM_SERIAL_RNG ? parseSerialRngEnv(process.env.QKM_SERIAL_RNG) : []),
+  ];
+  const factories: EntropySourceFactory[] = [
+    createQuantisFactory(),
+    createSerialTrngFactory({ configured: serialConfigured as ConfiguredSerialRng[] }),
+  ];
+  const out: EntropySourceConfig[] = [];
+  for (const factory of factories) {
+    try {
+      for (const d of await factory.list()) out.push({ factory, open: { id: d.id } });
+    } catch (err) {
+      logger.warn(
+        { driver: factory.driver, err: { message: (err as Error).message } },
+        'device listing failed',
+      );
+    }
+  }
+  if (out.length === 0)
+    logger.warn('hardware mode: no QRNG device found; every output will be flagged degraded');
+  return out;
+}
