@@ -40,6 +40,9 @@ export async function buildApi(deps: ApiDeps) {
     bodyLimit: deps.bodyLimit,
     // Parameters in qkm routes are UUIDs and names; anything longer is a mistake or an attack.
     routerOptions: { maxParamLength: 128 },
+    // Per-request lines are written by our onResponse hook at debug level: an agent fetching
+    // entropy in a loop should not fill the log at the default level.
+    disableRequestLogging: true,
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     forceCloseConnections: true,
     return503OnClosing: true,
@@ -78,6 +81,10 @@ export async function buildApi(deps: ApiDeps) {
     const route = request.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
     deps.metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
+    request.log.debug(
+      { req: request, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100, agent: request.agent?.name },
+      'request completed',
+    );
   });
 
   await app.register(opsRoutes, {

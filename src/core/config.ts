@@ -69,7 +69,7 @@ export const ConfigSchema = Type.Object(
     api: Type.Object(
       {
         bodyLimit: Type.Integer({ minimum: 1024, default: 262144 }),
-        rateLimitPerMinute: Type.Integer({ minimum: 1, default: 6000 }),
+        rateLimitPerMinute: Type.Integer({ minimum: 1, default: 60000 }),
       },
       { default: {}, additionalProperties: false },
     ),
