@@ -166,6 +166,16 @@ export class Appliance {
         );
       }
       audit.setSigner(signerFromIdentity(identity));
+      // QSC §3.7: every switch to and from degraded entropy is an audit event.
+      entropy.on('degraded', (e) => {
+        audit
+          .append({
+            type: e.degraded ? 'entropy.degraded' : 'entropy.restored',
+            actor: 'system',
+            details: e.reason ? { reason: e.reason } : {},
+          })
+          .catch((err) => logger.error({ err: { message: (err as Error).message } }, 'audit append failed'));
+      });
       await audit.append({
         type: 'appliance.started',
         actor: 'system',
@@ -245,6 +255,7 @@ export class Appliance {
       agents: this.agents,
       metrics,
       status: () => this.status(),
+      audit: this.audit,
       // The port is known only once listening (port 0 in tests), so the guard computes it then.
       allowedHosts: (port: number) => allowedHostsFor(config.host, port, config.allowedHosts),
       maxEntropyBytes: config.entropy.maxRequestBytes,

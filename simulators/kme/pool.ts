@@ -45,21 +45,33 @@ export type ClaimResult =
   | { ok: true; keys: ComposedKey[] }
   | { ok: false; reason: 'not-found' | 'unauthorized' | 'duplicate' };
 
+/** A unit in the pool's arrival list; `live` turns false once it leaves the pool. */
+interface Entry {
+  id: string;
+  bytes: Buffer;
+  live: boolean;
+}
+
+/** Link-key bytes are copied into slabs of this many bytes (one allocation per ~128 units, not per block). */
+const SLAB_BYTES = 4096;
+
 export class KeyPool {
   readonly unitBits: number;
   readonly maxKeyCount: number;
-  private readonly units = new Map<string, Buffer>();
+  private readonly units = new Map<string, Entry>();
   /**
-   * Unit IDs in arrival order, consumed from `head`. IDs taken by `takeByIds` stay behind as
-   * stale entries and are skipped; this keeps `takeOldest` O(count) where iterating the Map
-   * would walk over every deleted slot.
+   * Entries in arrival order, consumed from `head`. Entries taken by `takeByIds` or `drop` stay
+   * behind with `live = false` and are skipped; this keeps `takeOldest` O(count) (iterating the
+   * Map would walk over every deleted slot) and costs no hash lookup per skipped entry.
    */
-  private order: string[] = [];
+  private order: Entry[] = [];
   private head = 0;
-  /** Entries after `head` whose unit was taken by ID (or put back again: counted conservatively). */
+  /** Dead entries after `head`, so the list is compacted before it outgrows the pool. */
   private stale = 0;
   private readonly reservations = new Map<string, Reservation>();
   private reservedUnits = 0;
+  private slab: Buffer = Buffer.alloc(0);
+  private slabUsed = 0;
 
   constructor(unitBits: number, maxKeyCount: number) {
     if (!Number.isInteger(unitBits) || unitBits <= 0 || unitBits % 8 !== 0) {
@@ -119,10 +131,7 @@ export class KeyPool {
       if (k.key.length !== unitBytes) throw new RangeError('link key has the wrong length');
     }
     const skipped: string[] = [];
-    if (keys.length === 0) return skipped;
-    // One allocation per block; each unit is a view of its own region, wiped independently.
     // A plain loop: this runs for every link key at both ends of an unthrottled link.
-    const slab = Buffer.alloc(keys.length * unitBytes);
     const { units, reservations, order } = this;
     const checkReserved = reservations.size > 0;
     for (let i = 0; i < keys.length; i++) {
@@ -132,19 +141,38 @@ export class KeyPool {
         skipped.push(id);
         continue;
       }
-      const bytes = slab.subarray(i * unitBytes, (i + 1) * unitBytes);
+      const bytes = this.carve(unitBytes);
       bytes.set(k.key);
-      units.set(id, bytes);
-      order.push(id);
+      const entry: Entry = { id, bytes, live: true };
+      units.set(id, entry);
+      order.push(entry);
     }
     return skipped;
+  }
+
+  /**
+   * A zeroed region of `n` bytes for one unit. Units are views into shared slabs, each its own
+   * region, so wiping one never touches another; one allocation serves many blocks.
+   */
+  private carve(n: number): Buffer {
+    if (this.slabUsed + n > this.slab.length) {
+      this.slab = Buffer.alloc(Math.max(SLAB_BYTES, n));
+      this.slabUsed = 0;
+    }
+    const bytes = this.slab.subarray(this.slabUsed, this.slabUsed + n);
+    this.slabUsed += n;
+    return bytes;
   }
 
   /** Removes and wipes these units if present (the feeder undoing a key only one pool took). */
   drop(ids: readonly string[]): void {
     for (const id of ids) {
-      this.units.get(id)?.fill(0);
+      const e = this.units.get(id);
+      if (e === undefined) continue;
+      e.bytes.fill(0);
+      e.live = false;
       this.units.delete(id);
+      this.stale++;
     }
   }
 
@@ -152,18 +180,17 @@ export class KeyPool {
   takeOldest(count: number): PoolUnit[] | undefined {
     if (count > this.units.size) return undefined;
     const out: PoolUnit[] = [];
-    let skippedStale = 0;
+    const { order, units } = this;
     while (out.length < count) {
-      const id = this.order[this.head++]!;
-      const bytes = this.units.get(id);
-      if (bytes === undefined) {
-        skippedStale++; // taken by ID earlier
+      const e = order[this.head++]!;
+      if (!e.live) {
+        this.stale--; // taken by ID (or dropped) earlier
         continue;
       }
-      this.units.delete(id);
-      out.push({ id, bytes });
+      e.live = false;
+      units.delete(e.id);
+      out.push({ id: e.id, bytes: e.bytes });
     }
-    this.stale = Math.max(0, this.stale - skippedStale);
     this.compactOrder();
     if (out.length > 0) this.onFreed?.();
     return out;
@@ -172,19 +199,24 @@ export class KeyPool {
   /** Removes exactly these units, or returns undefined (and removes nothing) if any is missing. */
   takeByIds(ids: readonly string[]): PoolUnit[] | undefined {
     const { units } = this;
-    const out: PoolUnit[] = new Array(ids.length);
+    const entries: Entry[] = new Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
-      const bytes = units.get(id);
-      if (bytes === undefined) {
-        // Missing, or a repeat of an ID taken a moment ago in this same call: put back, take nothing.
-        for (let j = 0; j < i; j++) units.set(out[j]!.id, out[j]!.bytes);
+      const e = units.get(ids[i]!);
+      // Missing, or the same ID twice in this call: take nothing.
+      if (e === undefined || !e.live) {
+        for (let j = 0; j < i; j++) entries[j]!.live = true;
         return undefined;
       }
-      units.delete(id);
-      out[i] = { id, bytes };
+      e.live = false;
+      entries[i] = e;
     }
-    // Their IDs stay in `order` as stale entries; count them so the list is compacted in time.
+    const out: PoolUnit[] = new Array(ids.length);
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      units.delete(e.id);
+      out[i] = { id: e.id, bytes: e.bytes };
+    }
+    // Their entries stay in `order`, dead, until passed or compacted.
     this.stale += out.length;
     this.compactOrder();
     if (out.length > 0) this.onFreed?.();
@@ -194,24 +226,21 @@ export class KeyPool {
   /** Returns units taken for a request that then failed (e.g. the peer KME was unreachable). */
   putBack(units: readonly PoolUnit[]): void {
     for (const u of units) {
-      this.units.set(u.id, u.bytes);
-      this.order.push(u.id);
+      const entry: Entry = { id: u.id, bytes: u.bytes, live: true };
+      this.units.set(u.id, entry);
+      this.order.push(entry);
     }
   }
 
-  /**
-   * Drops consumed (before `head`) and stale entries once they outnumber the live ones, so
-   * `order` stays O(stored units) on both KMEs — the secondary only ever takes by ID, and
-   * without the stale count its list would grow with every link key it ever received.
-   */
+  /** Drops consumed and dead entries once they outnumber the live ones. */
   private compactOrder(): void {
     const dead = this.head + this.stale;
     if (dead > 1024 && dead * 2 > this.order.length) {
-      const live: string[] = [];
-      const { order, units } = this;
+      const { order } = this;
+      const live: Entry[] = [];
       for (let i = this.head; i < order.length; i++) {
-        const id = order[i]!;
-        if (units.has(id)) live.push(id);
+        const e = order[i]!;
+        if (e.live) live.push(e);
       }
       this.order = live;
       this.head = 0;

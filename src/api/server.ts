@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../core/agents.js';
+import type { AuditSink } from '../audit/types.js';
 import type { ApplianceStatus } from '../core/status.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import { authPlugin } from './auth.js';
@@ -23,6 +24,8 @@ export interface ApiDeps {
   status: () => Promise<ApplianceStatus>;
   /** Host header values accepted, or a function of the listening port that yields them. */
   allowedHosts: string[] | ((port: number) => string[]);
+  /** Where key and agent lifecycle events are recorded (the audit log); optional in tests. */
+  audit?: AuditSink;
   maxEntropyBytes: number;
   bodyLimit: number;
   rateLimitPerMinute: number;
@@ -82,7 +85,12 @@ export async function buildApi(deps: ApiDeps) {
     deps.metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
     deps.metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
     request.log.debug(
-      { req: request, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100, agent: request.agent?.name },
+      {
+        req: request,
+        statusCode: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 100) / 100,
+        agent: request.agent?.name,
+      },
       'request completed',
     );
   });
@@ -94,7 +102,7 @@ export async function buildApi(deps: ApiDeps) {
     version: deps.version,
   });
   await app.register(entropyRoutes, { entropy: deps.entropy, maxRequestBytes: deps.maxEntropyBytes });
-  await app.register(keyRoutes, { keys: deps.keys });
+  await app.register(keyRoutes, { keys: deps.keys, ...(deps.audit ? { audit: deps.audit } : {}) });
   for (const { plugin, options } of deps.plugins ?? []) await app.register(plugin, options);
 
   app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async () => app.swagger());

@@ -27,7 +27,12 @@ export default async function run(): Promise<BenchRecord[]> {
   const appliance = await Appliance.start({
     config: loadConfig({
       env: {},
-      overrides: { dataDir: dir, port: 0, logLevel: 'warn', api: { bodyLimit: 262144, rateLimitPerMinute: 100_000_000 } },
+      overrides: {
+        dataDir: dir,
+        port: 0,
+        logLevel: 'warn',
+        api: { bodyLimit: 262144, rateLimitPerMinute: 100_000_000 },
+      },
     }),
   });
   const bare = Fastify();

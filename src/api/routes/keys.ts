@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import type { AuditSink } from '../../audit/types.js';
 import type { KeyListQuery, KeyMetadata, KeyState } from '../../keys/interface.js';
 import { ProvenanceSchema, errorResponses } from '../schemas.js';
 
@@ -31,7 +32,10 @@ export const KeyMetaSchema = Type.Object({
 
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
 
-export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi }> = async (app, opts) => {
+export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?: AuditSink }> = async (
+  app,
+  opts,
+) => {
   app.post(
     '/v1/keys',
     {
@@ -65,6 +69,16 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi }> = asy
         ...(body.require !== undefined ? { require: body.require } : {}),
         ...(request.agent ? { owner: request.agent.name } : {}),
       });
+      await opts.audit?.append({
+        type: 'key.created',
+        actor: request.agent?.name ?? 'unknown',
+        details: {
+          key_id: meta.id,
+          size: meta.size,
+          degraded: meta.provenance.degraded,
+          ...(meta.provenance.reason ? { reason: meta.provenance.reason } : {}),
+        },
+      });
       return reply.status(201).send(meta);
     },
   );
@@ -86,6 +100,11 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi }> = asy
     },
     async (request) => {
       const { meta, material } = await opts.keys.take(request.params.id, request.agent?.name);
+      await opts.audit?.append({
+        type: 'key.taken',
+        actor: request.agent?.name ?? 'unknown',
+        details: { key_id: meta.id },
+      });
       const key = Buffer.from(material).toString('base64');
       material.fill(0);
       return { ...meta, key };

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { SCOPES, type AgentRegistry, type Scope } from '../../core/agents.js';
+import type { AuditSink } from '../../audit/types.js';
 import type { ApplianceStatus } from '../../core/status.js';
 import type { QkmMetrics } from '../metrics.js';
 import { SourceSnapshot, errorResponses } from '../schemas.js';
@@ -11,6 +12,7 @@ export interface OpsRouteOptions {
   agents: AgentRegistry;
   metrics: QkmMetrics;
   version: string;
+  audit?: AuditSink;
 }
 
 const StatusSchema = Type.Object({
@@ -168,6 +170,14 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(404) },
       },
     },
-    async (request) => ({ agent: await opts.agents.revoke(request.params.name) }),
+    async (request) => {
+      const agent = await opts.agents.revoke(request.params.name);
+      await opts.audit?.append({
+        type: 'agent.revoked',
+        actor: request.agent?.name ?? 'unknown',
+        details: { name: agent.name },
+      });
+      return { agent };
+    },
   );
 };
