@@ -423,6 +423,11 @@ export class SourceMonitor extends EventEmitter {
     if (type === 'detached') {
       void this.closeHandle();
       this.wake?.();
+    } else if (type === 'health-failure') {
+      // Recovery re-opens the device: whatever the driver or device buffered during the fault
+      // (read-ahead, FIFO) must not be what the fresh start-up test looks at, and re-opening
+      // runs the device's own reset sequence (Quantis: module disable/enable, discard 4 KiB).
+      void this.closeHandle();
     }
   }
 

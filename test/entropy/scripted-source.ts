@@ -64,7 +64,9 @@ export function scriptedFactory(source: ScriptedSource): EntropySourceFactory {
     async list() {
       return [{ id: 'scripted', driver: 'scripted', description: 'scripted', simulated: true }];
     },
+    // Re-opening models a new handle on the same device: its stream carries on where it was.
     async open() {
+      source.closed = false;
       return source;
     },
   };
