@@ -38,6 +38,12 @@ export interface AssignMessage {
   master_SAE_ID: string;
   slave_SAE_IDs: string[];
   keys: KeyAssignment[];
+  /**
+   * Keys that are exactly one whole unit each (key_ID = unit ID, size = the link's key size):
+   * the common case, sent as bare IDs because this message sits inside every enc_keys and
+   * 32 objects cost 3× the JSON work of 32 strings. Optional; `keys` carries all other keys.
+   */
+  unit_key_IDs?: string[];
 }
 
 /** KME-to-KME: the secondary asks the primary to allocate keys for one of its masters. */
@@ -212,22 +218,33 @@ export class KmeCore {
   handleAssign(message: AssignMessage): void {
     if (this.role !== 'secondary') throw badRequest('assign is only accepted by the secondary KME');
     if (!Array.isArray(message?.keys)) throw badRequest('malformed assign message');
+    const whole = message.unit_key_IDs ?? [];
+    if (!Array.isArray(whole) || !whole.every((id) => typeof id === 'string')) {
+      throw badRequest('malformed assign message');
+    }
     this.checkSlaves(message.slave_SAE_IDs);
     const perKey = message.keys.map((k) => this.checkAssignment(k));
-    const ids = message.keys.flatMap((k) => unitIdsOf(k));
+    if (message.keys.length === 0) {
+      // The common case, all whole-unit keys: one pass over the pool, all or nothing.
+      if (this.pool.reserveUnits(message.master_SAE_ID, message.slave_SAE_IDs, whole)) return;
+      throw unavailable(OUT_OF_STEP, [{ missing_unit_IDs: whole.filter((id) => !this.pool.hasUnit(id)) }]);
+    }
+    const ids = [...whole, ...message.keys.flatMap((k) => unitIdsOf(k))];
     const units = this.pool.takeByIds(ids);
     if (units === undefined) {
       // Tell the primary which units we lack, so it drops them instead of offering them forever.
       throw unavailable(OUT_OF_STEP, [{ missing_unit_IDs: ids.filter((id) => !this.pool.hasUnit(id)) }]);
     }
-    let at = 0;
-    const byKey = message.keys.map((k, i) => {
+    const keys: ComposedKey[] = new Array(whole.length);
+    // Whole-unit keys: the unit's buffer is the key, its ID the key ID (as composeKey would do).
+    for (let i = 0; i < whole.length; i++) keys[i] = { keyId: units[i]!.id, key: units[i]!.bytes };
+    if (keys.length > 0) this.pool.reserve(message.master_SAE_ID, message.slave_SAE_IDs, keys, 1);
+    let at = whole.length;
+    // One reserve call per other key: sizes (so units per key) may differ within one message.
+    message.keys.forEach((k, i) => {
       const mine = units.slice(at, at + perKey[i]!);
       at += perKey[i]!;
-      return composeKey(mine, k.size, this.keySize, k.key_ID);
-    });
-    // One reserve call per key: sizes (so units per key) may differ within one message.
-    byKey.forEach((key, i) => {
+      const key = composeKey(mine, k.size, this.keySize, k.key_ID);
       this.pool.reserve(message.master_SAE_ID, message.slave_SAE_IDs, [key], perKey[i]!);
     });
   }
@@ -263,20 +280,31 @@ export class KmeCore {
     return { keys: assignments };
   }
 
-  private async encKeysAsPrimary(master: string, slaves: string[], request: ParsedKeyRequest) {
+  private async encKeysAsPrimary(
+    master: string,
+    slaves: string[],
+    request: ParsedKeyRequest,
+  ): Promise<ComposedKey[]> {
     const perKey = unitsPerKey(request.size, this.keySize);
     const units = this.takeUnits(request.number, perKey);
+    // Same rule as composeKey: one whole unit keeps the link's UUID, anything else gets a fresh one.
+    const wholeUnits = perKey === 1 && request.size === this.keySize;
     const keyIds: string[] = [];
     const assignments: KeyAssignment[] = [];
-    for (let i = 0; i < request.number; i++) {
-      const mine = units.slice(i * perKey, (i + 1) * perKey);
-      // Same rule as composeKey: one whole unit keeps the link's UUID, anything else gets a fresh one.
-      const keyId = perKey === 1 && request.size === this.keySize ? mine[0]!.id : randomUUID();
-      keyIds.push(keyId);
-      assignments.push(assignment(keyId, mine, request.size, this.keySize));
+    if (wholeUnits) {
+      for (const u of units) keyIds.push(u.id);
+    } else {
+      for (let i = 0; i < request.number; i++) {
+        const mine = units.slice(i * perKey, (i + 1) * perKey);
+        const keyId = randomUUID();
+        keyIds.push(keyId);
+        assignments.push(assignment(keyId, mine, request.size, this.keySize));
+      }
     }
+    const message: AssignMessage = { master_SAE_ID: master, slave_SAE_IDs: slaves, keys: assignments };
+    if (wholeUnits) message.unit_key_IDs = keyIds;
     try {
-      await this.requirePeer().assign({ master_SAE_ID: master, slave_SAE_IDs: slaves, keys: assignments });
+      await this.requirePeer().assign(message);
     } catch (err) {
       // The slave cannot get these keys, so the master must not either: back to the pool,
       // untouched — except units the secondary no longer has (e.g. it applied an earlier assign
@@ -288,6 +316,7 @@ export class KmeCore {
         ? unavailable(QKM_MESSAGES.peerUnavailable, [{ peer_message: err.message }])
         : unavailable(QKM_MESSAGES.peerUnavailable);
     }
+    if (wholeUnits) return units.map((u) => ({ keyId: u.id, key: u.bytes }));
     return keyIds.map((keyId, i) =>
       composeKey(units.slice(i * perKey, (i + 1) * perKey), request.size, this.keySize, keyId),
     );

@@ -45,11 +45,20 @@ export type ClaimResult =
   | { ok: true; keys: ComposedKey[] }
   | { ok: false; reason: 'not-found' | 'unauthorized' | 'duplicate' };
 
-/** A unit in the pool's arrival list; `live` turns false once it leaves the pool. */
+/**
+ * Everything the pool knows under one ID: a unit waiting in the pool (`live`), or a key held for
+ * its slave(s) (`res`). One map for both means one hash lookup per step of a key's life — on a
+ * busy pair these lookups were the pool's whole cost.
+ */
 interface Entry {
   id: string;
   bytes: Buffer;
+  /** In the pool, free to be assigned. */
   live: boolean;
+  /** Set once the key is held for its slave(s). */
+  res: Reservation | undefined;
+  /** The last call that visited this entry: finds an ID repeated within one call without a Set. */
+  stamp: number;
 }
 
 /** Link-key bytes are copied into slabs of this many bytes (one allocation per ~128 units, not per block). */
@@ -58,18 +67,20 @@ const SLAB_BYTES = 4096;
 export class KeyPool {
   readonly unitBits: number;
   readonly maxKeyCount: number;
-  private readonly units = new Map<string, Entry>();
+  private readonly byId = new Map<string, Entry>();
+  private pooled = 0;
+  private reservedKeys = 0;
+  private reservedUnits = 0;
   /**
-   * Entries in arrival order, consumed from `head`. Entries taken by `takeByIds` or `drop` stay
-   * behind with `live = false` and are skipped; this keeps `takeOldest` O(count) (iterating the
-   * Map would walk over every deleted slot) and costs no hash lookup per skipped entry.
+   * Pooled entries in arrival order, consumed from `head`. Entries that leave another way
+   * (taken by ID, dropped) stay behind with `live = false` and are skipped; this keeps
+   * `takeOldest` O(count) (iterating the Map would walk over every deleted slot).
    */
   private order: Entry[] = [];
   private head = 0;
   /** Dead entries after `head`, so the list is compacted before it outgrows the pool. */
   private stale = 0;
-  private readonly reservations = new Map<string, Reservation>();
-  private reservedUnits = 0;
+  private stampCounter = 0;
   private slab: Buffer = Buffer.alloc(0);
   private slabUsed = 0;
 
@@ -84,22 +95,22 @@ export class KeyPool {
 
   /** Unassigned units: `stored_key_count`. */
   get storedCount(): number {
-    return this.units.size;
+    return this.pooled;
   }
 
   /** Keys waiting for a slave. */
   get reservedKeyCount(): number {
-    return this.reservations.size;
+    return this.reservedKeys;
   }
 
   /** How many more units this pool can take: capacity minus pool minus reserved. */
   get freeCapacity(): number {
-    return Math.max(0, this.maxKeyCount - this.units.size - this.reservedUnits);
+    return Math.max(0, this.maxKeyCount - this.pooled - this.reservedUnits);
   }
 
   /** True if `id` is a unit in the pool (not yet assigned). */
   hasUnit(id: string): boolean {
-    return this.units.has(id);
+    return this.byId.get(id)?.live === true;
   }
 
   /** Drops units for good (the peer no longer has them, so they can never form a shared key). */
@@ -109,7 +120,7 @@ export class KeyPool {
 
   /** True if `id` is a unit in the pool or a key held for a slave. */
   has(id: string): boolean {
-    return this.units.has(id) || this.reservations.has(id);
+    return this.byId.has(id);
   }
 
   /**
@@ -131,21 +142,21 @@ export class KeyPool {
       if (k.key.length !== unitBytes) throw new RangeError('link key has the wrong length');
     }
     const skipped: string[] = [];
+    const { byId, order } = this;
     // A plain loop: this runs for every link key at both ends of an unthrottled link.
-    const { units, reservations, order } = this;
-    const checkReserved = reservations.size > 0;
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;
       const id = k.keyId;
-      if (units.has(id) || (checkReserved && reservations.has(id))) {
+      if (byId.has(id)) {
         skipped.push(id);
         continue;
       }
       const bytes = this.carve(unitBytes);
       bytes.set(k.key);
-      const entry: Entry = { id, bytes, live: true };
-      units.set(id, entry);
+      const entry: Entry = { id, bytes, live: true, res: undefined, stamp: 0 };
+      byId.set(id, entry);
       order.push(entry);
+      this.pooled++;
     }
     return skipped;
   }
@@ -167,28 +178,28 @@ export class KeyPool {
   /** Removes and wipes these units if present (the feeder undoing a key only one pool took). */
   drop(ids: readonly string[]): void {
     for (const id of ids) {
-      const e = this.units.get(id);
-      if (e === undefined) continue;
+      const e = this.byId.get(id);
+      if (e === undefined || !e.live) continue;
       e.bytes.fill(0);
-      e.live = false;
-      this.units.delete(id);
-      this.stale++;
+      this.leave(e);
+      this.byId.delete(id);
     }
   }
 
   /** Removes the `count` oldest units, or returns undefined (and removes nothing) if fewer are stored. */
   takeOldest(count: number): PoolUnit[] | undefined {
-    if (count > this.units.size) return undefined;
+    if (count > this.pooled) return undefined;
     const out: PoolUnit[] = [];
-    const { order, units } = this;
+    const { order, byId } = this;
     while (out.length < count) {
       const e = order[this.head++]!;
       if (!e.live) {
-        this.stale--; // taken by ID (or dropped) earlier
+        this.stale = Math.max(0, this.stale - 1); // left by ID earlier
         continue;
       }
       e.live = false;
-      units.delete(e.id);
+      this.pooled--;
+      byId.delete(e.id);
       out.push({ id: e.id, bytes: e.bytes });
     }
     this.compactOrder();
@@ -198,37 +209,67 @@ export class KeyPool {
 
   /** Removes exactly these units, or returns undefined (and removes nothing) if any is missing. */
   takeByIds(ids: readonly string[]): PoolUnit[] | undefined {
-    const { units } = this;
-    const entries: Entry[] = new Array(ids.length);
-    for (let i = 0; i < ids.length; i++) {
-      const e = units.get(ids[i]!);
-      // Missing, or the same ID twice in this call: take nothing.
-      if (e === undefined || !e.live) {
-        for (let j = 0; j < i; j++) entries[j]!.live = true;
-        return undefined;
-      }
-      e.live = false;
-      entries[i] = e;
-    }
-    const out: PoolUnit[] = new Array(ids.length);
+    const entries = this.liveEntries(ids);
+    if (entries === undefined) return undefined;
+    const out: PoolUnit[] = new Array(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      units.delete(e.id);
+      this.leave(e);
+      this.byId.delete(e.id);
       out[i] = { id: e.id, bytes: e.bytes };
     }
-    // Their entries stay in `order`, dead, until passed or compacted.
-    this.stale += out.length;
     this.compactOrder();
     if (out.length > 0) this.onFreed?.();
     return out;
   }
 
+  /**
+   * `takeByIds` + `reserve` for whole-unit keys (key ID = unit ID, key = the unit's bytes) in one
+   * pass: the units become keys held for `slaves`, fetched through {@link claim}. Returns false
+   * (and changes nothing) if any unit is missing or repeated.
+   */
+  reserveUnits(master: string, slaves: readonly string[], ids: readonly string[]): boolean {
+    if (slaves.length === 0) throw new RangeError('a key needs at least one slave');
+    const entries = this.liveEntries(ids);
+    if (entries === undefined) return false;
+    const everyone = [...slaves];
+    for (const e of entries) {
+      this.leave(e);
+      e.res = { master, slaves: everyone, pending: [...everyone], key: e.bytes, units: 1 };
+    }
+    this.reservedKeys += entries.length;
+    this.reservedUnits += entries.length;
+    this.compactOrder();
+    return true;
+  }
+
+  /** The pooled entries of `ids`, or undefined if one is missing or repeated. Changes nothing. */
+  private liveEntries(ids: readonly string[]): Entry[] | undefined {
+    const stamp = ++this.stampCounter;
+    const entries: Entry[] = new Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const e = this.byId.get(ids[i]!);
+      if (e === undefined || !e.live || e.stamp === stamp) return undefined;
+      e.stamp = stamp;
+      entries[i] = e;
+    }
+    return entries;
+  }
+
+  /** A live entry leaves the pool (its slot in `order` turns stale). */
+  private leave(e: Entry): void {
+    e.live = false;
+    this.pooled--;
+    this.stale++;
+  }
+
   /** Returns units taken for a request that then failed (e.g. the peer KME was unreachable). */
   putBack(units: readonly PoolUnit[]): void {
     for (const u of units) {
-      const entry: Entry = { id: u.id, bytes: u.bytes, live: true };
-      this.units.set(u.id, entry);
+      const entry: Entry = { id: u.id, bytes: u.bytes, live: true, res: undefined, stamp: 0 };
+      this.byId.set(u.id, entry);
       this.order.push(entry);
+      this.pooled++;
     }
   }
 
@@ -259,16 +300,18 @@ export class KeyPool {
     unitsPerKey: number,
   ): void {
     for (const k of keys) {
-      if (this.reservations.has(k.keyId)) throw new RangeError('duplicate key ID');
+      if (this.byId.has(k.keyId)) throw new RangeError('duplicate key ID');
     }
+    const everyone = [...slaves];
     for (const k of keys) {
-      this.reservations.set(k.keyId, {
-        master,
-        slaves: [...slaves],
-        pending: [...slaves],
-        key: k.key,
-        units: unitsPerKey,
+      this.byId.set(k.keyId, {
+        id: k.keyId,
+        bytes: k.key,
+        live: false,
+        res: { master, slaves: everyone, pending: [...everyone], key: k.key, units: unitsPerKey },
+        stamp: 0,
       });
+      this.reservedKeys++;
       this.reservedUnits += unitsPerKey;
     }
   }
@@ -283,30 +326,43 @@ export class KeyPool {
    * Unauthorized wins over not-found so that probing another SAE's key IDs is always refused as such.
    */
   claim(caller: string, master: string, keyIds: readonly string[]): ClaimResult {
-    if (new Set(keyIds).size !== keyIds.length) return { ok: false, reason: 'duplicate' };
-    let notFound = false;
-    for (const id of keyIds) {
-      const r = this.reservations.get(id);
-      if (r === undefined) {
-        notFound = true;
+    const stamp = ++this.stampCounter;
+    const found: Array<Entry | undefined> = new Array(keyIds.length);
+    let missing = false;
+    for (let i = 0; i < keyIds.length; i++) {
+      const e = this.byId.get(keyIds[i]!);
+      if (e === undefined || e.res === undefined) {
+        missing = true;
         continue;
       }
+      if (e.stamp === stamp) return { ok: false, reason: 'duplicate' };
+      e.stamp = stamp;
+      found[i] = e;
+    }
+    // Repeats among IDs we do not hold leave no stamp: check those the slow way.
+    if (missing && new Set(keyIds).size !== keyIds.length) return { ok: false, reason: 'duplicate' };
+    let notFound = missing;
+    for (const e of found) {
+      if (e === undefined) continue;
+      const r = e.res!;
       if (!r.slaves.includes(caller)) return { ok: false, reason: 'unauthorized' };
       // Already fetched by this slave (multicast keys stay for the others), or asked under another master.
       if (!r.pending.includes(caller) || r.master !== master) notFound = true;
     }
     if (notFound) return { ok: false, reason: 'not-found' };
-    const keys: ComposedKey[] = [];
-    for (const id of keyIds) {
-      const r = this.reservations.get(id)!;
+    const keys: ComposedKey[] = new Array(found.length);
+    for (let i = 0; i < found.length; i++) {
+      const e = found[i]!;
+      const r = e.res!;
       r.pending.splice(r.pending.indexOf(caller), 1);
       if (r.pending.length === 0) {
-        this.reservations.delete(id);
+        this.byId.delete(e.id);
+        this.reservedKeys--;
         this.reservedUnits -= r.units;
         // The last slave owns the buffer now; earlier ones get a copy so wiping one leaves the other intact.
-        keys.push({ keyId: id, key: r.key });
+        keys[i] = { keyId: e.id, key: r.key };
       } else {
-        keys.push({ keyId: id, key: Buffer.from(r.key) });
+        keys[i] = { keyId: e.id, key: Buffer.from(r.key) };
       }
     }
     this.onFreed?.();

@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyPluginAsync } from 'fastify';
+import Fastify, { type FastifyPluginAsync, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../core/agents.js';
 import type { AuditSink } from '../audit/types.js';
@@ -45,7 +45,7 @@ export async function buildApi(deps: ApiDeps) {
     routerOptions: { maxParamLength: 128 },
     // Per-request lines are written by our onResponse hook at debug level: an agent fetching
     // entropy in a loop should not fill the log at the default level.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     forceCloseConnections: true,
     return503OnClosing: true,

@@ -3,6 +3,7 @@ import { QkmApiError, QkmTransportError } from '../client/client.js';
 import { VERSION } from '../core/version.js';
 import { registerApplianceCommands } from './commands/appliance-commands.js';
 import { registerClientCommands } from './commands/client-commands.js';
+import { registerDemoCommands } from './commands/demo-commands.js';
 import { registerLocalCommands } from './commands/local-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerSessionCommands(program);
   registerLocalCommands(program);
   registerSimCommands(program);
+  registerDemoCommands(program);
   return program;
 }
 

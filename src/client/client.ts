@@ -67,6 +67,10 @@ export interface AcceptedSession {
   posture: Posture;
   provenance: SessionProvenance;
   confirm: string;
+  /** The initiator's node id. */
+  peer: string;
+  /** The initiator's context string, as bound into the transcript. */
+  context: string;
 }
 
 export interface AgentInfo {

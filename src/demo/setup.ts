@@ -1,0 +1,203 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { generateSimCerts } from '../../simulators/kme/certs.js';
+import { type RunningKmePair, runKmePairFromCerts } from '../../simulators/kme/pair.js';
+import { Appliance } from '../app.js';
+import { QkmClient } from '../client/client.js';
+import { type QkmConfig, loadConfig } from '../core/config.js';
+import type { EntropyServiceOptions } from '../entropy/service.js';
+
+/**
+ * The two-node setup of the demo and the end-to-end tests, all on loopback: one BB84 link feeding
+ * the ETSI 014 KME pair (kme-a serving sae-a, kme-b serving sae-b), and two qkm appliances, each
+ * with its own data dir and ephemeral port, its own simulated Quantis, and its own KME as its QKD
+ * key source. Each node is pinned as the other's peer through the admin API, the way an operator
+ * would do it with `qkm peers add`.
+ *
+ * Both nodes are in region EU: DEFAULT_POLICY marks QKD in the EU as `domestic`, so QKD is
+ * compliant only when both ends are in the EU. Putting the nodes in different regions would make
+ * the QKD posture non-compliant rather than demonstrate it.
+ */
+
+export const DEMO_REGION = 'EU';
+
+export interface NodeSpec {
+  name: 'a' | 'b';
+  saeId: string;
+  kmeId: string;
+}
+
+const NODES: readonly NodeSpec[] = [
+  { name: 'a', saeId: 'sae-a', kmeId: 'kme-a' },
+  { name: 'b', saeId: 'sae-b', kmeId: 'kme-b' },
+];
+
+export interface TwoNodeSetupOptions {
+  /** Where certs and data dirs go; default a fresh temp dir, removed by `stop()`. */
+  baseDir?: string;
+  /** Fibre length of the simulated BB84 link (default 25 km). */
+  distanceKm?: number;
+  /** Simulated seconds per real second of the BB84 link (default 20: ~110 keys/s at 25 km). */
+  timeScale?: number;
+  /** Extra config for both appliances (e.g. `api.rateLimitPerMinute` for the bench). */
+  configOverrides?: Partial<QkmConfig>;
+  /**
+   * EntropyService tuning for both appliances. The default shortens the source monitor's back-off
+   * so a quarantined or recovered Quantis is noticed within a fraction of a second.
+   */
+  entropyTuning?: Partial<EntropyServiceOptions>;
+}
+
+export interface DemoNode {
+  name: 'a' | 'b';
+  appliance: Appliance;
+  /** The `default` agent (scopes entropy, keys, sessions). */
+  client: QkmClient;
+  /** The `admin` agent, used to pin the peer. */
+  admin: QkmClient;
+  nodeId: string;
+  saeId: string;
+  kmeId: string;
+}
+
+/** What `qkm demo --hold` prints: enough for a third party to drive the running setup. */
+export interface SetupDescription {
+  nodes: Array<{
+    name: string;
+    url: string;
+    token_file: string;
+    admin_token_file: string;
+    node_id: string;
+    region: string;
+    sae_id: string;
+    kme_id: string;
+  }>;
+  kmes: Array<{ id: string; url: string; saes: string[] }>;
+  link: { distance_km: number; time_scale: number; model_rate_bps: number };
+  certs_dir: string;
+}
+
+export interface TwoNodeSetup {
+  a: DemoNode;
+  b: DemoNode;
+  kme: RunningKmePair;
+  baseDir: string;
+  describe(): SetupDescription;
+  /** Stops both appliances, then the KME pair and the link; removes the temp dir if it made one. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const DEFAULT_TUNING: Partial<EntropyServiceOptions> = {
+  monitor: { backoff: { initialMs: 30, maxMs: 250, factor: 2 }, sentinelIntervalMs: 50 },
+};
+
+async function readToken(file: string): Promise<string> {
+  return (await readFile(file, 'utf8')).trim();
+}
+
+export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Promise<TwoNodeSetup> {
+  const ownsDir = options.baseDir === undefined;
+  const baseDir = resolve(options.baseDir ?? (await mkdtemp(join(tmpdir(), 'qkm-demo-'))));
+  const distanceKm = options.distanceKm ?? 25;
+  const timeScale = options.timeScale ?? 20;
+  const stops: Array<() => Promise<unknown>> = [];
+  const stopAll = async () => {
+    for (const fn of stops.splice(0).reverse()) await fn().catch(() => undefined);
+    if (ownsDir) await rm(baseDir, { recursive: true, force: true });
+  };
+  try {
+    const certsDir = join(baseDir, 'certs');
+    const certs = await generateSimCerts(certsDir);
+    const kme = await runKmePairFromCerts({
+      certsDir,
+      distanceKm,
+      ports: { a: 0, b: 0 },
+      link: { timeScale },
+    });
+    // kme.stop() also stops the link (the pair started it once listening).
+    stops.push(() => kme.stop());
+
+    const kmeUrl = (id: string) => {
+      const k = kme.description.kmes.find((x) => x.id === id);
+      if (!k) throw new Error(`KME ${id} missing from the pair`);
+      return k.url;
+    };
+    const nodes: DemoNode[] = [];
+    for (const spec of NODES) {
+      const sae = certs.saes[spec.saeId];
+      if (!sae) throw new Error(`no certificate for ${spec.saeId}`);
+      const config = loadConfig({
+        env: {},
+        overrides: {
+          ...options.configOverrides,
+          dataDir: join(baseDir, `node-${spec.name}`),
+          host: '127.0.0.1',
+          port: 0,
+          region: DEMO_REGION,
+          logLevel: 'silent',
+          qkd: {
+            kmeUrl: kmeUrl(spec.kmeId),
+            kmeId: spec.kmeId,
+            saeId: spec.saeId,
+            caPath: certs.ca.cert,
+            certPath: sae.cert,
+            keyPath: sae.key,
+            timeoutMs: 5000,
+          },
+        },
+      });
+      const appliance = await Appliance.start({
+        config,
+        entropyTuning: options.entropyTuning ?? DEFAULT_TUNING,
+      });
+      stops.push(() => appliance.close());
+      const tokenFile = appliance.tokenFiles.default;
+      const adminFile = appliance.tokenFiles.admin;
+      if (!tokenFile || !adminFile) throw new Error('appliance did not create its token files');
+      nodes.push({
+        name: spec.name,
+        appliance,
+        client: new QkmClient({ url: appliance.url, token: await readToken(tokenFile) }),
+        admin: new QkmClient({ url: appliance.url, token: await readToken(adminFile) }),
+        nodeId: appliance.identity.nodeId,
+        saeId: spec.saeId,
+        kmeId: spec.kmeId,
+      });
+    }
+    const [a, b] = nodes as [DemoNode, DemoNode];
+    // Pin each other from the public bundle served by the peer's own API, as an operator would.
+    await a.admin.peers.add(await b.client.identity());
+    await b.admin.peers.add(await a.client.identity());
+
+    let stopped: Promise<void> | undefined;
+    return {
+      a,
+      b,
+      kme,
+      baseDir,
+      describe: () => ({
+        nodes: nodes.map((n) => ({
+          name: n.name,
+          url: n.appliance.url,
+          token_file: n.appliance.tokenFiles.default ?? '',
+          admin_token_file: n.appliance.tokenFiles.admin ?? '',
+          node_id: n.nodeId,
+          region: DEMO_REGION,
+          sae_id: n.saeId,
+          kme_id: n.kmeId,
+        })),
+        kmes: kme.description.kmes.map((k) => ({ id: k.id, url: k.url, saes: k.saes })),
+        link: { distance_km: distanceKm, time_scale: timeScale, model_rate_bps: kme.generator.modelRateBps },
+        certs_dir: certsDir,
+      }),
+      stop: () => {
+        stopped ??= stopAll();
+        return stopped;
+      },
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
