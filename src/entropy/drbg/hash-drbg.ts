@@ -1,12 +1,12 @@
 /** Hash_DRBG after NIST SP 800-90A Rev.1 §10.1.1, with Hash_df (§10.3.1), on `node:crypto`. */
 import { createHash } from 'node:crypto';
-import { DrbgBase, MAX_INPUT_BYTES, resolveReseedInterval } from './base.js';
+import { DrbgBase, resolveReseedInterval } from './base.js';
 import { addInto, addNumberInto } from './bytes.js';
 import {
   type DrbgHash,
-  HASH_DRBG_MAX_REQUEST_BYTES,
   HASH_DRBG_MAX_RESEED_INTERVAL,
   type HashParams,
+  hashFamilyLimits,
   hashParams,
 } from './hashes.js';
 
@@ -31,14 +31,7 @@ export class HashDrbg extends DrbgBase {
     const name = `Hash_DRBG(${String(options?.hash)})`;
     const h = hashParams('Hash_DRBG', options?.hash);
     super(
-      {
-        securityStrength: h.strength,
-        minEntropyBytes: h.strength / 8,
-        maxEntropyBytes: MAX_INPUT_BYTES,
-        maxInputBytes: MAX_INPUT_BYTES,
-        maxRequestBytes: HASH_DRBG_MAX_REQUEST_BYTES,
-        maxReseedInterval: HASH_DRBG_MAX_RESEED_INTERVAL,
-      },
+      hashFamilyLimits(h),
       resolveReseedInterval(name, options.reseedInterval, HASH_DRBG_MAX_RESEED_INTERVAL),
     );
     this.name = name;

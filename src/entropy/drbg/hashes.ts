@@ -1,3 +1,4 @@
+import { type DrbgLimits, MAX_INPUT_BYTES } from './base.js';
 /** The approved hash functions for HMAC_DRBG and Hash_DRBG (SP 800-90A Table 2). */
 
 export type DrbgHash =
@@ -39,3 +40,18 @@ export function hashParams(owner: string, hash: unknown): HashParams {
 /** SP 800-90A Table 2 limits shared by HMAC_DRBG and Hash_DRBG. */
 export const HASH_DRBG_MAX_REQUEST_BYTES = 2 ** 19 / 8;
 export const HASH_DRBG_MAX_RESEED_INTERVAL = 2 ** 48;
+
+/**
+ * The DrbgBase limits HMAC_DRBG and Hash_DRBG share (SP 800-90A Table 2): they differ only in
+ * the hash's security strength.
+ */
+export function hashFamilyLimits(h: HashParams): DrbgLimits {
+  return {
+    securityStrength: h.strength,
+    minEntropyBytes: h.strength / 8,
+    maxEntropyBytes: MAX_INPUT_BYTES,
+    maxInputBytes: MAX_INPUT_BYTES,
+    maxRequestBytes: HASH_DRBG_MAX_REQUEST_BYTES,
+    maxReseedInterval: HASH_DRBG_MAX_RESEED_INTERVAL,
+  };
+}

@@ -1,11 +1,11 @@
 /** HMAC_DRBG after NIST SP 800-90A Rev.1 §10.1.2, on `node:crypto` HMAC. */
 import { createHmac } from 'node:crypto';
-import { DrbgBase, MAX_INPUT_BYTES, resolveReseedInterval } from './base.js';
+import { DrbgBase, resolveReseedInterval } from './base.js';
 import {
   type DrbgHash,
-  HASH_DRBG_MAX_REQUEST_BYTES,
   HASH_DRBG_MAX_RESEED_INTERVAL,
   type HashParams,
+  hashFamilyLimits,
   hashParams,
 } from './hashes.js';
 
@@ -28,14 +28,7 @@ export class HmacDrbg extends DrbgBase {
     const name = `HMAC_DRBG(${String(options?.hash)})`;
     const h = hashParams('HMAC_DRBG', options?.hash);
     super(
-      {
-        securityStrength: h.strength,
-        minEntropyBytes: h.strength / 8,
-        maxEntropyBytes: MAX_INPUT_BYTES,
-        maxInputBytes: MAX_INPUT_BYTES,
-        maxRequestBytes: HASH_DRBG_MAX_REQUEST_BYTES,
-        maxReseedInterval: HASH_DRBG_MAX_RESEED_INTERVAL,
-      },
+      hashFamilyLimits(h),
       resolveReseedInterval(name, options.reseedInterval, HASH_DRBG_MAX_RESEED_INTERVAL),
     );
     this.name = name;
