@@ -43,6 +43,8 @@ interface Head {
 }
 
 const ID_BYTES = 16;
+/** The stored `head` hint is refreshed at least this often (records); see `write`. */
+const HEAD_EVERY = 64;
 /** Event ids are drawn in batches so an append costs no entropy round trip most of the time. */
 const ID_BATCH = 32;
 
@@ -53,7 +55,8 @@ const recKey = (seq: number) => `r:${String(seq).padStart(12, '0')}`;
  * canonical JSON), sealed every `sealEvery` records and on `flush`/`close` by a chained
  * `audit.seal` record carrying an ML-DSA-65 signature over the last hash. Appends are serialised
  * (one chain) and never sign; sealing runs behind them on the same queue.
- * Storage: namespace `audit`, keys `r:<seq 12 digits>`, plus `head`.
+ * Storage: namespace `audit`, keys `r:<seq 12 digits>`, plus `head` (a start-up hint that may lag
+ * the records; `loadHead` rolls forward over any records written after it).
  */
 export class AuditLog implements AuditSink {
   private readonly rs: RecordStore<AuditRecord | Head>;
@@ -104,7 +107,9 @@ export class AuditLog implements AuditSink {
     if (this.closed) return;
     await this.flush().catch(() => undefined);
     this.closed = true;
-    await this.queue.catch(() => undefined);
+    await this.enqueue(async () => {
+      if (this.head) await this.rs.put('head', { ...this.head });
+    }).catch(() => undefined);
   }
 
   /** Records in seq order, optionally from `fromSeq` and at most `limit`. */
@@ -135,7 +140,7 @@ export class AuditLog implements AuditSink {
       hash: GENESIS_HASH,
       sealed_through: 0,
     };
-    // The head is written after its record; after a crash between the two, roll forward.
+    // The head lags its records (see `write`), and a crash may land between a record and its head.
     for (;;) {
       const next = (await this.rs.get(recKey(h.seq + 1))) as AuditRecord | undefined;
       if (!next) break;
@@ -170,7 +175,10 @@ export class AuditLog implements AuditSink {
     head.seq = rec.seq;
     head.hash = rec.hash;
     if (type === SEAL_TYPE) head.sealed_through = rec.seq;
-    await this.rs.put('head', { ...head });
+    // The record above is the durable truth; `head` is only a hint that `loadHead` rolls forward
+    // from. Writing it on seals and every HEAD_EVERY records (not on every append) saves one
+    // synced write per event and bounds the roll-forward at start-up to HEAD_EVERY reads.
+    if (type === SEAL_TYPE || rec.seq % HEAD_EVERY === 0) await this.rs.put('head', { ...head });
     return rec;
   }
 

@@ -234,7 +234,15 @@ export class SessionService {
       try {
         qkdKeys = await this.fetchQkdKeys(peer);
       } catch (err) {
-        const why = `QKD key request failed (${(err as { kind?: string }).kind ?? (err as Error).name})`;
+        // The policy may have reused a recent "link up" answer: forget it. When the KME did
+        // answer, ask it now so the reason says what is wrong with the link (failure path only;
+        // an unreachable or slow KME is not asked again — its kind is the reason).
+        this.o.policy.qkdFailed(peer);
+        const kind = (err as { kind?: string }).kind;
+        const answered = kind !== undefined && !UNREACHABLE_KME.has(kind);
+        const now = answered ? await this.o.policy.availability('QKD+PQC+QRNG', peer) : undefined;
+        const why =
+          `QKD key request failed (${kind ?? (err as Error).name})` + (now && !now.ok ? `: ${now.why}` : '');
         if (decision.minimum === 'QKD+PQC+QRNG') {
           throw new QkmError('POSTURE_UNAVAILABLE', `${why} and the minimum is ${decision.minimum}`);
         }
@@ -267,7 +275,8 @@ export class SessionService {
       context,
     };
     const bodyBytes = encodeBody(body);
-    const signature = signBody(bodyBytes, me.signing.secretKey);
+    // K and the session id depend on the body only, not on the signature: derive them first so
+    // the session record can be written while the (slow) ML-DSA signature is computed.
     const th = transcriptHash(bodyBytes);
     const keys = deriveKeys(
       sharedSecret,
@@ -301,19 +310,31 @@ export class SessionService {
       qrng: qrngLeg(posture, randomness, decision, entropyProv, notes),
       at,
     };
-    const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
-    await this.sessions.put(`initiator:${sessionId}`, {
-      session_id: sessionId,
-      role: 'initiator',
-      peer: peer.nodeId,
-      posture,
-      created: new Date(this.clock()).toISOString(),
-      handshake_at: at,
-      provenance,
-      expected_confirm: toBase64url(keys.confirmTag),
-      confirmed: false,
-      ...(keyId ? { key_id: keyId } : {}),
-    });
+    const created = new Date(this.clock()).toISOString();
+    const persisted = (async () => {
+      const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
+      await this.sessions.put(`initiator:${sessionId}`, {
+        session_id: sessionId,
+        role: 'initiator',
+        peer: peer.nodeId,
+        posture,
+        created,
+        handshake_at: at,
+        provenance,
+        expected_confirm: toBase64url(keys.confirmTag),
+        confirmed: false,
+        ...(keyId ? { key_id: keyId } : {}),
+      });
+      return keyId;
+    })();
+    // Observed below; this only keeps a failure from being reported as unhandled meanwhile.
+    persisted.catch(() => undefined);
+    // One turn of the event loop hands the synced write to the storage thread before signing
+    // occupies this one, so the fsync overlaps the signature. The handshake (the only thing that
+    // lets a peer use the session) is still released only after the record is durable.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const signature = signBody(bodyBytes, me.signing.secretKey);
+    const keyId = await persisted;
     await this.o.audit.append({
       type: 'session.initiated',
       actor: me.nodeId,
@@ -595,6 +616,9 @@ export class SessionService {
     return id;
   }
 }
+
+/** QKD error kinds for which the KME gave no answer: a status re-check would only wait again. */
+const UNREACHABLE_KME = new Set(['network', 'timeout', 'gateway-timeout', 'tls', 'canceled']);
 
 function osRandomness(): { m: Uint8Array; r: Uint8Array; nonce: Uint8Array } {
   return {

@@ -36,6 +36,14 @@ export class PeerRegistry {
   private readonly clock: () => number;
   /** Verified bundles by their exact JSON, so a handshake does not pay a signature check per lookup. */
   private readonly verified = new Map<string, VerifiedBundle>();
+  /**
+   * Pinned peers by node id, decoded and verified, so a handshake pays no store read. Safe because
+   * every change goes through `add`/`remove` on this instance (they drop the entry) and the store
+   * is held open by this process alone (LevelDB's lock). Absent peers are not cached.
+   */
+  private readonly pinned = new Map<string, Peer>();
+  /** Bumped by every add/remove, so a lookup that raced one does not cache what it read. */
+  private generation = 0;
 
   constructor(opts: { store: StorageBackend; clock?: () => number }) {
     this.records = opts.store.records<PeerRecord>('peers');
@@ -45,6 +53,7 @@ export class PeerRegistry {
   /** Verifies and pins. Throws BUNDLE_INVALID, PEER_EXISTS, INVALID_PARAMETER. */
   async add(bundle: unknown, opts: PinOptions = {}): Promise<Peer> {
     const v = verifyBundle(bundle);
+    this.forget(v.nodeId);
     if (opts.minPosture !== undefined && !isPosture(opts.minPosture)) {
       throw new QkmError('INVALID_PARAMETER', 'min_posture must be PQC, PQC+QRNG or QKD+PQC+QRNG');
     }
@@ -64,14 +73,23 @@ export class PeerRegistry {
     return toPeer(rec, v);
   }
 
-  /** The pinned peer, or undefined. The stored bundle is re-verified (storage is untrusted). */
+  /**
+   * The pinned peer, or undefined. A bundle read from the store is re-verified (storage is
+   * untrusted) before it is used or cached; later lookups are served from memory.
+   */
   async get(nodeId: string): Promise<Peer | undefined> {
     if (typeof nodeId !== 'string' || !/^[0-9a-f]{32}$/.test(nodeId)) return undefined;
+    const hit = this.pinned.get(nodeId);
+    if (hit) return { ...hit };
+    const generation = this.generation;
     const rec = await this.records.get(nodeId);
     if (!rec) return undefined;
     const v = this.verifyCached(rec.bundle);
     if (v.nodeId !== nodeId) throw new QkmError('INTERNAL', 'peer record is filed under the wrong node id');
-    return toPeer(rec, v);
+    const peer = toPeer(rec, v);
+    // A concurrent add/remove may have run while we read: only cache when none did.
+    if (generation === this.generation) this.pinned.set(nodeId, peer);
+    return { ...peer };
   }
 
   /** Like `get` but throws PEER_NOT_FOUND. */
@@ -91,7 +109,14 @@ export class PeerRegistry {
     if ((await this.records.get(nodeId)) === undefined) {
       throw new QkmError('PEER_NOT_FOUND', `no pinned peer ${String(nodeId).slice(0, 64)}`);
     }
+    this.forget(nodeId);
     await this.records.del(nodeId);
+    this.forget(nodeId);
+  }
+
+  private forget(nodeId: string): void {
+    this.generation++;
+    this.pinned.delete(nodeId);
   }
 
   private verifyCached(bundle: IdentityBundle): VerifiedBundle {

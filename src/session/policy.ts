@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { QkmError } from '../core/errors.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { QkdKeySource } from '../../drivers/qkd/interface.js';
@@ -139,23 +140,42 @@ export interface PosturePolicyOptions {
   saeId?: string;
   entropy: Pick<EntropyProvider, 'status'>;
   /** Live QKD link check for a peer; absent → QKD unavailable ("no QKD key source configured"). */
-  qkdAvailability?: (peer: PolicyPeer) => Promise<QkdAvailability>;
+  qkdAvailability?: QkdAvailabilityCheck;
   /** Merged over DEFAULT_POLICY (shallow per top-level key; `regions` merged per region). */
   config?: Partial<PolicyConfig>;
 }
 
 /**
+ * A live QKD link check for a peer. `invalidate` (when present) drops any cached answer, so the
+ * next check asks the KME again — the session service calls it when enc_keys fails.
+ */
+export type QkdAvailabilityCheck = ((peer: PolicyPeer) => Promise<QkdAvailability>) & {
+  invalidate?: (peer?: PolicyPeer) => void;
+};
+
+/** How long a KME "link up, keys in stock" answer is reused by default, ms. */
+export const DEFAULT_QKD_UP_CACHE_MS = 1000;
+
+/**
  * A QKD availability check backed by ETSI 014 Get status: the link is up when the KME answers
  * for the peer's SAE with at least `minKeys` keys in stock. Bounded by `timeoutMs`.
+ *
+ * Only "up" answers are cached, for `cacheUpMs` (monotonic clock; 0 disables), and concurrent
+ * checks for one SAE share one request. Why this is safe: a stale "up" can only make a session
+ * try enc_keys, and an enc_keys failure already falls back (degraded, with the reason, and 503
+ * when the minimum needs QKD) and calls `invalidate`. "Down" answers are never cached, so a link
+ * that comes back is used at once, and a failing link never lets a posture above it be chosen.
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
-  opts: { timeoutMs?: number; minKeys?: number } = {},
-): (peer: PolicyPeer) => Promise<QkdAvailability> {
-  return async (peer) => {
-    if (!peer.saeId) return { up: false, reason: 'peer has no SAE id' };
+  opts: { timeoutMs?: number; minKeys?: number; cacheUpMs?: number } = {},
+): QkdAvailabilityCheck {
+  const cacheUpMs = opts.cacheUpMs ?? DEFAULT_QKD_UP_CACHE_MS;
+  const upUntil = new Map<string, number>();
+  const inFlight = new Map<string, Promise<QkdAvailability>>();
+  const ask = async (saeId: string): Promise<QkdAvailability> => {
     try {
-      const s = await qkd.status(peer.saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
+      const s = await qkd.status(saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
       if (s.storedKeyCount < (opts.minKeys ?? 1))
         return { up: false, reason: 'QKD link has no keys in stock' };
       return { up: true };
@@ -164,6 +184,35 @@ export function qkdAvailabilityFrom(
       return { up: false, reason: `KME status failed (${kind})` };
     }
   };
+  const check: QkdAvailabilityCheck = async (peer) => {
+    const saeId = peer.saeId;
+    if (!saeId) return { up: false, reason: 'peer has no SAE id' };
+    if ((upUntil.get(saeId) ?? 0) > performance.now()) return { up: true };
+    let p = inFlight.get(saeId);
+    if (!p) {
+      const started = performance.now();
+      p = ask(saeId).then((a) => {
+        // An invalidate while the request was out wins: the answer may predate the failure.
+        if (inFlight.get(saeId) === p) {
+          inFlight.delete(saeId);
+          if (a.up && cacheUpMs > 0) upUntil.set(saeId, started + cacheUpMs);
+        }
+        return a;
+      });
+      inFlight.set(saeId, p);
+    }
+    return p;
+  };
+  check.invalidate = (peer) => {
+    if (peer?.saeId === undefined) {
+      upUntil.clear();
+      inFlight.clear();
+    } else {
+      upUntil.delete(peer.saeId);
+      inFlight.delete(peer.saeId);
+    }
+  };
+  return check;
 }
 
 export function mergePolicy(partial: Partial<PolicyConfig> | undefined): PolicyConfig {
@@ -256,6 +305,14 @@ export class PosturePolicy {
       if (!q.up) return { ok: false, outage: true, why: q.reason ?? 'QKD link down' };
     }
     return { ok: true, outage: false, why: 'available' };
+  }
+
+  /**
+   * Tells the policy that a QKD key request to this peer just failed: any cached "link up"
+   * answer is dropped, so the next decision (and `availability`) asks the KME again.
+   */
+  qkdFailed(peer: PolicyPeer): void {
+    this.opts.qkdAvailability?.invalidate?.(peer);
   }
 
   /** The decision table: every posture, its scores and why it is or is not admissible. */

@@ -13,6 +13,7 @@ interface ReplayEntry {
 export class ReplayCache {
   private readonly records: RecordStore<ReplayEntry>;
   private lastPrune = 0;
+  private pruning: Promise<number> | undefined;
 
   constructor(
     store: StorageBackend,
@@ -26,7 +27,7 @@ export class ReplayCache {
    * `timestamp` is the handshake's own (already window-checked) timestamp.
    */
   async admit(initiator: string, nonceHex: string, timestamp: number, now: number): Promise<boolean> {
-    await this.maybePrune(now);
+    this.maybePrune(now);
     return this.records.putIfAbsent(`${initiator}:${nonceHex}`, { expires: timestamp + this.opts.windowMs });
   }
 
@@ -43,7 +44,19 @@ export class ReplayCache {
     return n;
   }
 
-  private async maybePrune(now: number): Promise<void> {
-    if (now - this.lastPrune >= (this.opts.pruneEveryMs ?? 60_000)) await this.prune(now);
+  /**
+   * Starts a prune when one is due, without waiting for it: pruning deletes one synced entry at a
+   * time and must not stall the handshake that happened to trigger it. Safe to run alongside
+   * `admit`: it only deletes entries whose handshakes the freshness check already rejects, so no
+   * admit can depend on them.
+   */
+  private maybePrune(now: number): void {
+    if (this.pruning || now - this.lastPrune < (this.opts.pruneEveryMs ?? 60_000)) return;
+    this.lastPrune = now;
+    this.pruning = this.prune(now)
+      .catch(() => 0) // retried at the next due time; entries only accumulate meanwhile
+      .finally(() => {
+        this.pruning = undefined;
+      });
   }
 }

@@ -1,0 +1,147 @@
+import { describe, expect, it } from 'vitest';
+import { AuditLog, signerFromIdentity } from '../../src/audit/log.js';
+import { verifyAuditLog } from '../../src/audit/verify.js';
+import { identityFromSeed } from '../../src/session/identity.js';
+import { qkdAvailabilityFrom } from '../../src/session/policy.js';
+import { ReplayCache } from '../../src/session/replay.js';
+import { createMemoryBackend } from '../../src/store/memory.js';
+import { FakeEntropy, FakeQkdLink, fakeProvenance } from './fakes.js';
+import { makePair } from './harness.js';
+
+/**
+ * The per-establishment shortcuts (cached KME "link up", cached pinned peers, the audit head
+ * written lazily) must not change what a session or the audit log can be trusted for.
+ */
+
+const peer = { nodeId: 'c'.repeat(32), region: 'EU', saeId: 'sae-b', kmeId: 'kme-b' };
+
+describe('QKD availability cache', () => {
+  it('reuses an "up" answer, never a "down" one, and forgets on invalidate', async () => {
+    const link = new FakeQkdLink();
+    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), { cacheUpMs: 60_000 });
+    expect(await check(peer)).toEqual({ up: true });
+    expect(await check(peer)).toEqual({ up: true });
+    expect(link.calls.status).toBe(1);
+
+    check.invalidate?.(peer);
+    link.up = false;
+    expect((await check(peer)).up).toBe(false);
+    expect((await check(peer)).up).toBe(false);
+    expect(link.calls.status).toBe(3); // down answers are asked every time
+
+    link.up = true;
+    expect(await check(peer)).toEqual({ up: true }); // a link that comes back is used at once
+    expect(link.calls.status).toBe(4);
+  });
+
+  it('shares one KME request between concurrent checks', async () => {
+    const link = new FakeQkdLink();
+    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'));
+    const all = await Promise.all([check(peer), check(peer), check(peer)]);
+    expect(all).toEqual([{ up: true }, { up: true }, { up: true }]);
+    expect(link.calls.status).toBe(1);
+  });
+
+  it('cacheUpMs 0 asks the KME every time', async () => {
+    const link = new FakeQkdLink();
+    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), { cacheUpMs: 0 });
+    await check(peer);
+    await check(peer);
+    expect(link.calls.status).toBe(2);
+  });
+
+  it('a stale "up" ends in the enc_keys fallback: degraded, the live reason, no QKD key used', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(first.posture).toBe('QKD+PQC+QRNG'); // the KME said "up": now cached
+    link.up = false;
+    const getKeysBefore = link.calls.getKeys;
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(link.calls.getKeys).toBe(getKeysBefore + 1); // tried (cached "up") and failed
+    expect(i.posture).toBe('PQC+QRNG');
+    expect(i.provenance).toMatchObject({ degraded: true, fallback: true });
+    expect(i.provenance.reason).toMatch(/QKD key request failed \(unavailable\): KME status failed/);
+    const acc = await b.sessions.accept({ handshake: i.handshake });
+    expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
+    // The failure dropped the cached answer: the next decision asks the KME and never tries enc_keys.
+    const statusBefore = link.calls.status;
+    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(next.posture).toBe('PQC+QRNG');
+    expect(link.calls.status).toBe(statusBefore + 1);
+    expect(link.calls.getKeys).toBe(getKeysBefore + 1);
+  });
+
+  it('a stale "up" with a QKD minimum is still refused (fail closed)', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    await a.sessions.initiate({ peer: b.identity.nodeId });
+    link.up = false;
+    await expect(
+      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+    ).rejects.toMatchObject({ code: 'POSTURE_UNAVAILABLE' });
+  });
+});
+
+describe('pinned-peer cache', () => {
+  it('a removed peer is gone at once, and re-pinning serves the new record', async () => {
+    const { a, b } = await makePair();
+    const id = b.identity.nodeId;
+    expect((await a.peers.get(id))?.nodeId).toBe(id); // now cached
+    await a.peers.remove(id);
+    expect(await a.peers.get(id)).toBeUndefined();
+    await expect(a.sessions.initiate({ peer: id })).rejects.toMatchObject({ code: 'PEER_NOT_FOUND' });
+    await a.peers.add(b.identity.bundle, { label: 'again', minPosture: 'PQC+QRNG' });
+    expect(await a.peers.get(id)).toMatchObject({ nodeId: id, label: 'again', minPosture: 'PQC+QRNG' });
+  });
+
+  it('callers get their own copy', async () => {
+    const { a, b } = await makePair();
+    const p1 = await a.peers.require(b.identity.nodeId);
+    (p1 as { label?: string }).label = 'mutated';
+    expect((await a.peers.require(b.identity.nodeId)).label).toBeUndefined();
+  });
+});
+
+describe('audit head written lazily', () => {
+  const alice = identityFromSeed(
+    new Uint8Array(96).fill(1),
+    { region: 'EU', created: '2026-01-01T00:00:00.000Z' },
+    fakeProvenance(true),
+  );
+
+  it('a log reopened without close (as after a crash) continues the chain without a gap', async () => {
+    const store = createMemoryBackend();
+    const signer = signerFromIdentity(alice);
+    const first = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
+    for (let i = 0; i < 70; i++) await first.append({ type: 't', actor: 'cli', details: { i } });
+    // No close/flush: the stored head is up to 64 records behind.
+    const second = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
+    const rec = await second.append({ type: 't', actor: 'cli', details: { i: 70 } });
+    expect(rec.seq).toBe(71);
+    await second.close();
+    const records = await second.records();
+    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 72 }, (_, i) => i + 1));
+    expect(verifyAuditLog(records, alice.signing.publicKey)).toMatchObject({ ok: true, count: 72 });
+    // close() stored the head: a third instance starts where the chain ends.
+    const third = new AuditLog({ store, entropy: new FakeEntropy(), signer });
+    expect((await third.append({ type: 't', actor: 'cli' })).seq).toBe(73);
+  });
+});
+
+describe('replay cache pruning in the background', () => {
+  it('an admit does not wait for the prune it triggers, and the prune still runs', async () => {
+    const store = createMemoryBackend();
+    const t0 = 1_000_000;
+    const c = new ReplayCache(store, { windowMs: 120_000 });
+    for (let i = 0; i < 5; i++) expect(await c.admit('a'.repeat(32), `0${i}`, t0, t0)).toBe(true);
+    const later = t0 + 200_000; // the five are now outside the window: prunable
+    expect(await c.admit('b'.repeat(32), '00', later, later)).toBe(true);
+    expect(await c.admit('b'.repeat(32), '00', later, later)).toBe(false);
+    const rs = store.records<unknown>('replay');
+    for (let i = 0; i < 100 && (await rs.entries()).length > 1; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect((await rs.entries()).map(([k]) => k)).toEqual([`${'b'.repeat(32)}:00`]);
+  });
+});
