@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Provenance } from '../core/provenance.js';
 import type { ApplianceStatus } from '../core/status.js';
 import type { KeyMetadata, KeyState } from '../keys/interface.js';
@@ -7,6 +9,10 @@ import type { KeyMetadata, KeyState } from '../keys/interface.js';
  * every failure is a `QkmApiError` (HTTP answered with an error body) or `QkmTransportError`
  * (no usable answer: refused, timed out, not JSON).
  */
+
+/** Shared keep-alive pools: one TCP connection per concurrent request, reused across calls. */
+const HTTP_AGENT = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+const HTTPS_AGENT = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
 
 export class QkmApiError extends Error {
   constructor(
@@ -106,41 +112,67 @@ export class QkmClient {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (options.auth !== false) headers.authorization = `Bearer ${this.token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method,
-        headers,
-        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      const timeout = (err as Error).name === 'TimeoutError';
-      throw new QkmTransportError(
-        timeout
-          ? `qkm at ${this.base} did not answer within ${this.timeoutMs} ms`
-          : `cannot reach qkm at ${this.base}`,
-        timeout,
-        { cause: err },
-      );
-    }
-    const text = await res.text();
+    const payload = options.body !== undefined ? JSON.stringify(options.body) : undefined;
+    if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
+    const res = await this.send(url, method, headers, payload);
     let body: unknown;
     try {
-      body = text.length > 0 ? JSON.parse(text) : undefined;
+      body = res.text.length > 0 ? JSON.parse(res.text) : undefined;
     } catch {
       throw new QkmTransportError(`qkm answered HTTP ${res.status} with a body that is not JSON`, false);
     }
-    if (!res.ok) {
+    if (res.status < 200 || res.status >= 300) {
       const b = (body ?? {}) as { error?: string; message?: string; details?: Record<string, unknown> };
       throw new QkmApiError(
         res.status,
         b.error ?? `HTTP_${res.status}`,
-        b.message ?? res.statusText,
+        b.message ?? `HTTP ${res.status}`,
         b.details,
       );
     }
     return body as T;
+  }
+
+  /**
+   * One HTTP exchange on a pooled keep-alive connection. node:http rather than fetch: agents
+   * call qkm in tight loops on loopback, where undici's per-request overhead dominates.
+   */
+  private send(
+    url: URL,
+    method: string,
+    headers: Record<string, string>,
+    payload: string | undefined,
+  ): Promise<{ status: number; text: string }> {
+    const transport = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = transport(
+        url,
+        {
+          method,
+          headers,
+          agent: url.protocol === 'https:' ? HTTPS_AGENT : HTTP_AGENT,
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+          );
+          res.on('error', (err) =>
+            reject(new QkmTransportError(`qkm at ${this.base}: ${err.message}`, false, { cause: err })),
+          );
+        },
+      );
+      req.on('timeout', () => {
+        req.destroy();
+        reject(new QkmTransportError(`qkm at ${this.base} did not answer within ${this.timeoutMs} ms`, true));
+      });
+      req.on('error', (err) =>
+        reject(new QkmTransportError(`cannot reach qkm at ${this.base}`, false, { cause: err })),
+      );
+      req.end(payload);
+    });
   }
 
   health(): Promise<{ status: 'ok'; version: string }> {
