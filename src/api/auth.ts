@@ -63,22 +63,35 @@ export const authPlugin = fp<AuthOptions>(
       if (port !== 0) allowed = set;
       return set;
     };
-    app.addHook('onRequest', async (request) => {
+    /** Why the request may not proceed, or undefined when it may. */
+    const refusal = (request: FastifyRequest): QkmError | undefined => {
       const host = (request.headers.host ?? '').toLowerCase();
       if (!allowedNow().has(host)) {
-        throw new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
+        return new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
       }
       const config = request.routeOptions.config;
-      if (config?.auth === false) return;
+      if (config?.auth === false) return undefined;
       const token = bearer(request);
-      if (!token) throw new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
+      if (!token) return new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
       const agent = opts.agents.authenticate(token);
-      if (!agent) throw new QkmError('UNAUTHORIZED', 'invalid or revoked token');
+      if (!agent) return new QkmError('UNAUTHORIZED', 'invalid or revoked token');
       request.agent = agent;
       const scope = config?.scope;
       if (scope && !agent.scopes.includes(scope) && !agent.scopes.includes('admin')) {
-        throw new QkmError('FORBIDDEN', `this route needs the '${scope}' scope`);
+        return new QkmError('FORBIDDEN', `this route needs the '${scope}' scope`);
       }
+      return undefined;
+    };
+    // Callback style rather than async: this runs on every request and the check is synchronous,
+    // so a promise per request would be pure overhead.
+    app.addHook('onRequest', (request, _reply, done) => {
+      let err: Error | undefined;
+      try {
+        err = refusal(request);
+      } catch (e) {
+        err = e as Error;
+      }
+      done(err);
     });
   },
   { name: 'qkm-auth', fastify: '5.x' },
