@@ -5,10 +5,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
 import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
+import { ERROR_CATALOGUE } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
 
 /**
@@ -253,6 +255,55 @@ describe('the qkm CLI against the running appliance', () => {
     await expect(new QkmClient({ url: appliance.url, token: added.token }).entropy(1)).rejects.toMatchObject({
       status: 401,
     });
+  });
+});
+
+describe('bad input over real HTTP', () => {
+  it('answers every route with < 500 and a catalogued error for random junk (fuzz)', async () => {
+    const adminToken = (await readFile(appliance.tokenFiles.admin!, 'utf8')).trim();
+    const routes = fc.constantFrom(
+      ['POST', '/v1/sessions'],
+      ['POST', '/v1/sessions/accept'],
+      ['POST', '/v1/sessions/abc/confirm'],
+      ['POST', '/v1/peers'],
+      ['DELETE', '/v1/peers/xyz'],
+      ['GET', '/v1/policy/xyz'],
+      ['POST', '/v1/keys'],
+      ['POST', '/v1/agents'],
+      ['GET', '/v1/audit'],
+      ['GET', '/v1/entropy'],
+    );
+    const bodies = fc.oneof(
+      fc.json(),
+      fc.string(),
+      fc.record({ handshake: fc.string() }),
+      fc.record({ peer: fc.string(), min_posture: fc.string(), context: fc.string() }),
+      fc.record({ bundle: fc.jsonValue() }),
+    );
+    const queries = fc.oneof(
+      fc.constant(''),
+      fc.webQueryParameters().map((q) => `?${q}`),
+    );
+    await fc.assert(
+      fc.asyncProperty(routes, bodies, queries, async ([method, path], body, query) => {
+        const res = await fetch(`${appliance.url}${path}${query}`, {
+          method,
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          ...(method === 'GET' ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+        });
+        expect(res.status, `${method} ${path}`).toBeLessThan(500);
+        if (res.status >= 400) {
+          const j = (await res.json()) as { error: string; message: string };
+          expect(Object.keys(ERROR_CATALOGUE)).toContain(j.error);
+          expect(typeof j.message).toBe('string');
+        } else {
+          await res.arrayBuffer();
+        }
+      }),
+      { numRuns: 150 },
+    );
+    // Still serving after the barrage.
+    expect((await client.health()).status).toBe('ok');
   });
 });
 

@@ -69,6 +69,14 @@ export function registerApplianceCommands(program: Command): void {
         await appliance.close();
         process.exit(0);
       };
+      // A bug in one request's async path must not take the appliance down for every agent:
+      // log it (class and code only; messages may quote request data) and keep serving.
+      process.on('unhandledRejection', (err) => {
+        appliance.logger.error(
+          { err: { type: (err as Error)?.name, code: (err as { code?: string })?.code } },
+          'unhandled rejection',
+        );
+      });
       process.once('SIGINT', () => void stop('SIGINT'));
       process.once('SIGTERM', () => void stop('SIGTERM'));
     });
