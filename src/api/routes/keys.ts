@@ -50,7 +50,11 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
               Type.Integer({ minimum: 16, maximum: 1024, default: 32, description: 'bytes' }),
             ),
             ttl_seconds: Type.Optional(
-              Type.Integer({ minimum: 0, maximum: 31536000, description: 'lifetime; 0 = never expires' }),
+              Type.Integer({
+                minimum: 1,
+                maximum: 2592000,
+                description: 'lifetime in seconds (at most 30 days); omitted: the configured default',
+              }),
             ),
             label: Type.Optional(Type.String({ maxLength: 128 })),
             require: Type.Optional(Type.Union([Type.Literal('quantum'), Type.Literal('any')])),

@@ -117,7 +117,7 @@ export function registerClientCommands(program: Command): void {
     .command('create')
     .description('create a key (stored encrypted; take it once with `keys take`)')
     .option('--size <bytes>', 'key size in bytes (16-1024)', int('--size'), 32)
-    .option('--ttl <seconds>', 'lifetime in seconds (0 = never expires)', int('--ttl'))
+    .option('--ttl <seconds>', 'lifetime in seconds (1 to 2592000; default from the config)', int('--ttl'))
     .option('--label <text>', 'free-text label')
     .option('--require <what>', 'quantum | any')
     .action(async (o: { size: number; ttl?: number; label?: string; require?: 'quantum' | 'any' }, cmd) => {
