@@ -296,14 +296,25 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     await store.put(first);
     const keys = Array.from({ length: 20 }, () => newKey());
     // Same id for every take, so they queue on its lock while close() runs.
-    const takes = Array.from({ length: 5 }, () => store.take(first.meta.id, T0));
-    const puts = keys.map((k) => store.put(k));
+    // Settle-wrapped at once: all but one take reject, and a rejection with no
+    // handler yet attached would surface as an unhandled rejection.
+    const takes = Promise.allSettled(Array.from({ length: 5 }, () => store.take(first.meta.id, T0)));
+    const puts = Promise.allSettled(keys.map((k) => store.put(k)));
     const closing = backend.close();
     const late = await store.put(newKey()).catch((e: unknown) => e);
     expect(isQkmError(late, 'STORE_UNAVAILABLE')).toBe(true);
-    const putResults = await Promise.allSettled(puts);
-    await Promise.allSettled(takes);
+    const putResults = await puts;
+    const takeResults = await takes;
     await closing;
+    // Single use holds even across close: at most one take hands the key out.
+    expect(takeResults.filter((r) => r.status === 'fulfilled').length).toBeLessThanOrEqual(1);
+    for (const r of takeResults) {
+      if (r.status === 'rejected') {
+        expect(isQkmError(r.reason, 'KEY_ALREADY_TAKEN') || isQkmError(r.reason, 'STORE_UNAVAILABLE')).toBe(
+          true,
+        );
+      }
+    }
     backend = await harness.reopen(backend);
     store = backend.keys;
     for (const [i, r] of putResults.entries()) {
