@@ -120,6 +120,7 @@ export class Appliance {
         sources,
         reseedCron: config.entropy.reseedCron,
         reseedBytes: config.entropy.reseedBytes,
+        outputBufferBytes: config.entropy.outputBufferBytes,
         maxRequestBytes: config.entropy.maxRequestBytes,
         ...options.entropyTuning,
       });

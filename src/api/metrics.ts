@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { HttpMetrics } from './http-metrics.js';
 import type { ApplianceStatus } from '../core/status.js';
 
 /**
@@ -7,8 +8,8 @@ import type { ApplianceStatus } from '../core/status.js';
  */
 export interface QkmMetrics {
   registry: Registry;
-  httpRequests: Counter<'route' | 'method' | 'status'>;
-  httpDuration: Histogram<'route'>;
+  /** Request count and duration per route (recorded per request, rendered per scrape). */
+  http: HttpMetrics;
 }
 
 const SOURCE_STATES = ['startup', 'healthy', 'quarantined', 'detached', 'closed'] as const;
@@ -17,19 +18,12 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'qkm_process_' });
 
-  const httpRequests = new Counter({
-    name: 'qkm_http_requests_total',
-    help: 'HTTP requests by route and status',
-    labelNames: ['route', 'method', 'status'] as const,
-    registers: [registry],
-  });
-  const httpDuration = new Histogram({
-    name: 'qkm_http_request_duration_seconds',
-    help: 'HTTP request duration',
-    labelNames: ['route'] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-    registers: [registry],
-  });
+  const http = new HttpMetrics(
+    'qkm_http_requests_total',
+    'qkm_http_request_duration_seconds',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+  );
+  http.register(registry);
 
   // One snapshot per scrape, shared by every gauge's collect().
   let snapshot: Promise<ApplianceStatus> | undefined;
@@ -142,5 +136,5 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     },
   });
 
-  return { registry, httpRequests, httpDuration };
+  return { registry, http };
 }

@@ -1,5 +1,4 @@
 import swagger from '@fastify/swagger';
-import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyPluginAsync, LogController } from 'fastify';
 import type { Logger } from 'pino';
@@ -9,6 +8,7 @@ import type { AuditSink } from '../audit/types.js';
 import type { ApplianceStatus } from '../core/status.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import { authPlugin } from './auth.js';
+import { rateLimitPlugin } from './rate-limit.js';
 import { installErrorHandling } from './errors.js';
 import type { QkmMetrics } from './metrics.js';
 import { entropyRoutes } from './routes/entropy.js';
@@ -76,30 +76,20 @@ export async function buildApi(deps: ApiDeps) {
   });
 
   await app.register(authPlugin, { agents: deps.agents, allowedHosts: deps.allowedHosts });
-  await app.register(rateLimit, {
-    hook: 'preHandler',
-    max: deps.rateLimitPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (request) => (request.agent ? `agent:${request.agent.name}` : `ip:${request.ip}`),
-    errorResponseBuilder: (_request, context) => ({
-      statusCode: 429,
-      code: 'RATE_LIMITED',
-      message: `rate limit of ${context.max} requests per minute exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`,
-    }),
-  });
+  await app.register(rateLimitPlugin, { max: deps.rateLimitPerMinute, windowMs: 60_000 });
 
   // A callback-style hook (not async): it runs on every response, and a promise per request
   // is measurable at the request rates /v1/entropy sees.
   app.addHook('onResponse', (request, reply, done) => {
     try {
       const route = request.routeOptions.url ?? 'unmatched';
-      deps.metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
-      deps.metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
+      const elapsed = reply.elapsedTime;
+      deps.metrics.http.record(route, request.method, reply.statusCode, elapsed / 1000);
       request.log.debug(
         {
           req: request,
           statusCode: reply.statusCode,
-          ms: Math.round(reply.elapsedTime * 100) / 100,
+          ms: Math.round(elapsed * 100) / 100,
           agent: request.agent?.name,
         },
         'request completed',

@@ -53,6 +53,11 @@ export const ConfigSchema = Type.Object(
         reseedCron: Type.String({ default: '*/30 * * * * *' }),
         /** Reseed after this many output bytes. */
         reseedBytes: Type.Integer({ minimum: 1024, default: 1048576 }),
+        /**
+         * Requests of up to 256 bytes are served from one buffered generate call of this many
+         * bytes (wiped on every reseed); 0 makes every request its own generate call.
+         */
+        outputBufferBytes: Type.Integer({ minimum: 0, maximum: 65536, default: 4096 }),
         /** Output rate of the simulated Quantis device in simulator mode (bytes/s; 500000 = 4 Mbit/s). */
         simulatedRateBytesPerSec: Type.Integer({ minimum: 1000, default: 500000 }),
         serial: Type.Array(SerialSourceConfig, { default: [] }),

@@ -14,6 +14,13 @@
  * comes from the fallback (degraded) or `require: 'quantum'` is rejected, until some quantum source
  * is healthy (for a recovered one: after a fresh start-up test) and the quantum DRBG has been
  * re-instantiated — a new lineage, new instance id — from healthy sources only.
+ *
+ * Small requests (≤ `bufferedRequestMax` bytes, no prediction resistance, no additional input)
+ * may be served from a per-lineage buffer of one earlier generate call's output, when
+ * `outputBufferBytes` > 0: a 32-byte request then costs a copy, not an AES key schedule. The
+ * buffer belongs to its lineage and its seed: it is wiped on every (re)seed, on taint and on
+ * stop, each served slice is zeroed as it leaves (backtracking resistance for what was handed
+ * out), and the provenance names the reseed counter of the generate call that produced it.
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
@@ -53,6 +60,13 @@ export interface EntropyServiceOptions {
   conditioner?: HmacConditioner;
   /** Wall clock in ms since the epoch (default `Date.now`); used for provenance times and nonces. */
   clock?: () => number;
+  /**
+   * Size of the per-lineage output buffer for small requests (default 0: every request is its
+   * own generate call). At most the DRBG's per-request limit.
+   */
+  outputBufferBytes?: number;
+  /** Largest request served from the output buffer (default 256 bytes). */
+  bufferedRequestMax?: number;
 }
 
 /** Emitted as `reseed`; carries no seed material. */
@@ -87,6 +101,13 @@ interface Lineage {
   tainted: string | null;
   /** Single-flight for (re)seeding. */
   seeding: Promise<void> | null;
+  /** Output of one generate call not yet handed out; bytes before `bufferOffset` are zeroed. */
+  buffer: Buffer | null;
+  bufferOffset: number;
+  /** Reseed counter right after the generate call that filled `buffer`. */
+  bufferReseedCounter: number;
+  /** Source snapshots for provenance, reused until a state change, a (re)seed or `SNAPSHOT_TTL_MS`. */
+  sourcesCache: { sources: SourceSnapshot[]; seededAt: string; at: number } | null;
 }
 
 interface Gathered {
@@ -105,6 +126,8 @@ function failedSince(g: Gathered): SourceMonitor | undefined {
 const PERSONALIZATION_QUANTUM = new TextEncoder().encode('qkm/v1 entropy-service quantum');
 const PERSONALIZATION_OS = new TextEncoder().encode('qkm/v1 entropy-service os-fallback');
 const MIB = 1 << 20;
+/** How long provenance may reuse source snapshots (their min-entropy estimates move slowly). */
+const SNAPSHOT_TTL_MS = 1000;
 
 export interface EntropyService {
   on(event: 'health', listener: (event: SourceHealthEvent) => void): this;
@@ -123,6 +146,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   private readonly conditioner: HmacConditioner;
   private readonly clock: () => number;
   private readonly cronExpr: string | null;
+  private readonly outputBufferBytes: number;
+  private readonly bufferedRequestMax: number;
   private readonly quantum: Lineage;
   private readonly fallback: Lineage;
   private cronTask: ScheduledTask | null = null;
@@ -155,6 +180,16 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     const createDrbg = options.createDrbg ?? (() => new CtrDrbg({ cipher: 'aes-256', df: true }));
     this.quantum = this.newLineage(createDrbg(), 'quantum');
     this.fallback = this.newLineage(createDrbg(), 'os');
+    this.outputBufferBytes = options.outputBufferBytes ?? 0;
+    this.bufferedRequestMax = Math.min(options.bufferedRequestMax ?? 256, this.outputBufferBytes);
+    const drbgMax = Math.min(this.quantum.drbg.maxRequestBytes, this.fallback.drbg.maxRequestBytes);
+    if (
+      !Number.isInteger(this.outputBufferBytes) ||
+      this.outputBufferBytes < 0 ||
+      this.outputBufferBytes > drbgMax
+    ) {
+      throw new RangeError(`outputBufferBytes must be an integer in 0..${drbgMax}`);
+    }
     const tuning = options.monitor ?? {};
     this.quantumMonitors = (options.sources ?? []).map(
       (s) => new SourceMonitor({ ...tuning, factory: s.factory, open: s.open, expectedKind: 'quantum' }),
@@ -203,6 +238,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     await Promise.all([...this.quantumMonitors, this.osMonitor].map((m) => m.stop()));
     await Promise.allSettled([this.quantum.seeding, this.fallback.seeding]);
     for (const l of [this.quantum, this.fallback]) {
+      this.dropBuffer(l);
       if (l.drbg.instantiated) l.drbg.uninstantiate();
       l.seeded = false;
       l.contributors.clear();
@@ -214,20 +250,23 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     await this.scheduledReseed();
   }
 
-  async getEntropy(n: number, request: EntropyRequest = {}): Promise<EntropyResult> {
-    if (!Number.isInteger(n) || n < 1 || n > this.maxRequestBytes) {
-      throw new QkmError('INVALID_PARAMETER', `bytes must be an integer in 1..${this.maxRequestBytes}`);
-    }
-    const require = request.require ?? 'any';
-    if (require !== 'any' && require !== 'quantum') {
-      throw new QkmError('INVALID_PARAMETER', "require must be 'quantum' or 'any'");
-    }
-    if (request.additionalInput !== undefined && !(request.additionalInput instanceof Uint8Array)) {
-      throw new QkmError('INVALID_PARAMETER', 'additionalInput must be bytes');
-    }
-    if (!this.started) throw new QkmError('ENTROPY_UNAVAILABLE', 'the entropy service is not started');
-    const pr = request.predictionResistance === true;
+  /**
+   * The synchronous fast path of getEntropy: the output when the quantum DRBG can serve right
+   * now with nothing to (re)seed or gather first, else null (then call getEntropy). Throws what
+   * getEntropy throws for an invalid request.
+   */
+  getEntropyNow(n: number, request: EntropyRequest = {}): EntropyResult | null {
+    this.validate(n, request);
+    if (request.predictionResistance === true) return null;
+    if (this.dueSeeding(this.quantum, false) !== null || !this.usable(this.quantum)) return null;
+    return this.produce(this.quantum, n, false, request.additionalInput, null);
+  }
 
+  async getEntropy(n: number, request: EntropyRequest = {}): Promise<EntropyResult> {
+    const now = this.getEntropyNow(n, request);
+    if (now) return now;
+    const require = request.require ?? 'any';
+    const pr = request.predictionResistance === true;
     if (await this.prepare(this.quantum, pr)) {
       const out = await this.generate(this.quantum, n, pr, request.additionalInput);
       if (out) return out;
@@ -248,6 +287,20 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       'ENTROPY_UNAVAILABLE',
       `${this.degradedReason()}; the OS fallback is ${this.osMonitor.state}`,
     );
+  }
+
+  private validate(n: number, request: EntropyRequest): void {
+    if (!Number.isInteger(n) || n < 1 || n > this.maxRequestBytes) {
+      throw new QkmError('INVALID_PARAMETER', `bytes must be an integer in 1..${this.maxRequestBytes}`);
+    }
+    const require = request.require ?? 'any';
+    if (require !== 'any' && require !== 'quantum') {
+      throw new QkmError('INVALID_PARAMETER', "require must be 'quantum' or 'any'");
+    }
+    if (request.additionalInput !== undefined && !(request.additionalInput instanceof Uint8Array)) {
+      throw new QkmError('INVALID_PARAMETER', 'additionalInput must be bytes');
+    }
+    if (!this.started) throw new QkmError('ENTROPY_UNAVAILABLE', 'the entropy service is not started');
   }
 
   status(): EntropyStatus {
@@ -287,7 +340,19 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       bytesSinceReseed: 0,
       tainted: null,
       seeding: null,
+      buffer: null,
+      bufferOffset: 0,
+      bufferReseedCounter: 0,
+      sourcesCache: null,
     };
+  }
+
+  /** Wipes and forgets a lineage's buffered output and cached snapshots. */
+  private dropBuffer(l: Lineage): void {
+    l.buffer?.fill(0);
+    l.buffer = null;
+    l.bufferOffset = 0;
+    l.sourcesCache = null;
   }
 
   private monitorsOf(l: Lineage): SourceMonitor[] {
@@ -314,8 +379,10 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   private onSourceState(m: SourceMonitor, snap: SourceSnapshot): void {
     this.emit('state', snap);
     for (const l of [this.quantum, this.fallback]) {
+      l.sourcesCache = null;
       if (snap.state !== 'healthy' && l.contributors.has(m.id) && l.tainted === null) {
         l.tainted = `${m.id} ${snap.state}${snap.reason ? ` (${snap.reason})` : ''}`;
+        this.dropBuffer(l);
       }
       // A source came (back) up: re-instantiate a tainted or unseeded lineage in the background,
       // so status turns non-degraded without waiting for traffic.
@@ -358,16 +425,23 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   private async prepare(l: Lineage, predictionResistance: boolean): Promise<boolean> {
     if (this.healthyOf(l).length === 0) return false;
     try {
-      if (!l.seeded || l.tainted !== null) await this.seed(l, l.tainted !== null ? 'recovery' : 'first-use');
-      else if (l.bytesSinceReseed >= this.reseedBytes) await this.seed(l, 'bytes');
-      // Leave room for the chunks of one request; prediction resistance reseeds anyway.
-      else if (!predictionResistance && l.drbg.reseedCounter + this.chunksFor(l) > l.drbg.reseedInterval) {
-        await this.seed(l, 'interval');
-      }
+      const cause = this.dueSeeding(l, predictionResistance);
+      if (cause !== null) await this.seed(l, cause);
     } catch {
       // A source failed while we read from it; its monitor has recorded why.
     }
     return this.usable(l);
+  }
+
+  /** Why the lineage must be (re)seeded before it serves, or null when it need not be. */
+  private dueSeeding(l: Lineage, predictionResistance: boolean): ReseedEvent['cause'] | null {
+    if (!l.seeded || l.tainted !== null) return l.tainted !== null ? 'recovery' : 'first-use';
+    if (l.bytesSinceReseed >= this.reseedBytes) return 'bytes';
+    // Leave room for the chunks of one request; prediction resistance reseeds anyway.
+    if (!predictionResistance && l.drbg.reseedCounter + this.chunksFor(l) > l.drbg.reseedInterval) {
+      return 'interval';
+    }
+    return null;
   }
 
   private chunksFor(l: Lineage): number {
@@ -380,6 +454,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     const run = (async () => {
       const fresh = !l.seeded || l.tainted !== null || !l.drbg.instantiated;
       const g = await this.gather(l);
+      // Output generated under the previous seed must not be served with the new seed's provenance.
+      this.dropBuffer(l);
       // Sources may have failed while we awaited them; use only those still healthy on the same generation.
       if (fresh) {
         const nonce = this.nonce();
@@ -501,13 +577,27 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
         return null;
       }
     }
-    // Synchronous from here: nothing can change between this check and the output.
+    return this.produce(l, n, predictionResistance, additionalInput, prInput);
+  }
+
+  /**
+   * The synchronous part of generate: checks the lineage, then takes `n` bytes from the output
+   * buffer or from the DRBG. Nothing can change between the check and the output.
+   */
+  private produce(
+    l: Lineage,
+    n: number,
+    predictionResistance: boolean,
+    additionalInput: Uint8Array | undefined,
+    prInput: Gathered | null,
+  ): EntropyResult | null {
     if (!this.usable(l) || (prInput && failedSince(prInput))) {
       prInput?.entropy.fill(0);
       return null;
     }
-    const degraded = l.origin !== 'quantum';
-    const reason = degraded ? this.degradedReason() : undefined;
+    if (prInput === null && additionalInput === undefined && n <= this.bufferedRequestMax) {
+      return this.fromBuffer(l, n);
+    }
     const out = new Uint8Array(n);
     try {
       let off = 0;
@@ -516,6 +606,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
         out.set(l.drbg.generateWithReseed(k, prInput.entropy, additionalInput), 0);
         off = k;
         for (const m of prInput.sources) l.contributors.add(m.id);
+        // Buffered output predates this reseed; so do the cached seededAt and contributors.
+        this.dropBuffer(l);
         l.credited = prInput.credited;
         l.seededAt = this.clock();
         l.bytesSinceReseed = 0;
@@ -546,26 +638,86 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       } satisfies ReseedEvent);
     }
     l.bytesSinceReseed += n;
+    return this.served(l, out, l.drbg.reseedCounter, predictionResistance);
+  }
+
+  /** `n` bytes from the lineage's output buffer, refilled by one generate call when short. */
+  private fromBuffer(l: Lineage, n: number): EntropyResult | null {
+    let buf = l.buffer;
+    if (buf === null || buf.length - l.bufferOffset < n) {
+      this.dropBuffer(l);
+      let fresh: Uint8Array;
+      try {
+        fresh = l.drbg.generate(this.outputBufferBytes);
+      } catch (err) {
+        if (err instanceof ReseedRequiredError) {
+          l.bytesSinceReseed = this.reseedBytes;
+          return null;
+        }
+        throw err;
+      }
+      buf = Buffer.from(fresh.buffer, fresh.byteOffset, fresh.byteLength);
+      l.buffer = buf;
+      l.bufferOffset = 0;
+      l.bufferReseedCounter = l.drbg.reseedCounter;
+      l.bytesSinceReseed += buf.length;
+    }
+    const start = l.bufferOffset;
+    const out = new Uint8Array(n);
+    out.set(buf.subarray(start, start + n));
+    buf.fill(0, start, start + n);
+    l.bufferOffset = start + n;
+    return this.served(l, out, l.bufferReseedCounter, false);
+  }
+
+  private lastIso = { ms: Number.NaN, iso: '' };
+
+  /** `new Date(ms).toISOString()`, formatted once per millisecond. */
+  private isoAt(ms: number): string {
+    if (ms !== this.lastIso.ms) this.lastIso = { ms, iso: new Date(ms).toISOString() };
+    return this.lastIso.iso;
+  }
+
+  /** Counts the output and attaches its provenance. */
+  private served(
+    l: Lineage,
+    out: Uint8Array,
+    reseedCounter: number,
+    predictionResistance: boolean,
+  ): EntropyResult {
+    const n = out.length;
+    const degraded = l.origin !== 'quantum';
     this.counters.bytesServed += n;
     if (degraded) this.counters.bytesServedDegraded += n;
+    const now = this.clock();
+    let cache = l.sourcesCache;
+    if (cache === null || now - cache.at >= SNAPSHOT_TTL_MS || now < cache.at) {
+      cache = {
+        sources: this.monitorsOf(l)
+          .filter((m) => l.contributors.has(m.id))
+          .map((m) => Object.freeze(m.snapshot())),
+        seededAt: new Date(l.seededAt).toISOString(),
+        at: now,
+      };
+      Object.freeze(cache.sources);
+      l.sourcesCache = cache;
+    }
     const drbg: DrbgProvenance = {
       name: l.drbg.name,
       instance: l.instance,
-      reseedCounter: l.drbg.reseedCounter,
-      seededAt: new Date(l.seededAt).toISOString(),
+      reseedCounter,
+      seededAt: cache.seededAt,
       predictionResistance,
     };
     const provenance: Provenance = {
       seedOrigin: l.origin,
-      sources: this.monitorsOf(l)
-        .filter((m) => l.contributors.has(m.id))
-        .map((m) => m.snapshot()),
+      sources: cache.sources,
       entropyCredited: l.credited,
       drbg,
       degraded,
-      at: new Date(this.clock()).toISOString(),
+      at: this.isoAt(now),
     };
-    if (reason !== undefined) provenance.reason = reason;
+    if (degraded) provenance.reason = this.degradedReason();
     return { bytes: out, provenance };
   }
 

@@ -50,5 +50,10 @@ export interface EntropyStatus {
 export interface EntropyProvider {
   /** `n` bytes, 1 ≤ n ≤ the service's per-request cap. */
   getEntropy(n: number, request?: EntropyRequest): Promise<EntropyResult>;
+  /**
+   * Optional synchronous fast path: the result when it can be had without waiting (nothing to
+   * seed or gather), else null. Same validation and the same output rules as getEntropy.
+   */
+  getEntropyNow?(n: number, request?: EntropyRequest): EntropyResult | null;
   status(): EntropyStatus;
 }

@@ -9,6 +9,7 @@ import {
   type ReseedEvent,
 } from '../../src/entropy/service.js';
 import type { SourceHealthEvent } from '../../src/entropy/source-monitor.js';
+import { CtrDrbg } from '../../src/entropy/drbg/ctr-drbg.js';
 import type { EntropyResult } from '../../src/entropy/types.js';
 import { createSimulatedQrngFactory, type SimulatedQrngDevice } from '../../simulators/qrng/index.js';
 
@@ -58,6 +59,97 @@ async function rejection(p: Promise<unknown>): Promise<QkmError> {
   expect(isQkmError(err)).toBe(true);
   return err as QkmError;
 }
+
+/** A CTR_DRBG that keeps (a reference to) every generate call's output, to watch the buffer. */
+class RecordingDrbg extends CtrDrbg {
+  readonly outputs: Uint8Array[] = [];
+  constructor() {
+    super({ cipher: 'aes-256', df: true });
+  }
+  override generate(nBytes: number, additionalInput?: Uint8Array): Uint8Array {
+    const out = super.generate(nBytes, additionalInput);
+    this.outputs.push(out);
+    return out;
+  }
+}
+
+describe('EntropyService: the small-request output buffer', () => {
+  function buffered() {
+    const drbgs: RecordingDrbg[] = [];
+    const ctx = setup({
+      outputBufferBytes: 4096,
+      createDrbg: () => {
+        const d = new RecordingDrbg();
+        drbgs.push(d);
+        return d;
+      },
+    });
+    return { ...ctx, quantum: drbgs[0] as RecordingDrbg };
+  }
+
+  it('cuts small requests from one generate call in order, zeroing each slice as it leaves', async () => {
+    const { svc, quantum } = buffered();
+    await svc.start();
+    const a = await svc.getEntropy(32);
+    const b = await svc.getEntropy(100);
+    expect(quantum.outputs).toHaveLength(1);
+    const block = quantum.outputs[0] as Uint8Array;
+    expect(block).toHaveLength(4096);
+    // Handed out in order; what was handed out is no longer in memory.
+    expect(block.subarray(0, 132).every((x) => x === 0)).toBe(true);
+    expect(block.subarray(132).some((x) => x !== 0)).toBe(true);
+    expect(Buffer.from(a.bytes).equals(Buffer.from(b.bytes.subarray(0, 32)))).toBe(false);
+    expect(a.provenance.drbg.reseedCounter).toBe(b.provenance.drbg.reseedCounter);
+    expect(svc.status().counters.bytesServed).toBe(132);
+    expect(svc.status().drbg.bytesSinceReseed).toBe(4096);
+  });
+
+  it('refills when the rest is too short, and never splits a request across two blocks', async () => {
+    const { svc, quantum } = buffered();
+    await svc.start();
+    for (let i = 0; i < 16; i++) await svc.getEntropy(250); // 4000 bytes of the first block
+    const next = await svc.getEntropy(200); // 96 left: too short
+    expect(quantum.outputs).toHaveLength(2);
+    expect((quantum.outputs[0] as Uint8Array).every((x) => x === 0)).toBe(true);
+    expect(next.provenance.drbg.reseedCounter).toBe(3); // instantiate → 1, two generates
+  });
+
+  it('large, prediction-resistant and additional-input requests are their own generate calls', async () => {
+    const { svc, quantum } = buffered();
+    await svc.start();
+    await svc.getEntropy(257);
+    await svc.getEntropy(16, { additionalInput: new Uint8Array([1, 2, 3]) });
+    expect(quantum.outputs.map((o) => o.length)).toEqual([257, 16]);
+    await svc.getEntropy(16, { predictionResistance: true });
+    // generateWithReseed of exactly the request, not a buffered block.
+    expect(quantum.outputs.map((o) => o.length)).toEqual([257, 16, 16]);
+  });
+
+  it('a reseed wipes what was left of the block; later output comes from the new seed', async () => {
+    const { svc, quantum } = buffered();
+    await svc.start();
+    await svc.getEntropy(32);
+    await svc.reseedNow();
+    expect((quantum.outputs[0] as Uint8Array).every((x) => x === 0)).toBe(true);
+    const after = await svc.getEntropy(32);
+    expect(quantum.outputs).toHaveLength(2);
+    expect(after.provenance.drbg.reseedCounter).toBe(2); // reseed → 1, generate → 2
+  });
+
+  it('a failing contributor wipes the block at once', async () => {
+    const { svc, device, quantum } = buffered();
+    await svc.start();
+    await svc.getEntropy(32);
+    device.setStuck(7);
+    await waitUntil(() => svc.status().sources[0]!.state !== 'healthy');
+    expect((quantum.outputs[0] as Uint8Array).every((x) => x === 0)).toBe(true);
+    expect((await svc.getEntropy(32)).provenance.degraded).toBe(true);
+  });
+
+  it('rejects a buffer larger than one generate call may be', () => {
+    expect(() => new EntropyService({ outputBufferBytes: 65_537, reseedCron: null })).toThrow(RangeError);
+  });
+});
 
 describe('EntropyService: healthy path', () => {
   it('serves quantum-seeded, non-degraded output with full provenance', async () => {
@@ -228,144 +320,153 @@ const FAULTS: Fault[] = [
   },
 ];
 
-describe('EntropyService: each simulated fault end to end', () => {
-  for (const fault of FAULTS) {
-    it(`${fault.name}: quarantine → degraded from the next request → fresh start-up → quantum again`, async () => {
-      const { svc, device } = setup();
-      const health: SourceHealthEvent[] = [];
-      const degradedEvents: DegradedEvent[] = [];
-      svc.on('health', (e) => health.push(e));
-      svc.on('degraded', (e) => degradedEvents.push(e));
-      await svc.start();
-      const before = await svc.getEntropy(32);
-      expect(before.provenance.degraded).toBe(false);
-
-      fault.inject(device);
-      await waitUntil(() => svc.status().sources[0]!.state !== 'healthy');
-
-      // The very next request is degraded, served from the OS-seeded DRBG, with the reason.
-      const during = await svc.getEntropy(32);
-      expect(during.provenance.degraded).toBe(true);
-      expect(during.provenance.seedOrigin).toBe('os');
-      expect(during.provenance.reason).toMatch(/^no healthy quantum source: sim-qrng:0 /);
-      expect(during.provenance.reason).toMatch(fault.reason);
-      expect(during.provenance.sources.map((s) => s.id)).toEqual(['os']);
-      const st = svc.status();
-      expect(st).toMatchObject({ quantumAvailable: false, degraded: true });
-      expect(st.reason).toMatch(fault.reason);
-      expect(st.sources[0]).toMatchObject({ id: 'sim-qrng:0' });
-      expect(['quarantined', 'detached', 'startup']).toContain(st.sources[0]!.state);
-      expect(st.drbg.seedOrigin).toBe('os');
-      expect(st.counters.healthFailures).toBeGreaterThanOrEqual(1);
-      expect(st.counters.bytesServedDegraded).toBe(32);
-
-      // require: 'quantum' gets 503 QUANTUM_ENTROPY_UNAVAILABLE instead.
-      const err = await rejection(svc.getEntropy(32, { require: 'quantum' }));
-      expect(err.code).toBe('QUANTUM_ENTROPY_UNAVAILABLE');
-      expect(err.status).toBe(503);
-      expect(svc.status().counters.requestsRejected).toBe(1);
-      expect(health.some((e) => e.sourceId === 'sim-qrng:0' && e.state === fault.state)).toBe(true);
-      expect(degradedEvents.at(-1)?.degraded).toBe(true);
-
-      // Recovery: fault cleared → fresh start-up test → quantum DRBG re-instantiated from it.
-      fault.clear(device);
-      await waitUntil(() => svc.status().quantumAvailable);
-      const after = await svc.getEntropy(32, { require: 'quantum' });
-      expect(after.provenance.degraded).toBe(false);
-      expect(after.provenance.seedOrigin).toBe('quantum');
-      expect(after.provenance.drbg.instance).not.toBe(before.provenance.drbg.instance);
-      expect(health.filter((e) => e.type === 'startup-passed').length).toBeGreaterThanOrEqual(1);
-      expect(degradedEvents.at(-1)?.degraded).toBe(false);
-      // Events carry ids and reasons only.
-      for (const e of health)
-        expect(Object.keys(e).sort()).toEqual(expect.arrayContaining(['reason', 'sourceId']));
-    });
-  }
-});
-
-describe('EntropyService: the taint invariant', () => {
-  it('never serves the pre-failure quantum lineage unflagged, even if the source recovers between requests', async () => {
-    const { svc, device } = setup();
-    await svc.start();
-    const lineage0 = (await svc.getEntropy(16)).provenance.drbg.instance;
-    device.setStuck(1);
-    await waitUntil(() => svc.status().sources[0]!.state !== 'healthy');
-    device.clearFaults();
-    const results: EntropyResult[] = [];
-    const end = performance.now() + 400;
-    while (performance.now() < end) {
-      results.push(await svc.getEntropy(16));
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    for (const r of results) {
-      if (!r.provenance.degraded) {
-        expect(r.provenance.drbg.instance).not.toBe(lineage0);
-        expect(r.provenance.sources.every((s) => s.state === 'healthy')).toBe(true);
-      }
-    }
-    expect(results.at(-1)!.provenance.degraded).toBe(false);
-  });
-
-  it('property: after any source failure, no non-degraded output comes from a lineage seen before it', async () => {
-    type Cmd = {
-      op: 'stuck' | 'bias' | 'stall' | 'detach' | 'clear' | 'request' | 'pr' | 'wait';
-      ms: number;
-    };
-    const cmd = fc.record({
-      op: fc.constantFrom<Cmd['op']>(
-        'stuck',
-        'bias',
-        'stall',
-        'detach',
-        'clear',
-        'request',
-        'request',
-        'pr',
-        'wait',
-      ),
-      ms: fc.integer({ min: 0, max: 25 }),
-    });
-    await fc.assert(
-      fc.asyncProperty(fc.array(cmd, { minLength: 1, maxLength: 10 }), async (cmds) => {
-        // A counter as the clock orders outputs and failures exactly, even across microtasks.
-        let ticks = 0;
-        const { svc, device } = setup({ clock: () => ++ticks });
+// Every fault and taint case runs twice: one generate per request, and small requests cut from
+// a buffered generate (the appliance default), whose buffer must die with its lineage.
+for (const [label, outputBufferBytes] of [
+  ['unbuffered', 0],
+  ['buffered', 4096],
+] as const) {
+  describe(`EntropyService: each simulated fault end to end (${label})`, () => {
+    for (const fault of FAULTS) {
+      it(`${fault.name}: quarantine → degraded from the next request → fresh start-up → quantum again`, async () => {
+        const { svc, device } = setup({ outputBufferBytes });
+        const health: SourceHealthEvent[] = [];
+        const degradedEvents: DegradedEvent[] = [];
+        svc.on('health', (e) => health.push(e));
+        svc.on('degraded', (e) => degradedEvents.push(e));
         await svc.start();
-        const failures: number[] = [];
-        const outputs: { tick: number; instance: string }[] = [];
-        svc.on('state', (snap) => {
-          if (snap.id === 'sim-qrng:0' && snap.state !== 'healthy') failures.push(ticks);
-        });
-        const check = (r: EntropyResult): void => {
-          if (!r.provenance.degraded) {
-            outputs.push({ tick: Date.parse(r.provenance.at), instance: r.provenance.drbg.instance });
-          }
-        };
-        for (const c of [...cmds, { op: 'request', ms: 0 } as Cmd]) {
-          if (c.op === 'stuck') device.setStuck(0x33);
-          else if (c.op === 'bias') device.setBias({ value: 0x33, probability: 0.7 });
-          else if (c.op === 'stall') device.setStall(true);
-          else if (c.op === 'detach') device.detach();
-          else if (c.op === 'clear') {
-            device.clearFaults();
-            device.reattach();
-          } else if (c.op === 'request') check(await svc.getEntropy(16));
-          else if (c.op === 'pr') check(await svc.getEntropy(16, { predictionResistance: true }));
-          await new Promise((r) => setTimeout(r, c.ms));
-        }
-        await svc.stop();
-        for (const o of outputs) {
-          for (const f of failures) {
-            if (f >= o.tick) continue;
-            // o came after failure f: its lineage must not have served anything before f.
-            expect(outputs.some((p) => p.tick <= f && p.instance === o.instance)).toBe(false);
-          }
-        }
-      }),
-      { numRuns: 12 },
-    );
+        const before = await svc.getEntropy(32);
+        expect(before.provenance.degraded).toBe(false);
+
+        fault.inject(device);
+        await waitUntil(() => svc.status().sources[0]!.state !== 'healthy');
+
+        // The very next request is degraded, served from the OS-seeded DRBG, with the reason.
+        const during = await svc.getEntropy(32);
+        expect(during.provenance.degraded).toBe(true);
+        expect(during.provenance.seedOrigin).toBe('os');
+        expect(during.provenance.reason).toMatch(/^no healthy quantum source: sim-qrng:0 /);
+        expect(during.provenance.reason).toMatch(fault.reason);
+        expect(during.provenance.sources.map((s) => s.id)).toEqual(['os']);
+        const st = svc.status();
+        expect(st).toMatchObject({ quantumAvailable: false, degraded: true });
+        expect(st.reason).toMatch(fault.reason);
+        expect(st.sources[0]).toMatchObject({ id: 'sim-qrng:0' });
+        expect(['quarantined', 'detached', 'startup']).toContain(st.sources[0]!.state);
+        expect(st.drbg.seedOrigin).toBe('os');
+        expect(st.counters.healthFailures).toBeGreaterThanOrEqual(1);
+        expect(st.counters.bytesServedDegraded).toBe(32);
+
+        // require: 'quantum' gets 503 QUANTUM_ENTROPY_UNAVAILABLE instead.
+        const err = await rejection(svc.getEntropy(32, { require: 'quantum' }));
+        expect(err.code).toBe('QUANTUM_ENTROPY_UNAVAILABLE');
+        expect(err.status).toBe(503);
+        expect(svc.status().counters.requestsRejected).toBe(1);
+        expect(health.some((e) => e.sourceId === 'sim-qrng:0' && e.state === fault.state)).toBe(true);
+        expect(degradedEvents.at(-1)?.degraded).toBe(true);
+
+        // Recovery: fault cleared → fresh start-up test → quantum DRBG re-instantiated from it.
+        fault.clear(device);
+        await waitUntil(() => svc.status().quantumAvailable);
+        const after = await svc.getEntropy(32, { require: 'quantum' });
+        expect(after.provenance.degraded).toBe(false);
+        expect(after.provenance.seedOrigin).toBe('quantum');
+        expect(after.provenance.drbg.instance).not.toBe(before.provenance.drbg.instance);
+        expect(health.filter((e) => e.type === 'startup-passed').length).toBeGreaterThanOrEqual(1);
+        expect(degradedEvents.at(-1)?.degraded).toBe(false);
+        // Events carry ids and reasons only.
+        for (const e of health)
+          expect(Object.keys(e).sort()).toEqual(expect.arrayContaining(['reason', 'sourceId']));
+      });
+    }
   });
 
+  describe(`EntropyService: the taint invariant (${label})`, () => {
+    it('never serves the pre-failure quantum lineage unflagged, even if the source recovers between requests', async () => {
+      const { svc, device } = setup({ outputBufferBytes });
+      await svc.start();
+      const lineage0 = (await svc.getEntropy(16)).provenance.drbg.instance;
+      device.setStuck(1);
+      await waitUntil(() => svc.status().sources[0]!.state !== 'healthy');
+      device.clearFaults();
+      const results: EntropyResult[] = [];
+      const end = performance.now() + 400;
+      while (performance.now() < end) {
+        results.push(await svc.getEntropy(16));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      for (const r of results) {
+        if (!r.provenance.degraded) {
+          expect(r.provenance.drbg.instance).not.toBe(lineage0);
+          expect(r.provenance.sources.every((s) => s.state === 'healthy')).toBe(true);
+        }
+      }
+      expect(results.at(-1)!.provenance.degraded).toBe(false);
+    });
+
+    it('property: after any source failure, no non-degraded output comes from a lineage seen before it', async () => {
+      type Cmd = {
+        op: 'stuck' | 'bias' | 'stall' | 'detach' | 'clear' | 'request' | 'pr' | 'wait';
+        ms: number;
+      };
+      const cmd = fc.record({
+        op: fc.constantFrom<Cmd['op']>(
+          'stuck',
+          'bias',
+          'stall',
+          'detach',
+          'clear',
+          'request',
+          'request',
+          'pr',
+          'wait',
+        ),
+        ms: fc.integer({ min: 0, max: 25 }),
+      });
+      await fc.assert(
+        fc.asyncProperty(fc.array(cmd, { minLength: 1, maxLength: 10 }), async (cmds) => {
+          // A counter as the clock orders outputs and failures exactly, even across microtasks.
+          let ticks = 0;
+          const { svc, device } = setup({ clock: () => ++ticks, outputBufferBytes });
+          await svc.start();
+          const failures: number[] = [];
+          const outputs: { tick: number; instance: string }[] = [];
+          svc.on('state', (snap) => {
+            if (snap.id === 'sim-qrng:0' && snap.state !== 'healthy') failures.push(ticks);
+          });
+          const check = (r: EntropyResult): void => {
+            if (!r.provenance.degraded) {
+              outputs.push({ tick: Date.parse(r.provenance.at), instance: r.provenance.drbg.instance });
+            }
+          };
+          for (const c of [...cmds, { op: 'request', ms: 0 } as Cmd]) {
+            if (c.op === 'stuck') device.setStuck(0x33);
+            else if (c.op === 'bias') device.setBias({ value: 0x33, probability: 0.7 });
+            else if (c.op === 'stall') device.setStall(true);
+            else if (c.op === 'detach') device.detach();
+            else if (c.op === 'clear') {
+              device.clearFaults();
+              device.reattach();
+            } else if (c.op === 'request') check(await svc.getEntropy(16));
+            else if (c.op === 'pr') check(await svc.getEntropy(16, { predictionResistance: true }));
+            await new Promise((r) => setTimeout(r, c.ms));
+          }
+          await svc.stop();
+          for (const o of outputs) {
+            for (const f of failures) {
+              if (f >= o.tick) continue;
+              // o came after failure f: its lineage must not have served anything before f.
+              expect(outputs.some((p) => p.tick <= f && p.instance === o.instance)).toBe(false);
+            }
+          }
+        }),
+        { numRuns: 12 },
+      );
+    });
+  });
+}
+
+describe('EntropyService: the taint invariant, more', () => {
   it('with two quantum sources, a failure of one re-instantiates from the other alone', async () => {
     const { svc, factory } = setup({ devices: 2 });
     await svc.start();
