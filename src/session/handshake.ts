@@ -311,6 +311,11 @@ export class SessionService {
       at,
     };
     const created = new Date(this.clock()).toISOString();
+    const recorded = this.o.audit.append({
+      type: 'session.initiated',
+      actor: me.nodeId,
+      details: auditDetails(sessionId, peer.nodeId, provenance, decision.minimum),
+    });
     const persisted = (async () => {
       const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
       await this.sessions.put(`initiator:${sessionId}`, {
@@ -329,17 +334,14 @@ export class SessionService {
     })();
     // Observed below; this only keeps a failure from being reported as unhandled meanwhile.
     persisted.catch(() => undefined);
-    // One turn of the event loop hands the synced write to the storage thread before signing
-    // occupies this one, so the fsync overlaps the signature. The handshake (the only thing that
-    // lets a peer use the session) is still released only after the record is durable.
+    recorded.catch(() => undefined);
+    // One turn of the event loop hands the synced writes (session record, audit record) to the
+    // storage thread before signing occupies this one, so their fsyncs overlap the signature.
+    // The handshake (the only thing that lets a peer use the session) is still released only
+    // after both records are durable.
     await new Promise<void>((resolve) => setImmediate(resolve));
     const signature = signBody(bodyBytes, me.signing.secretKey);
-    const keyId = await persisted;
-    await this.o.audit.append({
-      type: 'session.initiated',
-      actor: me.nodeId,
-      details: auditDetails(sessionId, peer.nodeId, provenance, decision.minimum),
-    });
+    const [keyId] = await Promise.all([persisted, recorded]);
     return {
       session_id: sessionId,
       key: keys.key,
@@ -361,10 +363,10 @@ export class SessionService {
   async accept(req: { handshake: string }): Promise<AcceptResult> {
     let initiator: string | undefined;
     try {
-      const { body, bodyBytes, peer } = await this.checkHandshake(req.handshake, (id) => {
+      const { body, bodyBytes, peer, admission } = await this.checkHandshake(req.handshake, (id) => {
         initiator = id;
       });
-      return await this.complete(body, bodyBytes, peer);
+      return await this.complete(body, bodyBytes, peer, admission);
     } catch (err) {
       await this.o.audit
         .append({
@@ -383,7 +385,7 @@ export class SessionService {
   private async checkHandshake(
     text: string,
     seen: (initiator: string) => void,
-  ): Promise<{ body: HandshakeBody; bodyBytes: Uint8Array; peer: Peer }> {
+  ): Promise<{ body: HandshakeBody; bodyBytes: Uint8Array; peer: Peer; admission: Promise<void> }> {
     const me = this.o.identity;
     let body: HandshakeBody;
     let bodyBytes: Uint8Array;
@@ -433,19 +435,41 @@ export class SessionService {
     if (postureHasQkd(body.posture) && !this.o.qkd) {
       throw new QkmError('QKD_UNAVAILABLE', 'the handshake uses QKD but this node has no QKD key source');
     }
-    if (!(await this.replay.admit(body.initiatorNodeId, toHex(body.nonce), body.timestamp, now))) {
+    const admission = await this.replay.reserve(body.initiatorNodeId, toHex(body.nonce), body.timestamp, now);
+    if (!admission.admitted) {
       throw new QkmError('HANDSHAKE_REPLAYED', 'this handshake was already accepted');
     }
-    return { body, bodyBytes, peer };
+    // Observed in complete(); this only keeps a failure from being reported as unhandled meanwhile.
+    admission.durable.catch(() => undefined);
+    return { body, bodyBytes, peer, admission: admission.durable };
   }
 
-  private async complete(body: HandshakeBody, bodyBytes: Uint8Array, peer: Peer): Promise<AcceptResult> {
+  /**
+   * `admission` is the replay-cache entry's synced write, started by checkHandshake: it runs
+   * while the ciphertext is decapsulated, and must have succeeded before any KME call and before
+   * the session is accepted.
+   */
+  private async complete(
+    body: HandshakeBody,
+    bodyBytes: Uint8Array,
+    peer: Peer,
+    admission: Promise<void>,
+  ): Promise<AcceptResult> {
     const me = this.o.identity;
-    let ss: Uint8Array;
+    let ss: Uint8Array | undefined;
     try {
       // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
       ss = ml_kem768.decapsulate(body.kemCiphertext, me.kem.secretKey);
     } catch {
+      // Reported after the admission below has settled, so a store failure still wins.
+    }
+    try {
+      await admission;
+    } catch (err) {
+      ss?.fill(0);
+      throw err;
+    }
+    if (ss === undefined) {
       throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
     }
     let qkdKeys: QkdKey[] = [];
@@ -497,22 +521,29 @@ export class SessionService {
       qrng: { used: postureHasQrng(body.posture), degraded: false },
       at,
     };
-    const keyId = await this.keep(keys.key, sessionId, 'responder', provenance, at);
-    await this.sessions.put(`responder:${sessionId}`, {
-      session_id: sessionId,
-      role: 'responder',
-      peer: peer.nodeId,
-      posture: body.posture,
-      created: new Date(this.clock()).toISOString(),
-      handshake_at: at,
-      provenance,
-      ...(keyId ? { key_id: keyId } : {}),
-    });
-    await this.o.audit.append({
-      type: 'session.accepted',
-      actor: peer.nodeId,
-      details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
-    });
+    // The session record and the audit record are written concurrently: the store commits
+    // concurrent synced writes together, so the caller waits for about one fsync, not two.
+    const [keyId] = await Promise.all([
+      (async () => {
+        const id = await this.keep(keys.key, sessionId, 'responder', provenance, at);
+        await this.sessions.put(`responder:${sessionId}`, {
+          session_id: sessionId,
+          role: 'responder',
+          peer: peer.nodeId,
+          posture: body.posture,
+          created: new Date(this.clock()).toISOString(),
+          handshake_at: at,
+          provenance,
+          ...(id ? { key_id: id } : {}),
+        });
+        return id;
+      })(),
+      this.o.audit.append({
+        type: 'session.accepted',
+        actor: peer.nodeId,
+        details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
+      }),
+    ]);
     return {
       session_id: sessionId,
       key: keys.key,
