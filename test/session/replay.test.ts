@@ -19,6 +19,37 @@ describe('replay cache', () => {
   });
 });
 
+describe('replay cache admission', () => {
+  it('of concurrent reservations of one handshake exactly one is admitted, and it is durable', async () => {
+    const store = createMemoryBackend();
+    const c = new ReplayCache(store, { windowMs: 120_000 });
+    const t0 = 5_000_000;
+    const all = await Promise.all(Array.from({ length: 20 }, () => c.reserve('i'.repeat(32), 'ab', t0, t0)));
+    expect(all.filter((a) => a.admitted)).toHaveLength(1);
+    await Promise.all(all.map((a) => a.durable));
+    expect(await store.records('replay').get(`${'i'.repeat(32)}:ab`)).toEqual({ expires: t0 + 120_000 });
+  });
+
+  it('a failed write releases the reservation and rejects durable, so a retry can be admitted', async () => {
+    const store = createMemoryBackend();
+    const records = store.records('replay');
+    const put = records.put.bind(records);
+    let fail = true;
+    records.put = async (k, v) => {
+      if (fail) throw new Error('disk full');
+      return put(k, v);
+    };
+    store.records = (() => records) as never;
+    const c = new ReplayCache(store, { windowMs: 1000 });
+    const first = await c.reserve('n'.repeat(32), '01', 10, 10);
+    expect(first.admitted).toBe(true);
+    await expect(first.durable).rejects.toThrow('disk full');
+    fail = false;
+    expect(await c.admit('n'.repeat(32), '01', 10, 10)).toBe(true);
+    expect(await c.admit('n'.repeat(32), '01', 10, 10)).toBe(false);
+  });
+});
+
 describe('junk input to the session API', () => {
   it('initiate and confirm reject junk with specific codes', async () => {
     const { a, b } = await makePair();
