@@ -21,7 +21,12 @@ import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core
 import { createLogger } from './core/logger.js';
 import type { ApplianceStatus, QkdLinkState } from './core/status.js';
 import { VERSION } from './core/version.js';
-import { type EntropySourceConfig, EntropyService, type EntropyServiceOptions } from './entropy/service.js';
+import {
+  type DegradedEvent,
+  type EntropySourceConfig,
+  EntropyService,
+  type EntropyServiceOptions,
+} from './entropy/service.js';
 import { loadOrCreateKek } from './keys/kek.js';
 import { KeyService } from './keys/service.js';
 import {
@@ -124,13 +129,21 @@ export class Appliance {
         maxRequestBytes: config.entropy.maxRequestBytes,
         ...options.entropyTuning,
       });
-      entropy.on('health', (e) => logger.warn({ event: e }, 'entropy source health event'));
-      entropy.on('degraded', (e) =>
+      // Passing a start-up test or re-opening is news, not a warning; failures are warnings.
+      entropy.on('health', (e) =>
+        e.type === 'startup-passed' || e.type === 'reopened'
+          ? logger.info({ event: e }, 'entropy source health event')
+          : logger.warn({ event: e }, 'entropy source health event'),
+      );
+      const logDegraded = (e: DegradedEvent): void =>
         e.degraded
           ? logger.warn({ reason: e.reason }, 'DEGRADED: serving entropy from the OS-seeded fallback DRBG')
-          : logger.info('quantum entropy restored'),
-      );
+          : logger.info('quantum entropy restored');
       await entropy.start();
+      // Subscribed after start: while the sources run their first start-up tests the service is
+      // "degraded" by definition; what matters is how it came up, and every change after that.
+      entropy.on('degraded', logDegraded);
+      if (entropy.status().degraded) logDegraded({ degraded: true, reason: entropy.status().reason });
       cleanup.push(() => entropy.stop());
 
       const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
@@ -332,6 +345,9 @@ export class Appliance {
   }
 
   async close(): Promise<void> {
+    // Stopping closes the sources, which reads as "degraded": not news to log or audit (the
+    // audit log is closed before the sources anyway).
+    this.entropy.removeAllListeners('degraded');
     for (const t of this.cronTasks) t.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
     await this.app?.close();
