@@ -108,6 +108,18 @@ interface Lineage {
   bufferReseedCounter: number;
   /** Source snapshots for provenance, reused until a state change, a (re)seed or `SNAPSHOT_TTL_MS`. */
   sourcesCache: { sources: SourceSnapshot[]; seededAt: string; at: number } | null;
+  /**
+   * The last provenance handed out (frozen): outputs in the same millisecond from the same
+   * generate call have identical provenance, so they share one object (and its serialisation).
+   */
+  lastProvenance: {
+    value: Provenance;
+    sources: Lineage['sourcesCache'];
+    reseedCounter: number;
+    now: number;
+    predictionResistance: boolean;
+    reason: string | undefined;
+  } | null;
 }
 
 interface Gathered {
@@ -344,6 +356,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       bufferOffset: 0,
       bufferReseedCounter: 0,
       sourcesCache: null,
+      lastProvenance: null,
     };
   }
 
@@ -353,6 +366,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     l.buffer = null;
     l.bufferOffset = 0;
     l.sourcesCache = null;
+    l.lastProvenance = null;
   }
 
   private monitorsOf(l: Lineage): SourceMonitor[] {
@@ -368,18 +382,25 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   /** May this lineage serve right now? Checked synchronously right before every generate. */
   private usable(l: Lineage): boolean {
     if (!l.seeded || l.tainted !== null || !l.drbg.instantiated) return false;
-    if (this.healthyOf(l).length === 0) return false;
-    for (const id of l.contributors) {
-      const m = this.monitorsOf(l).find((x) => x.id === id);
-      if (m?.state !== 'healthy') return false;
+    // Allocation-free (this runs on every request): some source of the lineage is healthy, and
+    // every contributor is one of the lineage's sources and healthy.
+    const quantum = l.origin === 'quantum';
+    let healthy = 0;
+    let healthyContributors = 0;
+    for (const m of quantum ? this.quantumMonitors : [this.osMonitor]) {
+      if (quantum && m.kind !== 'quantum') continue;
+      if (m.state !== 'healthy') continue;
+      healthy++;
+      if (l.contributors.has(m.id)) healthyContributors++;
     }
-    return true;
+    return healthy > 0 && healthyContributors === l.contributors.size;
   }
 
   private onSourceState(m: SourceMonitor, snap: SourceSnapshot): void {
     this.emit('state', snap);
     for (const l of [this.quantum, this.fallback]) {
       l.sourcesCache = null;
+      l.lastProvenance = null;
       if (snap.state !== 'healthy' && l.contributors.has(m.id) && l.tainted === null) {
         l.tainted = `${m.id} ${snap.state}${snap.reason ? ` (${snap.reason})` : ''}`;
         this.dropBuffer(l);
@@ -702,13 +723,25 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       Object.freeze(cache.sources);
       l.sourcesCache = cache;
     }
-    const drbg: DrbgProvenance = {
+    const reason = degraded ? this.degradedReason() : undefined;
+    const last = l.lastProvenance;
+    if (
+      last !== null &&
+      last.sources === cache &&
+      last.reseedCounter === reseedCounter &&
+      last.now === now &&
+      last.predictionResistance === predictionResistance &&
+      last.reason === reason
+    ) {
+      return { bytes: out, provenance: last.value };
+    }
+    const drbg: DrbgProvenance = Object.freeze({
       name: l.drbg.name,
       instance: l.instance,
       reseedCounter,
       seededAt: cache.seededAt,
       predictionResistance,
-    };
+    });
     const provenance: Provenance = {
       seedOrigin: l.origin,
       sources: cache.sources,
@@ -717,7 +750,16 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       degraded,
       at: this.isoAt(now),
     };
-    if (degraded) provenance.reason = this.degradedReason();
+    if (reason !== undefined) provenance.reason = reason;
+    Object.freeze(provenance);
+    l.lastProvenance = {
+      value: provenance,
+      sources: cache,
+      reseedCounter,
+      now,
+      predictionResistance,
+      reason,
+    };
     return { bytes: out, provenance };
   }
 

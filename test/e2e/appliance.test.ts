@@ -7,6 +7,9 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { ProvenanceSchema } from '../../src/api/schemas.js';
 import { Appliance } from '../../src/app.js';
 import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
@@ -112,6 +115,32 @@ describe('entropy over HTTP', () => {
     expect(res.status).toBe(200);
     expect((await res.arrayBuffer()).byteLength).toBe(100);
     expect(res.headers.get('x-qkm-degraded')).toBe('false');
+  });
+
+  it('answers /v1/entropy JSON in exactly the 200 schema, one distinct body per request', async () => {
+    const token = (await readFile(appliance.tokenFiles.default!, 'utf8')).trim();
+    const schema = Type.Object(
+      { data: Type.String(), bytes: Type.Integer(), provenance: ProvenanceSchema },
+      { additionalProperties: false },
+    );
+    const bodies = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const res = await fetch(`${appliance.url}/v1/entropy?bytes=48`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
+        return (await res.json()) as { data: string; bytes: number; provenance: { at: string } };
+      }),
+    );
+    for (const body of bodies) {
+      expect(Value.Check(schema, body)).toBe(true);
+      // Nothing beyond the schema, at any depth: cleaning removes no field.
+      expect(Value.Clean(schema, structuredClone(body))).toEqual(body);
+      expect(Buffer.from(body.data, 'base64')).toHaveLength(48);
+      expect(body.bytes).toBe(48);
+    }
+    // Requests in one millisecond share a provenance; their bytes are never shared.
+    expect(new Set(bodies.map((b) => b.data)).size).toBe(bodies.length);
   });
 
   it('rejects a rebinding Host header over a real socket', async () => {

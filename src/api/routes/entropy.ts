@@ -1,8 +1,9 @@
+import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { QkmError } from '../../core/errors.js';
 import type { Provenance } from '../../core/provenance.js';
-import type { EntropyProvider, EntropyResult } from '../../entropy/types.js';
+import type { EntropyProvider, EntropyRequest, EntropyResult } from '../../entropy/types.js';
 import { ProvenanceSchema, errorResponses } from '../schemas.js';
 
 export interface EntropyRouteOptions {
@@ -36,7 +37,47 @@ function provenanceHeaders(p: Provenance): Record<string, string> {
   };
 }
 
+/**
+ * JSON of the last provenance seen. Outputs served in the same millisecond from the same DRBG
+ * block share one (frozen) provenance object, so its JSON is made once and spliced into each body.
+ */
+class ProvenanceJson {
+  private last: Provenance | undefined;
+  private text = '';
+
+  of(p: Provenance): string {
+    if (p !== this.last) {
+      this.text = JSON.stringify(p);
+      this.last = p;
+    }
+    return this.text;
+  }
+}
+
+function sendEntropy(
+  reply: FastifyReply,
+  octets: boolean,
+  result: EntropyResult,
+  json: ProvenanceJson,
+): void {
+  const data = Buffer.from(result.bytes.buffer, result.bytes.byteOffset, result.bytes.byteLength);
+  if (octets) {
+    // Raw bytes bypass the JSON serializer (and so the 200 schema) by design.
+    reply.headers(provenanceHeaders(result.provenance)).type('application/octet-stream').send(data);
+    return;
+  }
+  // Exactly the 200 schema's shape (an end-to-end test checks it against the schema). A string
+  // payload with a JSON content type is sent as it is.
+  reply
+    .type('application/json; charset=utf-8')
+    .send(
+      `{"data":"${data.toString('base64')}","bytes":${data.length},"provenance":${json.of(result.provenance)}}`,
+    );
+}
+
 export const entropyRoutes: FastifyPluginAsyncTypebox<EntropyRouteOptions> = async (app, opts) => {
+  const json = new ProvenanceJson();
+
   app.get(
     '/v1/entropy',
     {
@@ -70,43 +111,28 @@ export const entropyRoutes: FastifyPluginAsyncTypebox<EntropyRouteOptions> = asy
       },
     },
     // Not async: when the DRBG can serve at once (nearly always), the response is produced in
-    // the same tick, without the promise hops of an async handler.
+    // the same tick, without the promise hops of an async handler. No closure is made per request.
     (request, reply) => {
-      const mode = wantsOctets(request.headers.accept);
-      if (mode === 'neither') {
+      const octets = wantsOctets(request.headers.accept);
+      if (octets === 'neither') {
         throw new QkmError(
           'NOT_ACCEPTABLE',
           'this route produces application/json or application/octet-stream',
         );
       }
       const { bytes, require, prediction_resistance } = request.query;
-      const entropyRequest = {
+      const entropyRequest: EntropyRequest = {
         require: require ?? 'any',
         predictionResistance: prediction_resistance ?? false,
-      } as const;
-      const respond = (result: EntropyResult): void => {
-        if (mode === true) {
-          reply.headers(provenanceHeaders(result.provenance)).type('application/octet-stream');
-          // Raw bytes bypass the JSON serializer (and so the 200 schema) by design.
-          reply.send(
-            Buffer.from(result.bytes.buffer, result.bytes.byteOffset, result.bytes.byteLength) as never,
-          );
-          return;
-        }
-        reply.send({
-          data: Buffer.from(result.bytes.buffer, result.bytes.byteOffset, result.bytes.byteLength).toString(
-            'base64',
-          ),
-          bytes: result.bytes.length,
-          provenance: result.provenance,
-        });
       };
       const now = opts.entropy.getEntropyNow?.(bytes, entropyRequest);
       if (now) {
-        respond(now);
+        sendEntropy(reply, octets, now, json);
         return;
       }
-      return opts.entropy.getEntropy(bytes, entropyRequest).then(respond);
+      return opts.entropy.getEntropy(bytes, entropyRequest).then((result) => {
+        sendEntropy(reply, octets, result, json);
+      });
     },
   );
 };
