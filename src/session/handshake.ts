@@ -223,16 +223,30 @@ export class SessionService {
       ({ m, r, nonce } = osRandomness());
     }
 
-    // 2. The PQ step: ML-KEM-768 encapsulation to the pinned key (FIPS 203 §7.2, m = explicit randomness).
-    const { cipherText, sharedSecret } = ml_kem768.encapsulate(peer.kemPublicKey, m);
-    m.fill(0);
+    // 2. QKD: the enc_keys request goes out now, after everything that could still fail the
+    // handshake (the posture and the randomness are settled), so a failure burns no QKD key; its
+    // round trip to the KME overlaps the encapsulation below.
+    const qkdRequest = postureHasQkd(posture) ? this.fetchQkdKeys(peer) : undefined;
+    if (qkdRequest) {
+      qkdRequest.catch(() => undefined); // observed below
+      // One turn of the event loop puts the request on the wire before the CPU-bound step.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
 
-    // 3. Only now QKD, so a failure above burns no QKD key.
+    // 3. The PQ step: ML-KEM-768 encapsulation to the pinned key (FIPS 203 §7.2, m = explicit randomness).
+    let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
+    try {
+      encapsulated = ml_kem768.encapsulate(peer.kemPublicKey, m);
+    } finally {
+      m.fill(0);
+    }
+    const { cipherText, sharedSecret } = encapsulated;
+
     let qkdKeys: QkdKey[] = [];
     let qkdReason: string | undefined;
-    if (postureHasQkd(posture)) {
+    if (qkdRequest) {
       try {
-        qkdKeys = await this.fetchQkdKeys(peer);
+        qkdKeys = await qkdRequest;
       } catch (err) {
         // The policy may have reused a recent "link up" answer: forget it. When the KME did
         // answer, ask it now so the reason says what is wrong with the link (failure path only;
@@ -358,7 +372,8 @@ export class SessionService {
    * (HANDSHAKE_WRONG_RECIPIENT), pinned initiator (HANDSHAKE_UNKNOWN_PEER), signature
    * (HANDSHAKE_BAD_SIGNATURE), KME/SAE ids vs the bundles, timestamp window (HANDSHAKE_STALE),
    * minimum posture (POSTURE_BELOW_MINIMUM), QKD configured (QKD_UNAVAILABLE), replay cache
-   * (HANDSHAKE_REPLAYED). Then: decapsulate (HANDSHAKE_DECAPSULATION), dec_keys (QKD_UNAVAILABLE).
+   * (HANDSHAKE_REPLAYED). Then, overlapping: dec_keys, decapsulation and the replay entry's fsync;
+   * reported in the order store failure, HANDSHAKE_DECAPSULATION, dec_keys (QKD_UNAVAILABLE).
    */
   async accept(req: { handshake: string }): Promise<AcceptResult> {
     let initiator: string | undefined;
@@ -456,6 +471,27 @@ export class SessionService {
     admission: Promise<void>,
   ): Promise<AcceptResult> {
     const me = this.o.identity;
+    // dec_keys goes out first (the handshake is authenticated and admitted by now), so the KME
+    // round trip overlaps the decapsulation and the replay entry's fsync. Should anything below
+    // fail, keys that arrive anyway are wiped; the KME has already released them either way.
+    const qkdRequest = postureHasQkd(body.posture)
+      ? this.o.qkd!.getKeysById(body.initiatorSaeId, body.qkdKeyIds, {
+          timeoutMs: this.o.qkdTimeoutMs ?? 5000,
+        })
+      : undefined;
+    const discardQkd = (): void => {
+      qkdRequest?.then(
+        (ks) => {
+          for (const k of ks) k.key.fill(0);
+        },
+        () => undefined,
+      );
+    };
+    if (qkdRequest) {
+      qkdRequest.catch(() => undefined); // observed below
+      // One turn of the event loop puts the request on the wire before the CPU-bound step.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
     let ss: Uint8Array | undefined;
     try {
       // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
@@ -467,18 +503,19 @@ export class SessionService {
       await admission;
     } catch (err) {
       ss?.fill(0);
+      discardQkd();
       throw err;
     }
     if (ss === undefined) {
+      discardQkd();
       throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
     }
     let qkdKeys: QkdKey[] = [];
-    if (postureHasQkd(body.posture)) {
+    if (qkdRequest) {
       try {
-        qkdKeys = await this.o.qkd!.getKeysById(body.initiatorSaeId, body.qkdKeyIds, {
-          timeoutMs: this.o.qkdTimeoutMs ?? 5000,
-        });
+        qkdKeys = await qkdRequest;
       } catch (err) {
+        ss.fill(0);
         throw new QkmError(
           'QKD_UNAVAILABLE',
           `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`,
@@ -487,7 +524,11 @@ export class SessionService {
       const ok =
         qkdKeys.length === body.qkdKeyIds.length &&
         qkdKeys.every((k, i) => k.keyId === body.qkdKeyIds[i] && k.key.length === QKD_KEY_BITS / 8);
-      if (!ok) throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
+      if (!ok) {
+        ss.fill(0);
+        for (const k of qkdKeys) k.key.fill(0);
+        throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
+      }
     }
     const th = transcriptHash(bodyBytes);
     const keys = deriveKeys(
