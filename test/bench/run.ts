@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { cpus, totalmem } from 'node:os';
+import { createInterface } from 'node:readline';
 import type { BenchRecord } from './types.js';
 
 /**
@@ -8,9 +11,51 @@ import type { BenchRecord } from './types.js';
  */
 const BENCHES = ['drbg', 'entropy-api', 'quantis-sim', 'kme', 'bb84-rate', 'session'] as const;
 
+/**
+ * Each benchmark runs in a child process of its own (same Node flags, so the same loader): one
+ * benchmark's leftovers — heap, JIT state, libuv threads, timers of closed servers — must not
+ * tax the next one's measurement.
+ */
+async function runIsolated(name: string): Promise<BenchRecord[]> {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, name], {
+    env: { ...process.env, QKM_BENCH_CHILD: '1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const records: BenchRecord[] = [];
+  const lines = createInterface({ input: child.stdout });
+  lines.on('line', (line) => {
+    // Only the child's records: anything else it prints (logs) is not ours to parse.
+    if (!line.startsWith('{"bench":')) return;
+    try {
+      const r = JSON.parse(line) as BenchRecord;
+      if (r.bench !== 'machine') records.push(r);
+    } catch {
+      // a truncated line: the exit code below reports the failure
+    }
+  });
+  const [code] = (await once(child, 'close')) as [number | null];
+  if (code !== 0 && records.length === 0) {
+    return [{ bench: name, metric: 'error', value: 0, unit: '', pass: false, note: `exited with ${code}` }];
+  }
+  return records;
+}
+
+async function runHere(name: string): Promise<BenchRecord[]> {
+  try {
+    const mod = (await import(`./${name}.js`)) as { default: () => Promise<BenchRecord[]> };
+    return await mod.default();
+  } catch (err) {
+    return [{ bench: name, metric: 'error', value: 0, unit: '', pass: false, note: (err as Error).message }];
+  }
+}
+
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   const names = wanted.length > 0 ? BENCHES.filter((b) => wanted.includes(b)) : [...BENCHES];
+  if (process.env.QKM_BENCH_CHILD === '1') {
+    for (const name of names) for (const r of await runHere(name)) console.log(JSON.stringify(r));
+    return;
+  }
   const machine = {
     cpus: cpus().length,
     cpu: cpus()[0]?.model ?? 'unknown',
@@ -20,15 +65,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ bench: 'machine', ...machine }));
   const all: BenchRecord[] = [];
   for (const name of names) {
-    let records: BenchRecord[];
-    try {
-      const mod = (await import(`./${name}.js`)) as { default: () => Promise<BenchRecord[]> };
-      records = await mod.default();
-    } catch (err) {
-      records = [
-        { bench: name, metric: 'error', value: 0, unit: '', pass: false, note: (err as Error).message },
-      ];
-    }
+    const records = await runIsolated(name);
     for (const r of records) {
       console.log(JSON.stringify(r));
       all.push(r);
