@@ -68,6 +68,7 @@ export interface QkdLinkTracker {
 
 export class Appliance {
   private readonly cronTasks: ScheduledTask[] = [];
+  private readonly unwatchers: Array<() => void> = [];
   private readonly links = new Map<string, QkdLinkState>();
   private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
@@ -110,6 +111,8 @@ export class Appliance {
     try {
       let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
       let sources = options.quantumSources;
+      /** The driver families watched for devices plugged in while running. */
+      let families: EntropySourceFactory[];
       if (!sources) {
         if (config.mode === 'simulator') {
           simulatedQuantis = createSimulatedQuantis({
@@ -117,9 +120,12 @@ export class Appliance {
             rateBps: config.entropy.simulatedRateBytesPerSec * 8,
           });
           sources = [{ factory: simulatedQuantis.factory }];
+          families = [simulatedQuantis.factory];
         } else {
-          sources = await hardwareSources(config, logger);
+          ({ sources, families } = await hardwareSources(config, logger));
         }
+      } else {
+        families = [...new Set(sources.map((s) => s.factory))];
       }
       const entropy = new EntropyService({
         sources,
@@ -234,11 +240,42 @@ export class Appliance {
         tokenFiles,
         simulatedQuantis,
       );
+      appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
     } catch (err) {
       for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
       throw err;
+    }
+  }
+
+  /**
+   * Hot-plug: a device of a watched family that appears while running (and that no source
+   * already covers) becomes a new quantum source, start-up tested like the others. Devices that
+   * come back after an unplug are re-opened by their own source instead.
+   */
+  private watchForNewDevices(families: EntropySourceFactory[]): void {
+    for (const factory of families) {
+      const unwatch = factory.watch?.((d) => {
+        this.entropy
+          .addSource({ factory, open: { id: d.id } })
+          .then(async (added) => {
+            if (!added) return;
+            this.logger.info({ source: d.id, driver: factory.driver }, 'entropy source added (plugged in)');
+            await this.audit.append({
+              type: 'entropy.source_added',
+              actor: 'system',
+              details: { source: d.id, driver: factory.driver },
+            });
+          })
+          .catch((err) =>
+            this.logger.error(
+              { source: d.id, err: { message: (err as Error).message } },
+              'adding a source failed',
+            ),
+          );
+      });
+      if (unwatch) this.unwatchers.push(unwatch);
     }
   }
 
@@ -348,6 +385,7 @@ export class Appliance {
     // Stopping closes the sources, which reads as "degraded": not news to log or audit (the
     // audit log is closed before the sources anyway).
     this.entropy.removeAllListeners('degraded');
+    for (const unwatch of this.unwatchers.splice(0)) unwatch();
     for (const t of this.cronTasks) t.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
     await this.app?.close();
@@ -358,15 +396,25 @@ export class Appliance {
   }
 }
 
-/** Hardware mode: every Quantis and serial TRNG present now (hot-plugged devices re-open on return). */
-async function hardwareSources(config: QkmConfig, logger: Logger): Promise<EntropySourceConfig[]> {
+/**
+ * Hardware mode: every Quantis and serial TRNG present now, and the two families to watch for
+ * devices plugged in later (unplugged devices re-open on return through their own source).
+ */
+async function hardwareSources(
+  config: QkmConfig,
+  logger: Logger,
+): Promise<{ sources: EntropySourceConfig[]; families: EntropySourceFactory[] }> {
   const serialConfigured = [
     ...config.entropy.serial.map((s) => ({ path: s.path, model: s.model ?? 'truerng' })),
     ...(process.env.QKM_SERIAL_RNG ? parseSerialRngEnv(process.env.QKM_SERIAL_RNG) : []),
   ];
   const factories: EntropySourceFactory[] = [
     createQuantisFactory(),
-    createSerialTrngFactory({ configured: serialConfigured as ConfiguredSerialRng[] }),
+    // Serial ports have no hot-plug events; the driver polls its listing for watch().
+    createSerialTrngFactory({
+      configured: serialConfigured as ConfiguredSerialRng[],
+      watchIntervalMs: 10_000,
+    }),
   ];
   const out: EntropySourceConfig[] = [];
   for (const factory of factories) {
@@ -379,7 +427,10 @@ async function hardwareSources(config: QkmConfig, logger: Logger): Promise<Entro
       );
     }
   }
-  if (out.length === 0)
-    logger.warn('hardware mode: no QRNG device found; every output will be flagged degraded');
-  return out;
+  if (out.length === 0) {
+    logger.warn(
+      'hardware mode: no QRNG device found; every output will be flagged degraded until one is plugged in',
+    );
+  }
+  return { sources: out, families: factories };
 }

@@ -154,6 +154,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   readonly maxRequestBytes: number;
   readonly reseedBytes: number;
   private readonly quantumMonitors: SourceMonitor[];
+  private readonly tuning: MonitorTuning;
   private readonly osMonitor: SourceMonitor;
   private readonly conditioner: HmacConditioner;
   private readonly clock: () => number;
@@ -202,16 +203,51 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     ) {
       throw new RangeError(`outputBufferBytes must be an integer in 0..${drbgMax}`);
     }
-    const tuning = options.monitor ?? {};
+    this.tuning = options.monitor ?? {};
     this.quantumMonitors = (options.sources ?? []).map(
-      (s) => new SourceMonitor({ ...tuning, factory: s.factory, open: s.open, expectedKind: 'quantum' }),
+      (s) => new SourceMonitor({ ...this.tuning, factory: s.factory, open: s.open, expectedKind: 'quantum' }),
     );
     const os = options.osSource ?? { factory: osEntropyFactory };
-    this.osMonitor = new SourceMonitor({ ...tuning, factory: os.factory, open: os.open, expectedKind: 'os' });
-    for (const m of [...this.quantumMonitors, this.osMonitor]) {
-      m.on('health', (ev) => this.emit('health', ev));
-      m.on('state', (snap) => this.onSourceState(m, snap));
-    }
+    this.osMonitor = new SourceMonitor({
+      ...this.tuning,
+      factory: os.factory,
+      open: os.open,
+      expectedKind: 'os',
+    });
+    for (const m of [...this.quantumMonitors, this.osMonitor]) this.wire(m);
+  }
+
+  private wire(m: SourceMonitor): void {
+    m.on('health', (ev) => this.emit('health', ev));
+    m.on('state', (snap) => this.onSourceState(m, snap));
+  }
+
+  /**
+   * Adds a quantum source while running: a device plugged in after start. It runs its start-up
+   * test like any other and feeds the quantum DRBG from its next (re)seed on; a lineage that
+   * cannot serve (no healthy source so far) is re-instantiated as soon as it passes. Resolves
+   * with false, adding nothing, when a monitor already watches that id (it re-opens its own
+   * device on replug) or when one of the same driver has not opened its device yet (it may be
+   * about to open this one). Resolves after the new source's first start-up attempt.
+   */
+  async addSource(source: EntropySourceConfig): Promise<boolean> {
+    const id = source.open?.id ?? source.open?.serial ?? source.open?.path;
+    if (id === undefined) throw new RangeError('addSource needs open.id, serial or path');
+    const driver = source.factory.driver;
+    const clash = this.quantumMonitors.some(
+      (m) => m.id === id || (m.info === undefined && m.state !== 'closed' && m.driver === driver),
+    );
+    if (clash || !this.started) return false;
+    const m = new SourceMonitor({
+      ...this.tuning,
+      factory: source.factory,
+      open: source.open,
+      expectedKind: 'quantum',
+    });
+    this.quantumMonitors.push(m);
+    this.wire(m);
+    await m.start();
+    return true;
   }
 
   /** The monitors, for the lead's metrics and the CLI (`sources list`). Read-only use. */

@@ -173,6 +173,11 @@ export class SourceMonitor extends EventEmitter {
     return this.infoValue?.id ?? this.idValue;
   }
 
+  /** The driver family (the factory's name). */
+  get driver(): string {
+    return this.factory.driver;
+  }
+
   get state(): SourceState {
     return this.stateValue;
   }

@@ -73,6 +73,40 @@ class RecordingDrbg extends CtrDrbg {
   }
 }
 
+describe('EntropyService: sources added while running', () => {
+  it('adds a new device once, start-up tests it, and reseeds from it too', async () => {
+    const factory = createSimulatedQrngFactory({
+      devices: ['0', '1'].map((serial) => ({
+        serial,
+        claimedMinEntropy: 4,
+        rate: 4_000_000,
+        readTimeoutMs: 40,
+      })),
+    });
+    const [first, second] = factory.devices;
+    const svc = new EntropyService({
+      sources: [{ factory, open: { id: first!.id } }],
+      osSource: { factory: createOsEntropyFactory({ claimedMinEntropy: 6 }) },
+      reseedCron: null,
+      monitor: { backoff: { initialMs: 5, maxMs: 40 }, sentinelIntervalMs: 5 },
+    });
+    services.push(svc);
+    expect(await svc.addSource({ factory, open: { id: second!.id } })).toBe(false); // not started
+    await svc.start();
+    expect(await svc.addSource({ factory, open: { id: first!.id } })).toBe(false); // already watched
+    expect(await svc.addSource({ factory, open: { id: second!.id } })).toBe(true);
+    expect(await svc.addSource({ factory, open: { id: second!.id } })).toBe(false);
+    expect(svc.status().sources.map((s) => [s.id, s.state])).toEqual([
+      ['sim-qrng:0', 'healthy'],
+      ['sim-qrng:1', 'healthy'],
+      ['os', 'healthy'],
+    ]);
+    await svc.reseedNow();
+    const r = await svc.getEntropy(16, { require: 'quantum' });
+    expect(r.provenance.sources.map((s) => s.id).sort()).toEqual(['sim-qrng:0', 'sim-qrng:1']);
+  });
+});
+
 describe('EntropyService: the small-request output buffer', () => {
   function buffered() {
     const drbgs: RecordingDrbg[] = [];
