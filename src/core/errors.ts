@@ -44,6 +44,10 @@ export const ERROR_CATALOGUE = {
   HANDSHAKE_REPLAYED: { status: 409, text: 'The handshake nonce was already seen' },
   HANDSHAKE_DECAPSULATION: { status: 400, text: 'The KEM ciphertext does not decapsulate' },
   POSTURE_BELOW_MINIMUM: { status: 403, text: 'The offered posture is below the minimum for this peer' },
+  POSTURE_NOT_PERMITTED: {
+    status: 403,
+    text: "The offered posture is not permitted by this node's jurisdiction rules",
+  },
   CONFIRM_MISMATCH: { status: 400, text: 'The key-confirmation tag does not match' },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---

@@ -371,7 +371,8 @@ export class SessionService {
    * in this order: decode (HANDSHAKE_MALFORMED), version (HANDSHAKE_VERSION), recipient
    * (HANDSHAKE_WRONG_RECIPIENT), pinned initiator (HANDSHAKE_UNKNOWN_PEER), signature
    * (HANDSHAKE_BAD_SIGNATURE), KME/SAE ids vs the bundles, timestamp window (HANDSHAKE_STALE),
-   * minimum posture (POSTURE_BELOW_MINIMUM), QKD configured (QKD_UNAVAILABLE), replay cache
+   * minimum posture (POSTURE_BELOW_MINIMUM), this node's jurisdiction rules for QKD with the
+   * initiator's region (POSTURE_NOT_PERMITTED), QKD configured (QKD_UNAVAILABLE), replay cache
    * (HANDSHAKE_REPLAYED). Then, overlapping: dec_keys, decapsulation and the replay entry's fsync;
    * reported in the order store failure, HANDSHAKE_DECAPSULATION, dec_keys (QKD_UNAVAILABLE).
    */
@@ -446,6 +447,10 @@ export class SessionService {
         'POSTURE_BELOW_MINIMUM',
         `offered ${body.posture}, the minimum for this peer is ${min}`,
       );
+    }
+    if (postureHasQkd(body.posture)) {
+      const c = this.o.policy.qkdCompliance(peer.region);
+      if (!c.ok) throw new QkmError('POSTURE_NOT_PERMITTED', `offered ${body.posture}: ${c.why}`);
     }
     if (postureHasQkd(body.posture) && !this.o.qkd) {
       throw new QkmError('QKD_UNAVAILABLE', 'the handshake uses QKD but this node has no QKD key source');

@@ -254,30 +254,39 @@ export class PosturePolicy {
     if (postureHasQrng(posture) && !local.qrng) {
       return { ok: false, why: `QRNG not permitted in ${this.opts.region} (${local.note})` };
     }
-    if (postureHasQkd(posture)) {
-      const a = this.opts.region;
-      const b = peerRegion;
-      const pair = this.config.pairs.find((x) => (x.a === a && x.b === b) || (x.a === b && x.b === a));
-      if (pair) {
-        return pair.qkd
-          ? { ok: true, why: `QKD allowed for ${a}↔${b} by agreement` }
-          : { ok: false, why: `QKD not permitted for ${a}↔${b}${pair.note ? ` (${pair.note})` : ''}` };
-      }
-      const ra = this.rule(a);
-      const rb = this.rule(b);
-      const allows = (r: RegionRule) => r.qkd === 'permitted' || (r.qkd === 'domestic' && a === b);
-      if (!allows(ra))
-        return {
-          ok: false,
-          why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${a} (${ra.note})`,
-        };
-      if (!allows(rb))
-        return {
-          ok: false,
-          why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${b} (${rb.note})`,
-        };
-    }
+    if (postureHasQkd(posture)) return this.qkdCompliance(peerRegion);
     return { ok: true, why: posture === 'PQC' ? 'PQC is mandatory everywhere' : 'compliant' };
+  }
+
+  /**
+   * Whether QKD with a peer in `peerRegion` complies with this node's rules. The responder's
+   * half of compliance: the initiator chose the posture under its own rules, and each node
+   * answers for its own jurisdiction (QRNG is the initiator's local matter, so only QKD is
+   * checked on accept).
+   */
+  qkdCompliance(peerRegion: string): { ok: boolean; why: string } {
+    const a = this.opts.region;
+    const b = peerRegion;
+    const pair = this.config.pairs.find((x) => (x.a === a && x.b === b) || (x.a === b && x.b === a));
+    if (pair) {
+      return pair.qkd
+        ? { ok: true, why: `QKD allowed for ${a}↔${b} by agreement` }
+        : { ok: false, why: `QKD not permitted for ${a}↔${b}${pair.note ? ` (${pair.note})` : ''}` };
+    }
+    const ra = this.rule(a);
+    const rb = this.rule(b);
+    const allows = (r: RegionRule) => r.qkd === 'permitted' || (r.qkd === 'domestic' && a === b);
+    if (!allows(ra))
+      return {
+        ok: false,
+        why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${a} (${ra.note})`,
+      };
+    if (!allows(rb))
+      return {
+        ok: false,
+        why: `QKD not permitted ${a === b ? 'in' : 'across the border of'} ${b} (${rb.note})`,
+      };
+    return { ok: true, why: 'compliant' };
   }
 
   /** Availability now, with the reason when not. */

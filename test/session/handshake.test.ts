@@ -405,6 +405,27 @@ describe('responder rejections (no QKD key is consumed)', () => {
     });
   });
 
+  it("QKD the responder's own jurisdiction rules forbid → POSTURE_NOT_PERMITTED, no KME call", async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    // The initiator's rules allow QKD within the EU; the responder has an agreement forbidding it.
+    b.rebuildPolicy({ pairs: [{ a: 'EU', b: 'EU', qkd: false, note: 'national rule' }] });
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('QKD+PQC+QRNG');
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
+    expect(link.calls.getKeysById).toBe(0);
+    const recs = await b.audit.records();
+    expect(recs.at(-1)).toMatchObject({
+      type: 'session.rejected',
+      details: { code: 'POSTURE_NOT_PERMITTED' },
+    });
+    // Not a replay afterwards: once the rule allows it, the same handshake is accepted.
+    b.rebuildPolicy({});
+    await expect(b.sessions.accept({ handshake: i.handshake })).resolves.toMatchObject({
+      posture: 'QKD+PQC+QRNG',
+    });
+  });
+
   it('handshake for another node → HANDSHAKE_WRONG_RECIPIENT', async () => {
     const { a, link, i } = await qkdPair();
     const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c' });
