@@ -389,6 +389,7 @@ export class Appliance {
     for (const t of this.cronTasks) t.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
     await this.app?.close();
+    this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);
     await this.qkd?.close();
     await this.entropy.stop();

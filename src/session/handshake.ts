@@ -11,6 +11,7 @@ import type { NodeIdentity } from './identity.js';
 import type { Peer, PeerRegistry } from './peers.js';
 import type { PostureDecision, PosturePolicy } from './policy.js';
 import { type Posture, isPosture, postureAtLeast, postureHasQkd, postureHasQrng } from './posture.js';
+import { RejectionAudit } from './rejection-audit.js';
 import { ReplayCache } from './replay.js';
 import {
   HANDSHAKE_VERSION,
@@ -155,6 +156,7 @@ export const DEFAULT_WINDOW_MS = 120_000;
 export class SessionService {
   private readonly sessions: RecordStore<SessionRecord>;
   private readonly replay: ReplayCache;
+  private readonly rejections: RejectionAudit;
   private readonly clock: () => number;
   private readonly windowMs: number;
 
@@ -163,9 +165,15 @@ export class SessionService {
     this.clock = o.clock ?? Date.now;
     this.windowMs = o.windowMs ?? DEFAULT_WINDOW_MS;
     this.replay = new ReplayCache(o.store, { windowMs: this.windowMs });
+    this.rejections = new RejectionAudit(o.audit, { clock: this.clock });
     if (o.qkd && o.identity.saeId && o.qkd.saeId !== o.identity.saeId) {
       throw new QkmError('INVALID_PARAMETER', 'the QKD key source SAE id differs from the identity bundle');
     }
+  }
+
+  /** Records counts of suppressed rejection records now (before the audit log closes). */
+  flushAudit(): void {
+    this.rejections.flush();
   }
 
   /** Starts a session with a pinned peer. Throws PEER_NOT_FOUND, POSTURE_UNAVAILABLE, INVALID_PARAMETER. */
@@ -384,16 +392,12 @@ export class SessionService {
       });
       return await this.complete(body, bodyBytes, peer, admission);
     } catch (err) {
-      await this.o.audit
-        .append({
-          type: 'session.rejected',
-          actor: initiator ?? 'unknown',
-          details: {
-            code: isQkmError(err) ? err.code : 'INTERNAL',
-            reason: isQkmError(err) ? err.message : 'error',
-          },
-        })
-        .catch(() => undefined); // the rejection itself is what the caller must see
+      // Bounded per code and minute: junk at the rate limit must not become an fsync per request.
+      await this.rejections.record(
+        initiator ?? 'unknown',
+        isQkmError(err) ? err.code : 'INTERNAL',
+        isQkmError(err) ? err.message : 'error',
+      );
       throw err;
     }
   }
