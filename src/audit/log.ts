@@ -58,6 +58,14 @@ const recKey = (seq: number) => `r:${String(seq).padStart(12, '0')}`;
  * Storage: namespace `audit`, keys `r:<seq 12 digits>`, plus `head` (a start-up hint that may lag
  * the records; `loadHead` rolls forward over any records written after it).
  */
+/**
+ * The AuditLog that owns each store's chain: the one created last (a new instance over the same
+ * store is how a restart, or a crash test, continues the chain). Older instances refuse to write,
+ * so two writers can never fork the chain. Other processes cannot share a LevelDB store (its
+ * lock), so this in-memory check replaces a read-before-write per record.
+ */
+const owners = new WeakMap<object, AuditLog>();
+
 export class AuditLog implements AuditSink {
   private readonly rs: RecordStore<AuditRecord | Head>;
   private readonly clock: () => number;
@@ -70,6 +78,7 @@ export class AuditLog implements AuditSink {
 
   constructor(private readonly opts: AuditLogOptions) {
     this.rs = opts.store.records('audit');
+    owners.set(opts.store, this);
     this.clock = opts.clock ?? Date.now;
     this.sealEvery = opts.sealEvery ?? 64;
     this.signer = opts.signer;
@@ -167,11 +176,12 @@ export class AuditLog implements AuditSink {
       prev_hash: head.hash,
     };
     const rec: AuditRecord = { ...unhashed, hash: recordHash(unhashed) };
-    if (!(await this.rs.putIfAbsent(recKey(rec.seq), rec))) {
-      // Another writer shares the store; never fork the chain.
+    if (owners.get(this.opts.store) !== this) {
+      // A newer instance continues this store's chain; never fork it.
       this.head = undefined;
-      throw new QkmError('INTERNAL', 'audit log sequence conflict');
+      throw new QkmError('INTERNAL', 'another audit log instance now writes this store');
     }
+    await this.rs.put(recKey(rec.seq), rec);
     head.seq = rec.seq;
     head.hash = rec.hash;
     if (type === SEAL_TYPE) head.sealed_through = rec.seq;

@@ -1,6 +1,6 @@
-import { sha3_256 } from '@noble/hashes/sha3.js';
+import { createHash } from 'node:crypto';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { encodeFields, fromBase64url, fromHex, str, toHex, u64 } from '../session/encoding.js';
+import { encodeFields, fromBase64url, fromHex, str, u64 } from '../session/encoding.js';
 import { DSA_CONTEXT, nodeIdOf } from '../session/identity.js';
 import { canonicalJson } from './canonical.js';
 import { type AuditRecord, type AuditVerifyResult, SEAL_TYPE } from './types.js';
@@ -15,7 +15,8 @@ export const GENESIS_HASH = '0'.repeat(64);
 /** hash = hex SHA3-256(canonical JSON of the record without `hash`). */
 export function recordHash(rec: Omit<AuditRecord, 'hash'> & { hash?: string }): string {
   const { hash: _omit, ...rest } = rec;
-  return toHex(sha3_256(new TextEncoder().encode(canonicalJson(rest))));
+  // OpenSSL's SHA3-256 (node:crypto): same digest, a tenth of the time of the JavaScript one.
+  return createHash('sha3-256').update(canonicalJson(rest), 'utf8').digest('hex');
 }
 
 /** The bytes a seal signs: fields("qkm/v1 audit-seal", u64(through_seq), SHA3 digest bytes). */

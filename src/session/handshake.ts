@@ -501,54 +501,8 @@ export class SessionService {
       // One turn of the event loop puts the request on the wire before the CPU-bound step.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    let ss: Uint8Array | undefined;
-    try {
-      // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
-      ss = ml_kem768.decapsulate(body.kemCiphertext, me.kem.secretKey);
-    } catch {
-      // Reported after the admission below has settled, so a store failure still wins.
-    }
-    try {
-      await admission;
-    } catch (err) {
-      ss?.fill(0);
-      discardQkd();
-      throw err;
-    }
-    if (ss === undefined) {
-      discardQkd();
-      throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
-    }
-    let qkdKeys: QkdKey[] = [];
-    if (qkdRequest) {
-      try {
-        qkdKeys = await qkdRequest;
-      } catch (err) {
-        ss.fill(0);
-        throw new QkmError(
-          'QKD_UNAVAILABLE',
-          `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`,
-        );
-      }
-      const ok =
-        qkdKeys.length === body.qkdKeyIds.length &&
-        qkdKeys.every((k, i) => k.keyId === body.qkdKeyIds[i] && k.key.length === QKD_KEY_BITS / 8);
-      if (!ok) {
-        ss.fill(0);
-        for (const k of qkdKeys) k.key.fill(0);
-        throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
-      }
-    }
+    // Everything the session's records say follows from the (verified) body alone.
     const th = transcriptHash(bodyBytes);
-    const keys = deriveKeys(
-      ss,
-      qkdKeys.map((k) => k.key),
-      body.r,
-      th,
-    );
-    ss.fill(0);
-    for (const k of qkdKeys) k.key.fill(0);
-    keys.confirmKey.fill(0);
     const sessionId = sessionIdOf(th);
     const qkd = postureHasQkd(body.posture);
     const at = new Date(body.timestamp).toISOString();
@@ -573,10 +527,9 @@ export class SessionService {
     };
     // The session record and the audit record are written concurrently: the store commits
     // concurrent synced writes together, so the caller waits for about one fsync, not two.
-    const [keyId] = await Promise.all([
-      (async () => {
-        const id = await this.keep(keys.key, sessionId, 'responder', provenance, at);
-        await this.sessions.put(`responder:${sessionId}`, {
+    const writeRecords = (keyId: string | undefined): Promise<unknown> =>
+      Promise.all([
+        this.sessions.put(`responder:${sessionId}`, {
           session_id: sessionId,
           role: 'responder',
           peer: peer.nodeId,
@@ -584,16 +537,91 @@ export class SessionService {
           created: new Date(this.clock()).toISOString(),
           handshake_at: at,
           provenance,
-          ...(id ? { key_id: id } : {}),
-        });
-        return id;
-      })(),
-      this.o.audit.append({
-        type: 'session.accepted',
-        actor: peer.nodeId,
-        details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
-      }),
-    ]);
+          ...(keyId ? { key_id: keyId } : {}),
+        }),
+        this.o.audit.append({
+          type: 'session.accepted',
+          actor: peer.nodeId,
+          details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
+        }),
+      ]);
+    // Without QKD nothing after this point can fail but the (FIPS 203: infallible for a
+    // well-formed ciphertext) decapsulation, so the records' fsync overlaps it. With QKD the
+    // records wait for dec_keys, whose failure is a real possibility; when the key is kept,
+    // the record names its key id, known only at the end.
+    const early = !qkd && !this.o.keepKeys ? writeRecords(undefined) : undefined;
+    if (early) {
+      early.catch(() => undefined); // observed below
+      // One turn of the event loop hands the synced writes to the storage thread first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const undoEarly = async (): Promise<void> => {
+      if (!early) return;
+      await early.catch(() => undefined);
+      // The rejection record the caller writes next supersedes the acceptance record.
+      await this.sessions.del(`responder:${sessionId}`).catch(() => undefined);
+    };
+    let ss: Uint8Array | undefined;
+    try {
+      // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
+      ss = ml_kem768.decapsulate(body.kemCiphertext, me.kem.secretKey);
+    } catch {
+      // Reported after the admission below has settled, so a store failure still wins.
+    }
+    try {
+      await admission;
+    } catch (err) {
+      ss?.fill(0);
+      discardQkd();
+      await undoEarly();
+      throw err;
+    }
+    if (ss === undefined) {
+      discardQkd();
+      await undoEarly();
+      throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
+    }
+    let qkdKeys: QkdKey[] = [];
+    if (qkdRequest) {
+      try {
+        qkdKeys = await qkdRequest;
+      } catch (err) {
+        ss.fill(0);
+        throw new QkmError(
+          'QKD_UNAVAILABLE',
+          `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`,
+        );
+      }
+      const ok =
+        qkdKeys.length === body.qkdKeyIds.length &&
+        qkdKeys.every((k, i) => k.keyId === body.qkdKeyIds[i] && k.key.length === QKD_KEY_BITS / 8);
+      if (!ok) {
+        ss.fill(0);
+        for (const k of qkdKeys) k.key.fill(0);
+        throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
+      }
+    }
+    const keys = deriveKeys(
+      ss,
+      qkdKeys.map((k) => k.key),
+      body.r,
+      th,
+    );
+    ss.fill(0);
+    for (const k of qkdKeys) k.key.fill(0);
+    keys.confirmKey.fill(0);
+    let keyId: string | undefined;
+    try {
+      if (early) {
+        await early;
+      } else {
+        keyId = await this.keep(keys.key, sessionId, 'responder', provenance, at);
+        await writeRecords(keyId);
+      }
+    } catch (err) {
+      keys.key.fill(0);
+      throw err;
+    }
     return {
       session_id: sessionId,
       key: keys.key,

@@ -1,6 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { sha3_256 } from '@noble/hashes/sha3.js';
 import { expand, extract } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
@@ -188,8 +187,9 @@ export function decodeMessage(text: unknown): { body: Uint8Array; signature: Uin
   }
 }
 
+/** SHA3-256 of the encoded body (OpenSSL's: a tenth of the time of the JavaScript one, same digest). */
 export function transcriptHash(body: Uint8Array): Uint8Array {
-  return sha3_256(body);
+  return new Uint8Array(createHash('sha3-256').update(body).digest());
 }
 
 /** ML-DSA-65 signature, ctx "qkm/v1 handshake". `deterministic` for known-answer vectors only. */

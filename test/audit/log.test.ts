@@ -130,6 +130,17 @@ describe('audit log', () => {
     expect(verifyAuditLog([{ junk: true }], alice.signing.publicKey)).toMatchObject({ ok: false, seq: 1 });
   });
 
+  it('an older instance over the same store refuses to write once a newer one took over', async () => {
+    const { store, records } = await filledLog(2);
+    const older = new AuditLog({ store });
+    await older.append({ type: 'a', actor: 'x' });
+    const newer = new AuditLog({ store });
+    await expect(older.append({ type: 'b', actor: 'x' })).rejects.toMatchObject({ code: 'INTERNAL' });
+    const rec = await newer.append({ type: 'c', actor: 'x' });
+    expect(rec.seq).toBe(records.length + 2);
+    expect(verifyAuditLog(await newer.records(), alice.signing.publicKey)).toMatchObject({ ok: true });
+  });
+
   it('continues the chain after a restart over the same store', async () => {
     const { store, records } = await filledLog(3);
     const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
