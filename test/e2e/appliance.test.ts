@@ -15,6 +15,7 @@ import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * The whole appliance over real HTTP on loopback, in simulator mode: the simulated Quantis
@@ -51,16 +52,6 @@ async function startAppliance(): Promise<Appliance> {
     logger,
     entropyTuning: { monitor: { backoff: { initialMs: 50, maxMs: 400, factor: 2 }, sentinelIntervalMs: 50 } },
   });
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const quantisState = async () =>

@@ -6,6 +6,7 @@ import { Appliance } from '../../src/app.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Hot-plug over the running appliance (simulator mode): a second Quantis plugged into the
@@ -15,16 +16,6 @@ let dir: string;
 let appliance: Appliance;
 let client: QkmClient;
 let admin: QkmClient;
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const stateOf = async (id: string) => (await client.status()).entropy.sources.find((s) => s.id === id)?.state;
 
