@@ -245,6 +245,15 @@ export class SessionService {
     let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
     try {
       encapsulated = ml_kem768.encapsulate(peer.kemPublicKey, m);
+    } catch (err) {
+      // Keys the KME hands out anyway are wiped when they arrive.
+      qkdRequest?.then(
+        (ks) => {
+          for (const k of ks) k.key.fill(0);
+        },
+        () => undefined,
+      );
+      throw err;
     } finally {
       m.fill(0);
     }
