@@ -150,6 +150,19 @@ export interface SessionServiceOptions {
 export const DEFAULT_WINDOW_MS = 120_000;
 
 /**
+ * For a QKD key request whose keys are no longer wanted (the handshake failed after it was sent):
+ * keys the KME hands out anyway are wiped when they arrive.
+ */
+function wipeWhenArrived(request: Promise<QkdKey[]> | undefined): void {
+  request?.then(
+    (keys) => {
+      for (const k of keys) k.key.fill(0);
+    },
+    () => undefined,
+  );
+}
+
+/**
  * The hybrid session-key service: `initiate` on the node whose agent starts a session, `accept`
  * on the peer's node, `confirm` back on the initiator. Construction in /tmp/qkm-protocol.md.
  */
@@ -246,13 +259,7 @@ export class SessionService {
     try {
       encapsulated = ml_kem768.encapsulate(peer.kemPublicKey, m);
     } catch (err) {
-      // Keys the KME hands out anyway are wiped when they arrive.
-      qkdRequest?.then(
-        (ks) => {
-          for (const k of ks) k.key.fill(0);
-        },
-        () => undefined,
-      );
+      wipeWhenArrived(qkdRequest);
       throw err;
     } finally {
       m.fill(0);
@@ -497,14 +504,6 @@ export class SessionService {
           timeoutMs: this.o.qkdTimeoutMs ?? 5000,
         })
       : undefined;
-    const discardQkd = (): void => {
-      qkdRequest?.then(
-        (ks) => {
-          for (const k of ks) k.key.fill(0);
-        },
-        () => undefined,
-      );
-    };
     if (qkdRequest) {
       qkdRequest.catch(() => undefined); // observed below
       // One turn of the event loop puts the request on the wire before the CPU-bound step.
@@ -581,12 +580,12 @@ export class SessionService {
       await admission;
     } catch (err) {
       ss?.fill(0);
-      discardQkd();
+      wipeWhenArrived(qkdRequest);
       await undoEarly();
       throw err;
     }
     if (ss === undefined) {
-      discardQkd();
+      wipeWhenArrived(qkdRequest);
       await undoEarly();
       throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
     }
