@@ -63,11 +63,21 @@ export async function exhaustQkd(setup: TwoNodeSetup): Promise<number> {
   throw new Error('the QKD stock did not run out');
 }
 
-/** Restarts the link and waits for keys again. */
+/**
+ * Restarts the link, waits for keys again and until node A's policy sees the link up: the
+ * policy reuses a "link down" answer for up to a second (DEFAULT_QKD_DOWN_CACHE_MS).
+ */
 export async function restoreQkd(setup: TwoNodeSetup, timeoutMs = 15_000): Promise<void> {
   setup.kme.generator.resume();
   setup.kme.generator.start();
   await waitForQkdKeys(setup, 1, timeoutMs);
+  const { policy, peers } = setup.a.appliance;
+  const peer = await peers.require(setup.b.nodeId);
+  await until(
+    "node A's policy to see the QKD link up",
+    async () => (await policy.availability('QKD+PQC+QRNG', peer)).ok,
+    timeoutMs,
+  );
 }
 
 function quantisOf(setup: TwoNodeSetup, node: 'a' | 'b') {

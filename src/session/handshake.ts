@@ -170,6 +170,8 @@ export class SessionService {
   private readonly sessions: RecordStore<SessionRecord>;
   private readonly replay: ReplayCache;
   private readonly rejections: RejectionAudit;
+  /** Errors that abandoned a session after its acceptance record was written (audited as such). */
+  private readonly abandoned = new WeakSet<object>();
   private readonly clock: () => number;
   private readonly windowMs: number;
 
@@ -278,7 +280,9 @@ export class SessionService {
         this.o.policy.qkdFailed(peer);
         const kind = (err as { kind?: string }).kind;
         const answered = kind !== undefined && !UNREACHABLE_KME.has(kind);
-        const now = answered ? await this.o.policy.availability('QKD+PQC+QRNG', peer) : undefined;
+        const now = answered
+          ? await this.o.policy.availability('QKD+PQC+QRNG', peer, { fresh: true })
+          : undefined;
         const why =
           `QKD key request failed (${kind ?? (err as Error).name})` + (now && !now.ok ? `: ${now.why}` : '');
         if (decision.minimum === 'QKD+PQC+QRNG') {
@@ -408,6 +412,8 @@ export class SessionService {
       });
       return await this.complete(body, bodyBytes, peer, admission);
     } catch (err) {
+      // An abandoned session has its own record already (see complete()).
+      if (err instanceof Object && this.abandoned.has(err)) throw err;
       // Bounded per code and minute: junk at the rate limit must not become an fsync per request.
       await this.rejections.record(
         initiator ?? 'unknown',
@@ -497,18 +503,14 @@ export class SessionService {
   ): Promise<AcceptResult> {
     const me = this.o.identity;
     // dec_keys goes out first (the handshake is authenticated and admitted by now), so the KME
-    // round trip overlaps the decapsulation and the replay entry's fsync. Should anything below
+    // round trip overlaps the decapsulation and the synced writes below. Should anything below
     // fail, keys that arrive anyway are wiped; the KME has already released them either way.
     const qkdRequest = postureHasQkd(body.posture)
       ? this.o.qkd!.getKeysById(body.initiatorSaeId, body.qkdKeyIds, {
           timeoutMs: this.o.qkdTimeoutMs ?? 5000,
         })
       : undefined;
-    if (qkdRequest) {
-      qkdRequest.catch(() => undefined); // observed below
-      // One turn of the event loop puts the request on the wire before the CPU-bound step.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+    qkdRequest?.catch(() => undefined); // observed below
     // Everything the session's records say follows from the (verified) body alone.
     const th = transcriptHash(bodyBytes);
     const sessionId = sessionIdOf(th);
@@ -553,23 +555,47 @@ export class SessionService {
           details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
         }),
       ]);
-    // Without QKD nothing after this point can fail but the (FIPS 203: infallible for a
-    // well-formed ciphertext) decapsulation, so the records' fsync overlaps it. With QKD the
-    // records wait for dec_keys, whose failure is a real possibility; when the key is kept,
-    // the record names its key id, known only at the end.
-    const early = !qkd && !this.o.keepKeys ? writeRecords(undefined) : undefined;
-    if (early) {
-      early.catch(() => undefined); // observed below
-      // One turn of the event loop hands the synced writes to the storage thread first.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    const undoEarly = async (): Promise<void> => {
-      if (!early) return;
-      await early.catch(() => undefined);
-      // The rejection record the caller writes next supersedes the acceptance record.
-      await this.sessions.del(`responder:${sessionId}`).catch(() => undefined);
-    };
+    // The records are written now, while dec_keys and the decapsulation run, so their fsync is
+    // off the critical path. What can still fail after this point (the replay entry's write,
+    // dec_keys, a mismatching KME answer, the decapsulation — infallible for a well-formed
+    // ciphertext) then abandons the session: its record is deleted and `session.abandoned`
+    // follows `session.accepted` in the audit trail. When the key is kept, the record names its
+    // key id, known only at the end, so nothing is written early.
+    const early = this.o.keepKeys ? undefined : writeRecords(undefined);
+    early?.catch(() => undefined); // observed below
+    // One turn of the event loop puts the KME request on the wire and hands the synced writes to
+    // the storage thread before the CPU-bound step.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     let ss: Uint8Array | undefined;
+    let qkdKeys: QkdKey[] = [];
+    const abandon = async (err: unknown): Promise<never> => {
+      ss?.fill(0);
+      for (const k of qkdKeys) k.key.fill(0);
+      wipeWhenArrived(qkdRequest);
+      if (early) {
+        const written = await early.then(
+          () => true,
+          () => false,
+        );
+        await this.sessions.del(`responder:${sessionId}`).catch(() => undefined);
+        if (written && err instanceof Object) {
+          // Never suppressed: only an authenticated, admitted handshake gets this far.
+          await this.o.audit
+            .append({
+              type: 'session.abandoned',
+              actor: peer.nodeId,
+              details: {
+                session_id: sessionId,
+                code: isQkmError(err) ? err.code : 'INTERNAL',
+                reason: isQkmError(err) ? err.message : 'error',
+              },
+            })
+            .catch(() => undefined);
+          this.abandoned.add(err);
+        }
+      }
+      throw err;
+    };
     try {
       // FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm.
       ss = ml_kem768.decapsulate(body.kemCiphertext, me.kem.secretKey);
@@ -579,34 +605,28 @@ export class SessionService {
     try {
       await admission;
     } catch (err) {
-      ss?.fill(0);
-      wipeWhenArrived(qkdRequest);
-      await undoEarly();
-      throw err;
+      return await abandon(err);
     }
     if (ss === undefined) {
-      wipeWhenArrived(qkdRequest);
-      await undoEarly();
-      throw new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate');
+      return await abandon(
+        new QkmError('HANDSHAKE_DECAPSULATION', 'the KEM ciphertext does not decapsulate'),
+      );
     }
-    let qkdKeys: QkdKey[] = [];
     if (qkdRequest) {
       try {
         qkdKeys = await qkdRequest;
       } catch (err) {
-        ss.fill(0);
-        throw new QkmError(
-          'QKD_UNAVAILABLE',
-          `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`,
+        return await abandon(
+          new QkmError('QKD_UNAVAILABLE', `dec_keys failed (${(err as { kind?: string }).kind ?? 'error'})`),
         );
       }
       const ok =
         qkdKeys.length === body.qkdKeyIds.length &&
         qkdKeys.every((k, i) => k.keyId === body.qkdKeyIds[i] && k.key.length === QKD_KEY_BITS / 8);
       if (!ok) {
-        ss.fill(0);
-        for (const k of qkdKeys) k.key.fill(0);
-        throw new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake');
+        return await abandon(
+          new QkmError('QKD_UNAVAILABLE', 'the KME returned keys that do not match the handshake'),
+        );
       }
     }
     const keys = deriveKeys(
@@ -628,6 +648,7 @@ export class SessionService {
       }
     } catch (err) {
       keys.key.fill(0);
+      if (early) return await abandon(err);
       throw err;
     }
     return {

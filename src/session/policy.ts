@@ -146,32 +146,43 @@ export interface PosturePolicyOptions {
 }
 
 /**
- * A live QKD link check for a peer. `invalidate` (when present) drops any cached answer, so the
- * next check asks the KME again — the session service calls it when enc_keys fails.
+ * A QKD link check for a peer. `fresh` asks for an answer no older than this call (no cached
+ * "down"). `invalidate` (when present) drops any cached answer, so the next check asks the KME
+ * again — the session service calls it when enc_keys fails.
  */
-export type QkdAvailabilityCheck = ((peer: PolicyPeer) => Promise<QkdAvailability>) & {
+export type QkdAvailabilityCheck = ((
+  peer: PolicyPeer,
+  options?: { fresh?: boolean },
+) => Promise<QkdAvailability>) & {
   invalidate?: (peer?: PolicyPeer) => void;
 };
 
 /** How long a KME "link up, keys in stock" answer is reused by default, ms. */
 export const DEFAULT_QKD_UP_CACHE_MS = 1000;
+/** How long a "link down" answer (KME unreachable, or no keys in stock) is reused by default, ms. */
+export const DEFAULT_QKD_DOWN_CACHE_MS = 1000;
 
 /**
  * A QKD availability check backed by ETSI 014 Get status: the link is up when the KME answers
  * for the peer's SAE with at least `minKeys` keys in stock. Bounded by `timeoutMs`.
  *
- * Only "up" answers are cached, for `cacheUpMs` (monotonic clock; 0 disables), and concurrent
- * checks for one SAE share one request. Why this is safe: a stale "up" can only make a session
- * try enc_keys, and an enc_keys failure already falls back (degraded, with the reason, and 503
- * when the minimum needs QKD) and calls `invalidate`. "Down" answers are never cached, so a link
- * that comes back is used at once, and a failing link never lets a posture above it be chosen.
+ * Answers are reused per SAE — "up" for `cacheUpMs`, "down" for `cacheDownMs` (monotonic
+ * clock; 0 disables either) — and concurrent checks for one SAE share one request. Why this is
+ * safe: a stale "up" can only make a session try enc_keys, and an enc_keys failure already falls
+ * back (degraded, with the reason, and 503 when the minimum needs QKD) and calls `invalidate`. A
+ * stale "down" can only make a session fall back visibly (to PQC+QRNG, with the reason) for at
+ * most `cacheDownMs` after the link came back; a check made with `fresh` (the policy's when the
+ * minimum needs QKD, so a refusal is never based on an old answer) ignores it. Why cache "down"
+ * at all: without it every session with a link out of keys pays a KME round trip, and with an
+ * unreachable KME every session waits for the status timeout.
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
-  opts: { timeoutMs?: number; minKeys?: number; cacheUpMs?: number } = {},
+  opts: { timeoutMs?: number; minKeys?: number; cacheUpMs?: number; cacheDownMs?: number } = {},
 ): QkdAvailabilityCheck {
   const cacheUpMs = opts.cacheUpMs ?? DEFAULT_QKD_UP_CACHE_MS;
-  const upUntil = new Map<string, number>();
+  const cacheDownMs = opts.cacheDownMs ?? DEFAULT_QKD_DOWN_CACHE_MS;
+  const cached = new Map<string, { answer: QkdAvailability; until: number }>();
   const inFlight = new Map<string, Promise<QkdAvailability>>();
   const ask = async (saeId: string): Promise<QkdAvailability> => {
     try {
@@ -184,10 +195,13 @@ export function qkdAvailabilityFrom(
       return { up: false, reason: `KME status failed (${kind})` };
     }
   };
-  const check: QkdAvailabilityCheck = async (peer) => {
+  const check: QkdAvailabilityCheck = async (peer, options) => {
     const saeId = peer.saeId;
     if (!saeId) return { up: false, reason: 'peer has no SAE id' };
-    if ((upUntil.get(saeId) ?? 0) > performance.now()) return { up: true };
+    const hit = cached.get(saeId);
+    if (hit !== undefined && hit.until > performance.now() && (hit.answer.up || !options?.fresh)) {
+      return hit.answer;
+    }
     let p = inFlight.get(saeId);
     if (!p) {
       const started = performance.now();
@@ -195,7 +209,9 @@ export function qkdAvailabilityFrom(
         // An invalidate while the request was out wins: the answer may predate the failure.
         if (inFlight.get(saeId) === p) {
           inFlight.delete(saeId);
-          if (a.up && cacheUpMs > 0) upUntil.set(saeId, started + cacheUpMs);
+          const ttl = a.up ? cacheUpMs : cacheDownMs;
+          if (ttl > 0) cached.set(saeId, { answer: a, until: started + ttl });
+          else cached.delete(saeId);
         }
         return a;
       });
@@ -205,10 +221,10 @@ export function qkdAvailabilityFrom(
   };
   check.invalidate = (peer) => {
     if (peer?.saeId === undefined) {
-      upUntil.clear();
+      cached.clear();
       inFlight.clear();
     } else {
-      upUntil.delete(peer.saeId);
+      cached.delete(peer.saeId);
       inFlight.delete(peer.saeId);
     }
   };
@@ -289,10 +305,11 @@ export class PosturePolicy {
     return { ok: true, why: 'compliant' };
   }
 
-  /** Availability now, with the reason when not. */
+  /** Availability now, with the reason when not. `fresh`: no cached "QKD link down" answer. */
   async availability(
     posture: Posture,
     peer: PolicyPeer,
+    options: { fresh?: boolean } = {},
   ): Promise<{ ok: boolean; outage: boolean; why: string }> {
     if (postureHasQrng(posture)) {
       const s = this.opts.entropy.status();
@@ -310,7 +327,7 @@ export class PosturePolicy {
       if (!this.opts.saeId) return { ok: false, outage: false, why: 'this node has no SAE id' };
       if (!peer.saeId || !peer.kmeId)
         return { ok: false, outage: false, why: 'peer bundle has no SAE/KME id' };
-      const q = await this.opts.qkdAvailability(peer);
+      const q = await this.opts.qkdAvailability(peer, options);
       if (!q.up) return { ok: false, outage: true, why: q.reason ?? 'QKD link down' };
     }
     return { ok: true, outage: false, why: 'available' };
@@ -324,9 +341,18 @@ export class PosturePolicy {
     this.opts.qkdAvailability?.invalidate?.(peer);
   }
 
-  /** The decision table: every posture, its scores and why it is or is not admissible. */
-  async explain(peer: PolicyPeer, requestedMin?: Posture): Promise<PostureRow[]> {
+  /**
+   * The decision table: every posture, its scores and why it is or is not admissible. QKD is
+   * checked live (`fresh`) when asked, and always when the minimum needs it, so a refusal never
+   * rests on a cached "link down".
+   */
+  async explain(
+    peer: PolicyPeer,
+    requestedMin?: Posture,
+    options: { fresh?: boolean } = {},
+  ): Promise<PostureRow[]> {
     const min = this.minimumFor(peer, requestedMin);
+    const fresh = options.fresh === true || postureHasQkd(min);
     const { weights, scores } = this.config;
     const rows: PostureRow[] = [];
     for (const posture of POSTURES) {
@@ -334,7 +360,7 @@ export class PosturePolicy {
       const score = weights.security * s.sec - weights.latency * s.lat - weights.cost * s.cost;
       const c = this.compliance(posture, peer.region);
       const a = c.ok
-        ? await this.availability(posture, peer)
+        ? await this.availability(posture, peer, { fresh })
         : { ok: false, outage: false, why: 'not checked' };
       const meetsMin = postureAtLeast(posture, min);
       const why = !c.ok ? c.why : !a.ok ? a.why : !meetsMin ? `below the minimum ${min}` : 'admissible';
@@ -358,8 +384,12 @@ export class PosturePolicy {
    * Picks the posture. Throws QkmError POSTURE_UNAVAILABLE (503) when no posture at or above the
    * minimum is admissible, with the reasons in the message and `details.table`.
    */
-  async decide(peer: PolicyPeer, requestedMin?: Posture): Promise<PostureDecision> {
-    const table = await this.explain(peer, requestedMin);
+  async decide(
+    peer: PolicyPeer,
+    requestedMin?: Posture,
+    options: { fresh?: boolean } = {},
+  ): Promise<PostureDecision> {
+    const table = await this.explain(peer, requestedMin, options);
     const minimum = this.minimumFor(peer, requestedMin);
     const admissible = table.filter((r) => r.admissible);
     if (admissible.length === 0) {

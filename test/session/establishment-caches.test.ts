@@ -16,22 +16,69 @@ import { makePair } from './harness.js';
 const peer = { nodeId: 'c'.repeat(32), region: 'EU', saeId: 'sae-b', kmeId: 'kme-b' };
 
 describe('QKD availability cache', () => {
-  it('reuses an "up" answer, never a "down" one, and forgets on invalidate', async () => {
+  it('reuses an "up" answer, forgets on invalidate; a "down" one only until it expires or a fresh check', async () => {
     const link = new FakeQkdLink();
-    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), { cacheUpMs: 60_000 });
-    expect(await check(peer)).toEqual({ up: true });
-    expect(await check(peer)).toEqual({ up: true });
-    expect(link.calls.status).toBe(1);
+    let now = 0;
+    const realNow = performance.now.bind(performance);
+    performance.now = () => now;
+    try {
+      const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), {
+        cacheUpMs: 60_000,
+        cacheDownMs: 1000,
+      });
+      expect(await check(peer)).toEqual({ up: true });
+      expect(await check(peer)).toEqual({ up: true });
+      expect(link.calls.status).toBe(1);
 
-    check.invalidate?.(peer);
+      check.invalidate?.(peer);
+      link.up = false;
+      expect((await check(peer)).up).toBe(false);
+      expect((await check(peer)).up).toBe(false);
+      expect(link.calls.status).toBe(2); // the "down" answer is reused…
+
+      link.up = true;
+      expect((await check(peer)).up).toBe(false); // …for cacheDownMs,
+      expect(await check(peer, { fresh: true })).toEqual({ up: true }); // unless asked fresh
+      expect(link.calls.status).toBe(3);
+
+      check.invalidate?.(peer);
+      link.up = false;
+      expect((await check(peer)).up).toBe(false);
+      link.up = true;
+      now += 1000; // a link that comes back is used once the "down" answer expires
+      expect(await check(peer)).toEqual({ up: true });
+      expect(link.calls.status).toBe(5);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it('cacheDownMs 0 asks a down link every time', async () => {
+    const link = new FakeQkdLink();
     link.up = false;
-    expect((await check(peer)).up).toBe(false);
-    expect((await check(peer)).up).toBe(false);
-    expect(link.calls.status).toBe(3); // down answers are asked every time
+    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), { cacheDownMs: 0 });
+    await check(peer);
+    await check(peer);
+    expect(link.calls.status).toBe(2);
+  });
 
+  it('a link out of keys costs the sessions no KME round trip each; a QKD minimum asks live', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    link.up = false;
+    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(first.posture).toBe('PQC+QRNG');
+    const statusAfterFirst = link.calls.status;
+    const second = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(second.posture).toBe('PQC+QRNG');
+    expect(second.provenance).toMatchObject({ degraded: true, fallback: true });
+    expect(second.provenance.reason).toMatch(/KME status failed/);
+    expect(link.calls.status).toBe(statusAfterFirst);
+    // The link is back: a QKD minimum does not rest on the cached "down".
     link.up = true;
-    expect(await check(peer)).toEqual({ up: true }); // a link that comes back is used at once
-    expect(link.calls.status).toBe(4);
+    const strict = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    expect(strict.posture).toBe('QKD+PQC+QRNG');
+    expect(link.calls.status).toBe(statusAfterFirst + 1);
   });
 
   it('shares one KME request between concurrent checks', async () => {
@@ -64,11 +111,12 @@ describe('QKD availability cache', () => {
     expect(i.provenance.reason).toMatch(/QKD key request failed \(unavailable\): KME status failed/);
     const acc = await b.sessions.accept({ handshake: i.handshake });
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
-    // The failure dropped the cached answer: the next decision asks the KME and never tries enc_keys.
+    // The failure dropped the cached "up" and asked the KME live (the reason above): the next
+    // decision reuses that "down" answer and never tries enc_keys.
     const statusBefore = link.calls.status;
     const next = await a.sessions.initiate({ peer: b.identity.nodeId });
     expect(next.posture).toBe('PQC+QRNG');
-    expect(link.calls.status).toBe(statusBefore + 1);
+    expect(link.calls.status).toBe(statusBefore);
     expect(link.calls.getKeys).toBe(getKeysBefore + 1);
   });
 

@@ -125,6 +125,28 @@ describe('hybrid handshake', () => {
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
   });
 
+  it('dec_keys failing on the responder abandons the session, visibly, and the nonce stays spent', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(i.posture).toBe('QKD+PQC+QRNG');
+    link.up = false;
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'QKD_UNAVAILABLE');
+    // The records written while dec_keys ran are taken back: no session, and the audit trail
+    // says the accepted session was abandoned and why (not a bounded `session.rejected`).
+    expect(await b.sessions.get(i.session_id)).toEqual([]);
+    const recs = await b.audit.records();
+    expect(recs.slice(-2).map((r) => [r.type, r.details.session_id])).toEqual([
+      ['session.accepted', i.session_id],
+      ['session.abandoned', i.session_id],
+    ]);
+    expect(recs.at(-1)?.details).toMatchObject({ code: 'QKD_UNAVAILABLE' });
+    expect(recs.some((r) => r.type === 'session.rejected')).toBe(false);
+    // The KME has released the key id; the handshake cannot be retried.
+    link.up = true;
+    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+  });
+
   it('minimum above what is available → POSTURE_UNAVAILABLE', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });

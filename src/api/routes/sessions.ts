@@ -189,7 +189,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       const peer = await opts.peers.require(request.params.id);
       const min = request.query.min_posture;
       try {
-        const d = await opts.policy.decide(peer, min);
+        const d = await opts.policy.decide(peer, min, { fresh: true });
         return {
           peer: peer.nodeId,
           chosen: d.posture,
@@ -203,7 +203,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           peer: peer.nodeId,
           chosen: null,
           reason: (err as Error).message,
-          table: await opts.policy.explain(peer, min),
+          table: await opts.policy.explain(peer, min, { fresh: true }),
         };
       }
     },
