@@ -43,7 +43,7 @@ export async function waitForQkdKeys(setup: TwoNodeSetup, min = 1, timeoutMs = 1
  * itself when the pools are full), which the draining here would trigger.
  */
 export async function exhaustQkd(setup: TwoNodeSetup): Promise<number> {
-  setup.kme.generator.stop();
+  await setup.kme.stopLink();
   const a = qkdOf(setup, 'a');
   const b = qkdOf(setup, 'b');
   let consumed = 0;
@@ -68,8 +68,7 @@ export async function exhaustQkd(setup: TwoNodeSetup): Promise<number> {
  * policy reuses a "link down" answer for up to a second (DEFAULT_QKD_DOWN_CACHE_MS).
  */
 export async function restoreQkd(setup: TwoNodeSetup, timeoutMs = 15_000): Promise<void> {
-  setup.kme.generator.resume();
-  setup.kme.generator.start();
+  await setup.kme.restartLink();
   await waitForQkdKeys(setup, 1, timeoutMs);
   const { policy, peers } = setup.a.appliance;
   const peer = await peers.require(setup.b.nodeId);

@@ -2,7 +2,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateSimCerts } from '../../simulators/kme/certs.js';
-import { type RunningKmePair, runKmePairFromCerts } from '../../simulators/kme/pair.js';
+import { type KmePairDescription, runKmePairFromCerts } from '../../simulators/kme/pair.js';
+import { forkKmePair } from '../../simulators/kme/pair-process.js';
 import { Appliance } from '../app.js';
 import { QkmClient } from '../client/client.js';
 import { type QkmConfig, loadConfig } from '../core/config.js';
@@ -43,6 +44,11 @@ export interface TwoNodeSetupOptions {
   /** Extra config for both appliances (e.g. `api.rateLimitPerMinute` for the bench). */
   configOverrides?: Partial<QkmConfig>;
   /**
+   * Run the KME pair and its link in a child process (as a KME is another machine), so its work
+   * is not charged to the nodes' event loop. Default false: in this process.
+   */
+  kmeProcess?: boolean;
+  /**
    * EntropyService tuning for both appliances. The default shortens the source monitor's back-off
    * so a quarantined or recovered Quantis is noticed within a fraction of a second.
    */
@@ -78,10 +84,21 @@ export interface SetupDescription {
   certs_dir: string;
 }
 
+/** The KME pair and its BB84 link, in this process or in a child process. */
+export interface KmeLink {
+  description: KmePairDescription;
+  /** Stops the BB84 link (the KMEs keep serving the keys they hold). */
+  stopLink(): Promise<void>;
+  /** Starts the link again. */
+  restartLink(): Promise<void>;
+  /** Stops the KMEs and the link. */
+  stop(): Promise<void>;
+}
+
 export interface TwoNodeSetup {
   a: DemoNode;
   b: DemoNode;
-  kme: RunningKmePair;
+  kme: KmeLink;
   baseDir: string;
   describe(): SetupDescription;
   /** Stops both appliances, then the KME pair and the link; removes the temp dir if it made one. Idempotent. */
@@ -109,11 +126,12 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
   try {
     const certsDir = join(baseDir, 'certs');
     const certs = await generateSimCerts(certsDir);
-    const kme = await runKmePairFromCerts({
+    const kme = await startKmeLink({
       certsDir,
       distanceKm,
       ports: { a: 0, b: 0 },
       link: { timeScale },
+      inChildProcess: options.kmeProcess === true,
     });
     // kme.stop() also stops the link (the pair started it once listening).
     stops.push(() => kme.stop());
@@ -188,7 +206,11 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
           kme_id: n.kmeId,
         })),
         kmes: kme.description.kmes.map((k) => ({ id: k.id, url: k.url, saes: k.saes })),
-        link: { distance_km: distanceKm, time_scale: timeScale, model_rate_bps: kme.generator.modelRateBps },
+        link: {
+          distance_km: distanceKm,
+          time_scale: timeScale,
+          model_rate_bps: kme.description.link.model_rate_bps,
+        },
         certs_dir: certsDir,
       }),
       stop: () => {
@@ -200,4 +222,21 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
     await stopAll();
     throw err;
   }
+}
+
+async function startKmeLink(
+  o: Parameters<typeof runKmePairFromCerts>[0] & { inChildProcess: boolean },
+): Promise<KmeLink> {
+  const { inChildProcess, ...options } = o;
+  if (inChildProcess) return forkKmePair(options);
+  const running = await runKmePairFromCerts(options);
+  return {
+    description: running.description,
+    stopLink: async () => running.generator.stop(),
+    restartLink: async () => {
+      running.generator.resume();
+      running.generator.start();
+    },
+    stop: () => running.stop(),
+  };
 }
