@@ -1,13 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { expand, extract } from '@noble/hashes/hkdf.js';
-import { hmac } from '@noble/hashes/hmac.js';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { DSA_CONTEXT } from './identity.js';
 import {
   EncodingError,
-  concatBytes,
   decodeFields,
   encodeFields,
   fromBase64url,
@@ -230,14 +226,27 @@ export function deriveKeys(
   r: Uint8Array,
   th: Uint8Array,
 ): DerivedKeys {
-  const ikm = concatBytes(ssMlkem, ...qkdKeys);
-  const prk = extract(sha256, ikm, r);
-  const key = expand(sha256, prk, concatBytes(KDF_LABEL, th), KEY_BYTES);
-  const confirmKey = expand(sha256, prk, concatBytes(CONFIRM_KEY_LABEL, th), KEY_BYTES);
-  const confirmTag = hmac(sha256, confirmKey, concatBytes(CONFIRM_TAG_LABEL, th));
-  ikm.fill(0);
+  // HMAC from OpenSSL (node:crypto), as RFC 5869 writes HKDF: with L = 32 = HashLen, Expand is
+  // the single block T(1) = HMAC(PRK, info ‖ 0x01). Same bytes as @noble/hashes' hkdf (the
+  // known-answer vectors check it), a fraction of the time.
+  const prk = hmacSha256(r, ssMlkem, ...qkdKeys);
+  const key = hmacSha256(prk, KDF_LABEL, th, HKDF_BLOCK_1);
+  const confirmKey = hmacSha256(prk, CONFIRM_KEY_LABEL, th, HKDF_BLOCK_1);
+  const confirmTag = hmacSha256(confirmKey, CONFIRM_TAG_LABEL, th);
   prk.fill(0);
   return { key, confirmKey, confirmTag };
+}
+
+const HKDF_BLOCK_1 = Uint8Array.of(1);
+
+/** HMAC-SHA-256(key, parts…) into a fresh array; the intermediate Buffer is wiped. */
+function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = createHmac('sha256', key);
+  for (const p of parts) h.update(p);
+  const digest = h.digest();
+  const out = new Uint8Array(digest);
+  digest.fill(0);
+  return out;
 }
 
 /** Both sides name the session after the transcript: lowercase hex of th[0..16). */
