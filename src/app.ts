@@ -134,6 +134,7 @@ export class Appliance {
         outputBufferBytes: config.entropy.outputBufferBytes,
         maxRequestBytes: config.entropy.maxRequestBytes,
         ...options.entropyTuning,
+        monitor: { healthAlphaLog2: config.entropy.healthAlphaLog2, ...options.entropyTuning?.monitor },
       });
       // Passing a start-up test or re-opening is news, not a warning; failures are warnings.
       entropy.on('health', (e) =>

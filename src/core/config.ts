@@ -58,6 +58,12 @@ export const ConfigSchema = Type.Object(
          * bytes (wiped on every reseed); 0 makes every request its own generate call.
          */
         outputBufferBytes: Type.Integer({ minimum: 0, maximum: 65536, default: 4096 }),
+        /**
+         * −log2 of the continuous health tests' false-positive probability α per sample
+         * (SP 800-90B §4.4 recommends 20…40). 40: a healthy 4 Mbit/s device is not quarantined
+         * by chance every half minute, as it would be at 20.
+         */
+        healthAlphaLog2: Type.Integer({ minimum: 20, maximum: 40, default: 40 }),
         /** Output rate of the simulated Quantis device in simulator mode (bytes/s; 500000 = 4 Mbit/s). */
         simulatedRateBytesPerSec: Type.Integer({ minimum: 1000, default: 500000 }),
         serial: Type.Array(SerialSourceConfig, { default: [] }),

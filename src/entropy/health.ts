@@ -1,16 +1,33 @@
 /**
  * Continuous health tests for raw noise-source samples, NIST SP 800-90B §4.4:
- * the Repetition Count Test (§4.4.1) and the Adaptive Proportion Test (§4.4.2), both at the
- * false-positive probability α = 2⁻²⁰ the standard recommends, with cutoffs derived from the
- * source's *claimed* min-entropy per sample H.
+ * the Repetition Count Test (§4.4.1) and the Adaptive Proportion Test (§4.4.2), with cutoffs
+ * derived from the source's *claimed* min-entropy per sample H and a false-positive probability
+ * α per sample in the range the standard recommends, 2⁻⁴⁰ ≤ α ≤ 2⁻²⁰. The functions and the
+ * tester default to the standard's worked example α = 2⁻²⁰; the appliance's source monitors use
+ * {@link MONITOR_ALPHA_LOG2}.
  *
  * The tests are streaming: `HealthTester.feed(bytes)` splits bytes into samples (8-bit samples
  * are bytes; 1-bit samples are bits, most significant first) and carries test state across calls,
  * so a run or a window may span any number of reads.
  */
 
-/** −log2(α) for α = 2⁻²⁰ (SP 800-90B §4.4). */
+/** −log2(α) for α = 2⁻²⁰, the standard's example (SP 800-90B §4.4). */
 export const ALPHA_LOG2 = 20;
+
+/**
+ * −log2(α) the source monitors use by default: α = 2⁻⁴⁰, the small end of the recommended range.
+ * Why not 2⁻²⁰: α is per sample, and a Quantis at 4 Mbit/s delivers 2¹⁹ samples a second, so a
+ * perfect device claimed at H = 7.5 (RCT cutoff 4, a chance run every 2²⁴ bytes) would be
+ * quarantined about every half minute. At 2⁻⁴⁰ the cutoffs rise (RCT 7 at H = 7.5) and a stuck or
+ * biased source is still caught within a few samples.
+ */
+export const MONITOR_ALPHA_LOG2 = 40;
+
+function checkAlpha(alphaLog2: number): void {
+  if (!Number.isFinite(alphaLog2) || alphaLog2 < 20 || alphaLog2 > 40) {
+    throw new RangeError('−log2(α) must be in [20, 40] (SP 800-90B §4.4: 2⁻⁴⁰ ≤ α ≤ 2⁻²⁰)');
+  }
+}
 
 /** SP 800-90B §4.3 requirement 12: start-up testing covers at least 1024 consecutive samples. */
 export const STARTUP_SAMPLES = 1024;
@@ -28,9 +45,14 @@ function checkH(h: number, sampleBits: SampleBits): void {
  * floating-point quotient lands a hair above it (e.g. H = 0.1 style inputs), `Math.ceil` would
  * add a spurious 1; we snap quotients within a relative 1e-12 of an integer to that integer.
  */
-export function rctCutoff(claimedMinEntropy: number, sampleBits: SampleBits = 8): number {
+export function rctCutoff(
+  claimedMinEntropy: number,
+  sampleBits: SampleBits = 8,
+  alphaLog2: number = ALPHA_LOG2,
+): number {
   checkH(claimedMinEntropy, sampleBits);
-  const q = ALPHA_LOG2 / claimedMinEntropy;
+  checkAlpha(alphaLog2);
+  const q = alphaLog2 / claimedMinEntropy;
   const r = Math.round(q);
   const ceil = Math.abs(q - r) <= 1e-12 * q ? r : Math.ceil(q);
   return 1 + ceil;
@@ -86,9 +108,11 @@ export function aptCutoff(
   claimedMinEntropy: number,
   sampleBits: SampleBits = 8,
   window: number = aptWindow(sampleBits),
+  alphaLog2: number = ALPHA_LOG2,
 ): number {
   checkH(claimedMinEntropy, sampleBits);
-  return 1 + critBinom(window, 2 ** -claimedMinEntropy);
+  checkAlpha(alphaLog2);
+  return 1 + critBinom(window, 2 ** -claimedMinEntropy, alphaLog2);
 }
 
 export type HealthTestName = 'RCT' | 'APT';
@@ -107,6 +131,8 @@ export interface HealthFailure {
 export interface HealthTesterOptions {
   sampleBits: SampleBits;
   claimedMinEntropy: number;
+  /** −log2 of the false-positive probability α per sample, 20…40 (default {@link ALPHA_LOG2}). */
+  alphaLog2?: number;
 }
 
 /**
@@ -116,6 +142,7 @@ export interface HealthTesterOptions {
 export class HealthTester {
   readonly sampleBits: SampleBits;
   readonly claimedMinEntropy: number;
+  readonly alphaLog2: number;
   readonly rctCutoff: number;
   readonly aptCutoff: number;
   readonly aptWindow: number;
@@ -131,9 +158,10 @@ export class HealthTester {
   constructor(options: HealthTesterOptions) {
     this.sampleBits = options.sampleBits;
     this.claimedMinEntropy = options.claimedMinEntropy;
-    this.rctCutoff = rctCutoff(options.claimedMinEntropy, options.sampleBits);
+    this.alphaLog2 = options.alphaLog2 ?? ALPHA_LOG2;
+    this.rctCutoff = rctCutoff(options.claimedMinEntropy, options.sampleBits, this.alphaLog2);
     this.aptWindow = aptWindow(options.sampleBits);
-    this.aptCutoff = aptCutoff(options.claimedMinEntropy, options.sampleBits, this.aptWindow);
+    this.aptCutoff = aptCutoff(options.claimedMinEntropy, options.sampleBits, this.aptWindow, this.alphaLog2);
   }
 
   /** Total samples fed since the last reset. */

@@ -12,7 +12,7 @@ import type {
 } from '../../drivers/entropy/interface.js';
 import { createQuantisFactory } from '../../drivers/entropy/quantis-usb/index.js';
 import { createSerialTrngFactory } from '../../drivers/entropy/serial-trng/index.js';
-import { HealthTester, runStartupTest, startupBytes } from './health.js';
+import { HealthTester, MONITOR_ALPHA_LOG2, runStartupTest, startupBytes } from './health.js';
 import { mostCommonValueEstimate } from './min-entropy.js';
 
 /** The hardware driver families (Quantis USB over libusb, serial TRNGs over the platform binding). */
@@ -48,6 +48,8 @@ export interface SourceTestOptions {
   chunk?: number;
   /** Override the claimed min-entropy for the test. */
   claimedMinEntropy?: number;
+  /** −log2 of the health tests' α per sample (default MONITOR_ALPHA_LOG2, as the running appliance). */
+  alphaLog2?: number;
 }
 
 export interface SourceTestReport {
@@ -106,7 +108,11 @@ export async function testSource(
     const info = source.info();
     report.info = info;
     report.claimedMinEntropy = info.claimedMinEntropy;
-    const testerOptions = { sampleBits: info.sampleBits, claimedMinEntropy: info.claimedMinEntropy };
+    const testerOptions = {
+      sampleBits: info.sampleBits,
+      claimedMinEntropy: info.claimedMinEntropy,
+      alphaLog2: options.alphaLog2 ?? MONITOR_ALPHA_LOG2,
+    };
     const tester = new HealthTester(testerOptions);
     report.continuous.rctCutoff = tester.rctCutoff;
     report.continuous.aptCutoff = tester.aptCutoff;

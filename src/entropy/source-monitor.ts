@@ -19,7 +19,7 @@ import type {
   EntropySourceOpenOptions,
 } from '../../drivers/entropy/interface.js';
 import type { SourceKind, SourceSnapshot, SourceState } from '../core/provenance.js';
-import { HealthTester, type SampleBits, startupBytes, windowBytes } from './health.js';
+import { HealthTester, MONITOR_ALPHA_LOG2, type SampleBits, startupBytes, windowBytes } from './health.js';
 import { RollingMcvEstimator } from './min-entropy.js';
 
 export interface BackoffOptions {
@@ -43,6 +43,8 @@ export interface SourceMonitorOptions {
   sentinelIntervalMs?: number;
   /** Samples in the rolling MCV window (default 65 536). */
   mcvWindow?: number;
+  /** −log2 of the health tests' false-positive probability per sample (default MONITOR_ALPHA_LOG2 = 40). */
+  healthAlphaLog2?: number;
 }
 
 /** What the monitor reports about failures and recoveries. Never carries sample values. */
@@ -113,6 +115,7 @@ export class SourceMonitor extends EventEmitter {
   private readonly openOptions: EntropySourceOpenOptions | undefined;
   private readonly backoffOpts: BackoffOptions;
   private readonly sentinelMs: number;
+  private readonly healthAlphaLog2: number;
   private readonly poolOption: number | undefined;
   private readonly mcvWindow: number;
 
@@ -164,6 +167,7 @@ export class SourceMonitor extends EventEmitter {
     if (!(this.backoffOpts.factor >= 1)) throw new RangeError('backoff: factor must be ≥ 1');
     this.backoffMs = this.backoffOpts.initialMs;
     this.sentinelMs = options.sentinelIntervalMs ?? 1000;
+    this.healthAlphaLog2 = options.healthAlphaLog2 ?? MONITOR_ALPHA_LOG2;
     this.poolOption = options.poolBytes;
     this.mcvWindow = options.mcvWindow ?? 65_536;
   }
@@ -453,7 +457,11 @@ export class SourceMonitor extends EventEmitter {
         this.tester.sampleBits !== sampleBits ||
         this.tester.claimedMinEntropy !== info.claimedMinEntropy
       ) {
-        this.tester = new HealthTester({ sampleBits, claimedMinEntropy: info.claimedMinEntropy });
+        this.tester = new HealthTester({
+          sampleBits,
+          claimedMinEntropy: info.claimedMinEntropy,
+          alphaLog2: this.healthAlphaLog2,
+        });
       }
       if (!this.mcv || this.mcv.sampleBits !== sampleBits) {
         this.mcv = new RollingMcvEstimator({ sampleBits, window: this.mcvWindow });

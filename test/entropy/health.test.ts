@@ -6,6 +6,7 @@ import {
   aptWindow,
   critBinom,
   HealthTester,
+  MONITOR_ALPHA_LOG2,
   rctCutoff,
   runStartupTest,
   STARTUP_SAMPLES,
@@ -95,6 +96,41 @@ describe('cutoffs (SP 800-90B §4.4, α = 2^-20)', () => {
       expect(() => aptCutoff(h)).toThrow(RangeError);
     }
     expect(() => new HealthTester({ sampleBits: 1, claimedMinEntropy: 2 })).toThrow(RangeError);
+  });
+
+  it('takes α anywhere in the recommended range 2⁻⁴⁰ ≤ α ≤ 2⁻²⁰, and nowhere else', () => {
+    // RCT: C = 1 + ⌈−log2(α) / H⌉.
+    expect(rctCutoff(7.5, 8, MONITOR_ALPHA_LOG2)).toBe(7);
+    expect(rctCutoff(8, 8, 40)).toBe(6);
+    expect(rctCutoff(1, 1, 30)).toBe(31);
+    // APT: the same critical-value construction, at the smaller α.
+    for (const h of [1, 2, 4, 7.5, 8]) {
+      expect(aptCutoff(h, 8, 1024, 40)).toBe(1 + critBinom(1024, 2 ** -h, 40));
+      expect(aptCutoff(h, 8, 1024, 40)).toBeGreaterThan(aptCutoff(h, 8, 1024, 20));
+    }
+    const t = new HealthTester({ sampleBits: 8, claimedMinEntropy: 7.5, alphaLog2: 40 });
+    expect([t.alphaLog2, t.rctCutoff, t.aptCutoff]).toEqual([40, 7, aptCutoff(7.5, 8, 1024, 40)]);
+    for (const a of [19, 41, Number.NaN]) {
+      expect(() => rctCutoff(7.5, 8, a)).toThrow(RangeError);
+      expect(() => new HealthTester({ sampleBits: 8, claimedMinEntropy: 7.5, alphaLog2: a })).toThrow(
+        RangeError,
+      );
+    }
+  });
+
+  it("at the monitors' α, a run the default α flags in an ideal stream passes; a stuck source still fails fast", () => {
+    // Four equal bytes: what a perfect 4 Mbit/s source emits by chance about every 30 s.
+    const stream = idealStream(8192);
+    stream.fill(0x3c, 5000, 5004);
+    const claim = { sampleBits: 8 as const, claimedMinEntropy: 7.5 };
+    expect(new HealthTester(claim).feed(stream)).toMatchObject({ test: 'RCT', count: 4 });
+    expect(new HealthTester({ ...claim, alphaLog2: MONITOR_ALPHA_LOG2 }).feed(stream)).toBeNull();
+    const stuck = new Uint8Array(64).fill(0xa5);
+    expect(new HealthTester({ ...claim, alphaLog2: MONITOR_ALPHA_LOG2 }).feed(stuck)).toMatchObject({
+      test: 'RCT',
+      sampleIndex: 6,
+      count: 7,
+    });
   });
 });
 

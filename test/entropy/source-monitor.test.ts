@@ -2,6 +2,7 @@ import { createCipheriv } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SourceHealthEvent } from '../../src/entropy/source-monitor.js';
 import { SourceMonitor, SourceUnavailableError } from '../../src/entropy/source-monitor.js';
+import { MONITOR_ALPHA_LOG2, rctCutoff } from '../../src/entropy/health.js';
 import { createSimulatedQrngFactory } from '../../simulators/qrng/index.js';
 import { ScriptedSource, scriptedFactory } from './scripted-source.js';
 
@@ -49,10 +50,12 @@ describe('SourceMonitor', () => {
 
   it('discards a whole window that fails, and everything pooled before it', async () => {
     // Bytes 0..1023 are start-up; window B (2048..3071, the 2nd after start-up) ends in a run of
-    // 6 equal bytes: RCT failure (C = 6) on its very last byte.
+    // C equal bytes: RCT failure on its very last byte (C = 11 at H = 4 and the monitor's α = 2⁻⁴⁰).
+    const C = rctCutoff(4, 8, MONITOR_ALPHA_LOG2);
+    expect(C).toBe(11);
     const src = new ScriptedSource((off, n) => {
       const out = ideal(off, n);
-      for (let i = 0; i < n; i++) if (off + i >= 3066 && off + i < 3072) out[i] = 0x55;
+      for (let i = 0; i < n; i++) if (off + i >= 3072 - C && off + i < 3072) out[i] = 0x55;
       return out;
     });
     const events: SourceHealthEvent[] = [];
