@@ -39,8 +39,8 @@ import type { BenchRecord } from './types.js';
 
 const BENCH = 'session';
 /** Per posture: stop at whichever comes first (ML-DSA signing times are heavy-tailed: p50s need a few hundred samples to settle). */
-const SLICE_MS = 8000;
-const MAX_SESSIONS = 400;
+const SLICE_MS = 15_000;
+const MAX_SESSIONS = 800;
 const WARMUP = 5;
 /** Roughly the size of an encoded handshake body (KEM ciphertext 1088 B + ids, r, nonce, context). */
 const BODY_BYTES = 1300;
