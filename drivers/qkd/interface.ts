@@ -44,6 +44,11 @@ export interface QkdCallOptions {
   signal?: AbortSignal;
   /** Overall deadline for the call including retries, ms. */
   timeoutMs?: number;
+  /**
+   * Retries after the first attempt for this call, where the driver retries at all (default: the
+   * driver's setting). 0 when the caller has a fallback and would rather use it than wait.
+   */
+  retries?: number;
 }
 
 /**

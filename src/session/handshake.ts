@@ -249,7 +249,11 @@ export class SessionService {
     // 2. QKD: the enc_keys request goes out now, after everything that could still fail the
     // handshake (the posture and the randomness are settled), so a failure burns no QKD key; its
     // round trip to the KME overlaps the encapsulation below.
-    const qkdRequest = postureHasQkd(posture) ? this.fetchQkdKeys(peer) : undefined;
+    // With a fallback permitted, a KME that cannot serve now (503: no keys) is not retried: the
+    // session falls back at once, visibly, rather than making the agent wait for the back-off.
+    const qkdRequest = postureHasQkd(posture)
+      ? this.fetchQkdKeys(peer, decision.minimum === 'QKD+PQC+QRNG' ? undefined : 0)
+      : undefined;
     if (qkdRequest) {
       qkdRequest.catch(() => undefined); // observed below
       // One turn of the event loop puts the request on the wire before the CPU-bound step.
@@ -715,11 +719,11 @@ export class SessionService {
     return out;
   }
 
-  private async fetchQkdKeys(peer: Peer): Promise<QkdKey[]> {
+  private async fetchQkdKeys(peer: Peer, retries: number | undefined): Promise<QkdKey[]> {
     const keys = await this.o.qkd!.getKeys(
       peer.saeId!,
       { number: 1, size: QKD_KEY_BITS },
-      { timeoutMs: this.o.qkdTimeoutMs ?? 5000 },
+      { timeoutMs: this.o.qkdTimeoutMs ?? 5000, ...(retries === undefined ? {} : { retries }) },
     );
     if (keys.length !== 1 || keys[0]!.key.length !== QKD_KEY_BITS / 8 || !keys[0]!.keyId) {
       const err = new Error('KME returned an unexpected key set') as Error & { kind: string };

@@ -460,6 +460,14 @@ describe('timeouts, retries, cancellation', () => {
     expect(kme.requests).toHaveLength(2);
   });
 
+  it('enc_keys: a per-call retries: 0 (a caller with a fallback) is not retried on 503', async () => {
+    kme.handler = (_req, res) =>
+      sendJson(res, 503, { message: 'insufficient key material', details: [{ stored_key_count: 0 }] });
+    const e = await failure(client().getKeys('sae-b', { number: 1, size: 256 }, { retries: 0 }));
+    expect(e).toMatchObject({ kind: 'unavailable' });
+    expect(kme.requests).toHaveLength(1);
+  });
+
   it.each([400, 401, 404, 422, 500])('no retry on %i', async (status) => {
     kme.handler = (_req, res) => sendJson(res, status, { message: 'no' });
     await failure(client().status('sae-b'));

@@ -1,5 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { QkdKey, QkdKeyRequest, QkdKeySource, QkdLinkStatus } from '../../drivers/qkd/interface.js';
+import type {
+  QkdCallOptions,
+  QkdKey,
+  QkdKeyRequest,
+  QkdKeySource,
+  QkdLinkStatus,
+} from '../../drivers/qkd/interface.js';
 import { QkmError } from '../../src/core/errors.js';
 import type { Provenance } from '../../src/core/provenance.js';
 import type {
@@ -82,6 +88,8 @@ export class FakeQkdLink {
   /** keyId → { master, slave, key } */
   readonly pool = new Map<string, { master: string; slave: string; key: Uint8Array }>();
   readonly calls = { getKeys: 0, getKeysById: 0, status: 0 };
+  /** The options of the latest getKeys call. */
+  lastGetKeysOptions: QkdCallOptions | undefined;
 
   endpoint(saeId: string, kmeId: string): FakeQkdSource {
     return new FakeQkdSource(this, saeId, kmeId);
@@ -113,8 +121,9 @@ export class FakeQkdSource implements QkdKeySource {
     };
   }
 
-  async getKeys(slaveSaeId: string, request?: QkdKeyRequest): Promise<QkdKey[]> {
+  async getKeys(slaveSaeId: string, request?: QkdKeyRequest, options?: QkdCallOptions): Promise<QkdKey[]> {
     this.link.calls.getKeys++;
+    this.link.lastGetKeysOptions = options;
     if (!this.link.up) throw new QkdError('unavailable', true);
     const out: QkdKey[] = [];
     for (let i = 0; i < (request?.number ?? 1); i++) {

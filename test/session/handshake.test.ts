@@ -125,6 +125,16 @@ describe('hybrid handshake', () => {
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
   });
 
+  it('enc_keys is not retried when a fallback is permitted, and is when the minimum needs QKD', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(link.lastGetKeysOptions?.retries).toBe(0);
+    await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    expect(link.lastGetKeysOptions).toBeDefined();
+    expect(link.lastGetKeysOptions?.retries).toBeUndefined();
+  });
+
   it('dec_keys failing on the responder abandons the session, visibly, and the nonce stays spent', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });

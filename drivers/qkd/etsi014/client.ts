@@ -252,6 +252,7 @@ export class Etsi014Client implements QkdKeySource {
     const timeoutMs =
       options.timeoutMs === undefined ? this.timeoutMs : requireInt(options.timeoutMs, 'timeoutMs', 1);
     const deadline = Date.now() + timeoutMs;
+    const retries = options.retries === undefined ? this.retries : requireInt(options.retries, 'retries', 0);
     const { operation, method, policy } = route;
     // ETSI 014 §5.1: IDs in paths are URL-encoded.
     const url = new URL(`${encodeURIComponent(route.saeId)}/${operation}`, this.baseUrl);
@@ -281,7 +282,7 @@ export class Etsi014Client implements QkdKeySource {
         this.tracker.requestFailed(failure.error);
         const delay = Math.max(this.backoff(attempt), retryAfterMs ?? 0);
         if (
-          attempt >= this.retries ||
+          attempt >= retries ||
           !mayRetry(failure, policy) ||
           Date.now() + delay >= deadline ||
           this.closed
