@@ -170,11 +170,12 @@ export const DEFAULT_QKD_DOWN_CACHE_MS = 1000;
  * clock; 0 disables either) — and concurrent checks for one SAE share one request. Why this is
  * safe: a stale "up" can only make a session try enc_keys, and an enc_keys failure already falls
  * back (degraded, with the reason, and 503 when the minimum needs QKD) and calls `invalidate`. A
- * stale "down" can only make a session fall back visibly (to PQC+QRNG, with the reason) for at
- * most `cacheDownMs` after the link came back; a check made with `fresh` (the policy's when the
- * minimum needs QKD, so a refusal is never based on an old answer) ignores it. Why cache "down"
- * at all: without it every session with a link out of keys pays a KME round trip, and with an
- * unreachable KME every session waits for the status timeout.
+ * stale "down" can only make a session fall back visibly (to PQC+QRNG, with the reason): once
+ * `cacheDownMs` has passed it is still answered, at once, while the KME is asked again in the
+ * background, so a link that came back is used as soon as that answer is in. A check made with
+ * `fresh` (the policy's when the minimum needs QKD, so a refusal is never based on an old answer)
+ * ignores it. Why cache "down" at all: without it every session with a link out of keys pays a
+ * KME round trip, and with an unreachable KME every session waits for the status timeout.
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
@@ -184,7 +185,7 @@ export function qkdAvailabilityFrom(
   const cacheDownMs = opts.cacheDownMs ?? DEFAULT_QKD_DOWN_CACHE_MS;
   const cached = new Map<string, { answer: QkdAvailability; until: number }>();
   const inFlight = new Map<string, Promise<QkdAvailability>>();
-  const ask = async (saeId: string): Promise<QkdAvailability> => {
+  const askKme = async (saeId: string): Promise<QkdAvailability> => {
     try {
       const s = await qkd.status(saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
       if (s.storedKeyCount < (opts.minKeys ?? 1))
@@ -199,13 +200,24 @@ export function qkdAvailabilityFrom(
     const saeId = peer.saeId;
     if (!saeId) return { up: false, reason: 'peer has no SAE id' };
     const hit = cached.get(saeId);
-    if (hit !== undefined && hit.until > performance.now() && (hit.answer.up || !options?.fresh)) {
-      return hit.answer;
+    if (hit !== undefined && (hit.answer.up || !options?.fresh)) {
+      if (hit.until > performance.now()) return hit.answer;
+      if (!hit.answer.up) {
+        // An expired "down" is still the best answer for a caller that may fall back: give it
+        // at once and ask the KME in the background (askKme never rejects), so sessions never wait
+        // for the status timeout of a KME that does not answer.
+        void refresh(saeId);
+        return hit.answer;
+      }
     }
+    return refresh(saeId);
+  };
+  /** One KME status request per SAE at a time; its answer is cached (see above). */
+  const refresh = (saeId: string): Promise<QkdAvailability> => {
     let p = inFlight.get(saeId);
     if (!p) {
       const started = performance.now();
-      p = ask(saeId).then((a) => {
+      p = askKme(saeId).then((a) => {
         // An invalidate while the request was out wins: the answer may predate the failure.
         if (inFlight.get(saeId) === p) {
           inFlight.delete(saeId);

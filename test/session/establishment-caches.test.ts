@@ -45,9 +45,51 @@ describe('QKD availability cache', () => {
       link.up = false;
       expect((await check(peer)).up).toBe(false);
       link.up = true;
-      now += 1000; // a link that comes back is used once the "down" answer expires
-      expect(await check(peer)).toEqual({ up: true });
+      now += 1000; // expired: still answered at once, while the KME is asked again…
+      expect((await check(peer)).up).toBe(false);
       expect(link.calls.status).toBe(5);
+      await new Promise((r) => setImmediate(r)); // the background answer is in
+      expect(await check(peer)).toEqual({ up: true }); // …and the link that came back is used
+      expect(link.calls.status).toBe(5);
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  it('a KME that does not answer never stalls a session that may fall back', async () => {
+    let now = 0;
+    const realNow = performance.now.bind(performance);
+    performance.now = () => now;
+    let statusCalls = 0;
+    let answer: ((v: never) => void) | undefined;
+    const hanging = {
+      status: () => {
+        statusCalls++;
+        // The first request fails (as after a timeout); later ones hang until released.
+        if (statusCalls === 1) return Promise.reject(Object.assign(new Error('t'), { kind: 'timeout' }));
+        return new Promise<never>((_resolve, reject) => {
+          answer = () => reject(Object.assign(new Error('t'), { kind: 'timeout' }));
+        });
+      },
+    } as unknown as Parameters<typeof qkdAvailabilityFrom>[0];
+    try {
+      const check = qkdAvailabilityFrom(hanging, { cacheDownMs: 1000 });
+      expect(await check(peer)).toEqual({ up: false, reason: 'KME status failed (timeout)' });
+      now += 5000;
+      // Expired, and the re-check hangs: the answer is still immediate, and only one request is out.
+      const answers = await Promise.all([check(peer), check(peer), check(peer)]);
+      expect(answers.every((a) => a.up === false)).toBe(true);
+      expect(statusCalls).toBe(2);
+      // A caller that needs QKD waits for the live answer.
+      let settled = false;
+      const live = check(peer, { fresh: true }).then((a) => {
+        settled = true;
+        return a;
+      });
+      await new Promise((r) => setImmediate(r));
+      expect(settled).toBe(false);
+      answer?.(undefined as never);
+      expect((await live).up).toBe(false);
     } finally {
       performance.now = realNow;
     }
