@@ -279,11 +279,15 @@ export class SessionService {
         qkdKeys = await qkdRequest;
       } catch (err) {
         // The policy may have reused a recent "link up" answer: forget it. When the KME did
-        // answer, ask it now so the reason says what is wrong with the link (failure path only;
-        // an unreachable or slow KME is not asked again — its kind is the reason).
-        this.o.policy.qkdFailed(peer);
+        // answer, ask it now so the reason says what is wrong with the link (failure path only).
+        // An unreachable or slow KME is not asked again — its kind is the reason — and the policy
+        // takes the failure as its answer, so the next sessions do not wait for it either.
         const kind = (err as { kind?: string }).kind;
         const answered = kind !== undefined && !UNREACHABLE_KME.has(kind);
+        this.o.policy.qkdFailed(
+          peer,
+          answered ? undefined : `KME did not answer enc_keys (${kind ?? 'error'})`,
+        );
         const now = answered
           ? await this.o.policy.availability('QKD+PQC+QRNG', peer, { fresh: true })
           : undefined;

@@ -155,6 +155,8 @@ export type QkdAvailabilityCheck = ((
   options?: { fresh?: boolean },
 ) => Promise<QkdAvailability>) & {
   invalidate?: (peer?: PolicyPeer) => void;
+  /** Records a "down" observed elsewhere (a failed key request) as the cached answer. */
+  markDown?: (peer: PolicyPeer, reason: string) => void;
 };
 
 /** How long a KME "link up, keys in stock" answer is reused by default, ms. */
@@ -230,6 +232,13 @@ export function qkdAvailabilityFrom(
       inFlight.set(saeId, p);
     }
     return p;
+  };
+  check.markDown = (peer, reason) => {
+    if (peer.saeId === undefined) return;
+    inFlight.delete(peer.saeId);
+    if (cacheDownMs > 0) {
+      cached.set(peer.saeId, { answer: { up: false, reason }, until: performance.now() + cacheDownMs });
+    } else cached.delete(peer.saeId);
   };
   check.invalidate = (peer) => {
     if (peer?.saeId === undefined) {
@@ -347,10 +356,13 @@ export class PosturePolicy {
 
   /**
    * Tells the policy that a QKD key request to this peer just failed: any cached "link up"
-   * answer is dropped, so the next decision (and `availability`) asks the KME again.
+   * answer is dropped. With `downReason` (the KME did not answer) that failure becomes the cached
+   * "down" answer; without, the next decision (and `availability`) asks the KME again.
    */
-  qkdFailed(peer: PolicyPeer): void {
-    this.opts.qkdAvailability?.invalidate?.(peer);
+  qkdFailed(peer: PolicyPeer, downReason?: string): void {
+    const check = this.opts.qkdAvailability;
+    if (downReason !== undefined && check?.markDown) check.markDown(peer, downReason);
+    else check?.invalidate?.(peer);
   }
 
   /**

@@ -162,6 +162,28 @@ describe('QKD availability cache', () => {
     expect(link.calls.getKeys).toBe(getKeysBefore + 1);
   });
 
+  it('an enc_keys the KME never answered becomes the cached "down": the next sessions do not wait', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    await a.sessions.initiate({ peer: b.identity.nodeId }); // "up" cached
+    const orig = a.qkd!.getKeys.bind(a.qkd);
+    a.qkd!.getKeys = async () => {
+      throw Object.assign(new Error('x'), { kind: 'timeout' });
+    };
+    const statusBefore = link.calls.status;
+    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(first.posture).toBe('PQC+QRNG');
+    expect(first.provenance.reason).toMatch(/QKD key request failed \(timeout\)/);
+    a.qkd!.getKeys = orig;
+    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(next.posture).toBe('PQC+QRNG');
+    expect(next.provenance.reason).toMatch(/KME did not answer enc_keys \(timeout\)/);
+    expect(link.calls.status).toBe(statusBefore); // neither session asked the KME for status
+    // A caller that needs QKD does not take that answer: it asks live, and the link is fine.
+    const strict = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    expect(strict.posture).toBe('QKD+PQC+QRNG');
+  });
+
   it('a stale "up" with a QKD minimum is still refused (fail closed)', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
