@@ -2,7 +2,8 @@
  * The KME pair and its BB84 link in a child process of their own. A KME is a separate machine:
  * run in the caller's process, its TLS and key bookkeeping would share one event loop (and one
  * core) with the SAEs that call it, and every round trip to it would be charged to the caller.
- * The benchmark uses this; tests use the in-process pair, which is simpler to inspect.
+ * The session benchmark and `qkm demo` use this; the end-to-end tests mostly use the in-process
+ * pair, which is simpler to inspect.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -16,13 +17,14 @@ export type KmeChildReply =
   | { type: 'failed'; message: string }
   | { type: 'done'; id: number; error?: string };
 
-export interface KmePairProcess {
+/** Control of a running KME pair and its link, wherever it runs. */
+export interface KmePairControl {
   description: KmePairDescription;
   /** Stops the BB84 link (the KMEs keep serving what they hold). */
   stopLink(): Promise<void>;
   /** Starts the link again after `stopLink` (or after the feeder paused it). */
   restartLink(): Promise<void>;
-  /** Stops the pair and waits for the child to exit. Idempotent. */
+  /** Stops the KMEs and the link (and waits for a child process to exit). Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -37,7 +39,7 @@ function childEntry(): { path: string; execArgv: string[] } {
   return { path, execArgv };
 }
 
-export async function forkKmePair(options: RunKmePairOptions, timeoutMs = 30_000): Promise<KmePairProcess> {
+export async function forkKmePair(options: RunKmePairOptions, timeoutMs = 30_000): Promise<KmePairControl> {
   const { path, execArgv } = childEntry();
   const child: ChildProcess = fork(path, [JSON.stringify(options)], {
     execArgv,

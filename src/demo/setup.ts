@@ -2,8 +2,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateSimCerts } from '../../simulators/kme/certs.js';
-import { type KmePairDescription, runKmePairFromCerts } from '../../simulators/kme/pair.js';
-import { forkKmePair } from '../../simulators/kme/pair-process.js';
+import { runKmePairFromCerts } from '../../simulators/kme/pair.js';
+import { type KmePairControl, forkKmePair } from '../../simulators/kme/pair-process.js';
 import { Appliance } from '../app.js';
 import { QkmClient } from '../client/client.js';
 import { type QkmConfig, loadConfig } from '../core/config.js';
@@ -84,21 +84,11 @@ export interface SetupDescription {
   certs_dir: string;
 }
 
-/** The KME pair and its BB84 link, in this process or in a child process. */
-export interface KmeLink {
-  description: KmePairDescription;
-  /** Stops the BB84 link (the KMEs keep serving the keys they hold). */
-  stopLink(): Promise<void>;
-  /** Starts the link again. */
-  restartLink(): Promise<void>;
-  /** Stops the KMEs and the link. */
-  stop(): Promise<void>;
-}
-
 export interface TwoNodeSetup {
   a: DemoNode;
   b: DemoNode;
-  kme: KmeLink;
+  /** The KME pair and its BB84 link, in this process or in a child process. */
+  kme: KmePairControl;
   baseDir: string;
   describe(): SetupDescription;
   /** Stops both appliances, then the KME pair and the link; removes the temp dir if it made one. Idempotent. */
@@ -226,7 +216,7 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
 
 async function startKmeLink(
   o: Parameters<typeof runKmePairFromCerts>[0] & { inChildProcess: boolean },
-): Promise<KmeLink> {
+): Promise<KmePairControl> {
   const { inChildProcess, ...options } = o;
   if (inChildProcess) return forkKmePair(options);
   const running = await runKmePairFromCerts(options);
