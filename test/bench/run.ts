@@ -73,7 +73,8 @@ async function main(): Promise<void> {
   }
   console.log('\nsummary');
   for (const r of all) {
-    const ratio = r.ratio !== undefined ? ` ratio ${r.ratio.toFixed(3)}` : '';
+    const ci = r.ratioCi95 ? ` (95% ${r.ratioCi95[0].toFixed(2)}–${r.ratioCi95[1].toFixed(2)})` : '';
+    const ratio = r.ratio !== undefined ? ` ratio ${r.ratio.toFixed(3)}${ci}` : '';
     const goal = r.goal ? ` (goal ${r.goal}: ${r.pass ? 'met' : 'NOT met'})` : '';
     console.log(`  ${r.bench.padEnd(12)} ${r.metric.padEnd(34)} ${fmt(r.value)} ${r.unit}${ratio}${goal}`);
   }

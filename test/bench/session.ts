@@ -59,6 +59,36 @@ function median(xs: number[]): number {
   );
 }
 
+/**
+ * 95% percentile-bootstrap interval of p50(a) / p50(b) over pairs (a[i], b[i]) resampled
+ * together: how far the ratio could move from sampling noise alone. Deterministic (seeded), so
+ * the same samples give the same interval.
+ */
+function bootstrapRatioCi(a: number[], b: number[], rounds = 400): [number, number] {
+  let seed = 0x9e3779b9;
+  const next = () => {
+    // xorshift32: statistics only, not a secret.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const n = Math.min(a.length, b.length);
+  const ratios: number[] = [];
+  const ra = new Array<number>(n);
+  const rb = new Array<number>(n);
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < n; i++) {
+      const j = Math.floor(next() * n);
+      ra[i] = a[j] as number;
+      rb[i] = b[j] as number;
+    }
+    ratios.push(median(ra) / median(rb));
+  }
+  ratios.sort((x, y) => x - y);
+  return [round(percentile(ratios, 2.5)), round(percentile(ratios, 97.5))];
+}
+
 function timeIt(fn: () => unknown): number {
   const t = performance.now();
   fn();
@@ -266,6 +296,7 @@ export default async function run(): Promise<BenchRecord[]> {
           unit: 'ms',
           baseline: round(baseline),
           ratio: round(p50 / baseline),
+          ratioCi95: bootstrapRatioCi(s.latencies, s.chains),
           goal: `≤ ${GOAL}`,
           pass: p50 / baseline <= GOAL && s.wrongPosture === 0,
           note,

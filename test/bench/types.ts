@@ -6,6 +6,8 @@ export type BenchRecord = {
   unit: string;
   baseline?: number;
   ratio?: number;
+  /** 95% bootstrap interval of `ratio`, where the bench can resample it. */
+  ratioCi95?: [number, number];
   goal?: string;
   pass?: boolean;
   note?: string;
