@@ -2,8 +2,8 @@
  * The KME pair and its BB84 link in a child process of their own. A KME is a separate machine:
  * run in the caller's process, its TLS and key bookkeeping would share one event loop (and one
  * core) with the SAEs that call it, and every round trip to it would be charged to the caller.
- * The session benchmark and `qkm demo` use this; the end-to-end tests mostly use the in-process
- * pair, which is simpler to inspect.
+ * `qkm demo`, its end-to-end test and the session benchmark use this; unit tests use the
+ * in-process pair, which is simpler to inspect.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -20,6 +20,8 @@ export type KmeChildReply =
 /** Control of a running KME pair and its link, wherever it runs. */
 export interface KmePairControl {
   description: KmePairDescription;
+  /** The child's process id, when the pair runs in a child process. */
+  pid?: number;
   /** Stops the BB84 link (the KMEs keep serving what they hold). */
   stopLink(): Promise<void>;
   /** Starts the link again after `stopLink` (or after the feeder paused it). */
@@ -84,6 +86,7 @@ export async function forkKmePair(options: RunKmePairOptions, timeoutMs = 30_000
   let stopped: Promise<void> | undefined;
   return {
     description,
+    ...(child.pid === undefined ? {} : { pid: child.pid }),
     stopLink: () => call('stopLink'),
     restartLink: () => call('restartLink'),
     stop: () => {

@@ -1,23 +1,20 @@
 /**
- * The two-node setup with the KME pair and its link in a child process (how the benchmark runs
- * it): sessions still use QKD over mutual TLS, the link controls reach the child, and stopping
- * the setup ends the child.
+ * The child-process KME pair's lifecycle (sessions through it are covered by two-node.test.ts,
+ * which runs the same setup): stopping the setup ends the child, and so does the parent's death.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type TwoNodeSetup,
-  exhaustQkd,
-  restoreQkd,
-  startTwoNodeSetup,
-  waitForQkdKeys,
-  waitForQrng,
-} from '../../src/demo/index.js';
+import { type TwoNodeSetup, startTwoNodeSetup, waitForQkdKeys } from '../../src/demo/index.js';
 
 let setup: TwoNodeSetup;
 
 beforeAll(async () => {
   setup = await startTwoNodeSetup({ timeScale: 50, kmeProcess: true });
-  await waitForQrng(setup, 'a');
   await waitForQkdKeys(setup);
 }, 30_000);
 
@@ -25,26 +22,7 @@ afterAll(async () => {
   await setup?.stop();
 });
 
-async function establish() {
-  const init = await setup.a.client.sessions.initiate({ peer: setup.b.nodeId });
-  const acc = await setup.b.client.sessions.accept(init.handshake);
-  expect(Buffer.from(acc.key).equals(Buffer.from(init.key))).toBe(true);
-  return init;
-}
-
 describe('KME pair in a child process', () => {
-  it('serves QKD keys to both nodes; stopping and restarting its link moves the posture', async () => {
-    const kmeUrls = setup.describe().kmes.map((k) => k.url);
-    expect(kmeUrls).toHaveLength(2);
-    expect((await establish()).posture).toBe('QKD+PQC+QRNG');
-    await exhaustQkd(setup);
-    const fallback = await establish();
-    expect(fallback.posture).toBe('PQC+QRNG');
-    expect(fallback.provenance.reason).toMatch(/no keys in stock/);
-    await restoreQkd(setup);
-    expect((await establish()).posture).toBe('QKD+PQC+QRNG');
-  }, 30_000);
-
   it('stop() ends the child: its KMEs no longer answer', async () => {
     const url = new URL(setup.describe().kmes[0]!.url);
     await setup.stop();
@@ -59,4 +37,30 @@ describe('KME pair in a child process', () => {
     });
     expect(refused).toBe(true);
   });
+
+  it('a parent killed with SIGKILL does not leave its KME child behind', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/kme-parent.ts', import.meta.url));
+    const tsx = createRequire(import.meta.url).resolve('tsx');
+    const parent = spawn(process.execPath, ['--import', tsx, fixture], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const [line] = (await once(createInterface({ input: parent.stdout! }), 'line')) as [string];
+    const childPid = Number(line);
+    expect(Number.isInteger(childPid) && childPid > 0).toBe(true);
+    // Running, not a zombie: an orphan's exit status may never be collected where PID 1 does not reap.
+    const alive = (pid: number) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+      } catch {
+        return false;
+      }
+    };
+    expect(alive(childPid)).toBe(true);
+    parent.kill('SIGKILL');
+    await once(parent, 'exit');
+    const deadline = Date.now() + 10_000;
+    while (alive(childPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(alive(childPid)).toBe(false);
+  }, 30_000);
 });

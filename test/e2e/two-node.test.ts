@@ -60,8 +60,9 @@ function flipByte(handshake: string, at: (len: number) => number): string {
 }
 
 beforeAll(async () => {
-  // A fast link (×50 ≈ 280 keys/s at 25 km) so the QKD stock refills within a second.
-  setup = await startTwoNodeSetup({ timeScale: 50 });
+  // A fast link (×50 ≈ 280 keys/s at 25 km) so the QKD stock refills within a second; the KME
+  // pair in its own process, as `qkm demo` runs it.
+  setup = await startTwoNodeSetup({ timeScale: 50, kmeProcess: true });
   a = setup.a.client;
   b = setup.b.client;
   peerB = setup.b.nodeId;
