@@ -202,6 +202,22 @@ describe('qkm sources', () => {
     expect(report.mcvEstimate).toBeGreaterThan(6);
   });
 
+  it("tests at the α of this host's config (default 2⁻⁴⁰; 2⁻²⁰ when configured)", async () => {
+    const cutoffs = async (...pre: string[]) => {
+      const r = await runCli('--json', ...pre, 'sources', 'test', SIM_ID, '--simulated', '--samples', '4096');
+      expect(r.code).toBe(0);
+      return (JSON.parse(r.stdout) as SourceTestReport).continuous.rctCutoff;
+    };
+    const data = await mkdtemp(join(tmpdir(), 'qkm-cli-alpha-'));
+    try {
+      expect(await cutoffs('--data', data)).toBe(7); // H = 7.5 at α = 2⁻⁴⁰
+      await writeFile(join(data, 'config.json'), JSON.stringify({ entropy: { healthAlphaLog2: 20 } }));
+      expect(await cutoffs('--data', data)).toBe(4);
+    } finally {
+      await rm(data, { recursive: true, force: true });
+    }
+  });
+
   it('tests the OS source in human form', async () => {
     const r = await runCli('sources', 'test', 'os', '--samples', '4096');
     expect(r.code).toBe(0);

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { loadConfig } from '../../core/config.js';
 import type { EntropySourceFactory } from '../../../drivers/entropy/interface.js';
 import { osEntropyFactory } from '../../../drivers/entropy/os/index.js';
 import { createSimulatedQuantis } from '../../../simulators/quantis/index.js';
@@ -184,7 +185,12 @@ export function registerLocalCommands(program: Command): void {
       const opts = globals(cmd);
       const factory = await factoryFor(cliSourceFactories(o), id);
       if (factory === undefined) throw new CliError(`no entropy source ${id} (see \`qkm sources list\`)`);
-      const report = await testSource(factory, id, o.samples === undefined ? {} : { samples: o.samples });
+      // The same α as the appliance this host runs (its config file, env), default 2⁻⁴⁰.
+      const config = loadConfig({ overrides: opts.data ? { dataDir: opts.data } : {} });
+      const report = await testSource(factory, id, {
+        ...(o.samples === undefined ? {} : { samples: o.samples }),
+        alphaLog2: config.entropy.healthAlphaLog2,
+      });
       print(opts, report, () => formatSourceReport(report));
       if (report.verdict !== 'pass') {
         const why =
