@@ -379,6 +379,7 @@ export class Appliance {
       entropy,
       keys: await this.keys.counts(),
       qkd,
+      sessions: this.sessions.counters(),
     };
   }
 

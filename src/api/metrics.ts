@@ -1,4 +1,4 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { HttpMetrics } from './http-metrics.js';
 import type { ApplianceStatus } from '../core/status.js';
 
@@ -135,6 +135,59 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
       }
     },
   });
+
+  // Session outcomes: counters whose totals live in the SessionService (one status snapshot per
+  // scrape, like the gauges), so they are set rather than incremented here.
+  const sessionCounter = (
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    values: (s: ApplianceStatus['sessions']) => Array<[Record<string, string>, number]>,
+  ) =>
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const [labels, n] of values((await current()).sessions)) if (n > 0) this.inc(labels, n);
+      },
+    });
+  sessionCounter(
+    'qkm_sessions_initiated_total',
+    'Sessions this node initiated, by agreed posture and whether the fallback was degraded',
+    ['posture', 'degraded'],
+    (s) =>
+      Object.entries(s.initiated).flatMap(([posture, n]) => {
+        const degraded = s.initiatedDegraded[posture as keyof typeof s.initiatedDegraded];
+        return [
+          [{ posture, degraded: 'true' }, degraded],
+          [{ posture, degraded: 'false' }, n - degraded],
+        ] as Array<[Record<string, string>, number]>;
+      }),
+  );
+  sessionCounter(
+    'qkm_sessions_refused_total',
+    'Initiations refused: nothing at or above the minimum posture was admissible (503)',
+    [],
+    (s) => [[{}, s.refused]],
+  );
+  sessionCounter(
+    'qkm_sessions_accepted_total',
+    'Handshakes this node accepted, by posture',
+    ['posture'],
+    (s) => Object.entries(s.accepted).map(([posture, n]) => [{ posture }, n]),
+  );
+  sessionCounter('qkm_sessions_rejected_total', 'Handshakes turned away, by error code', ['code'], (s) =>
+    Object.entries(s.rejected).map(([code, n]) => [{ code }, n]),
+  );
+  sessionCounter(
+    'qkm_sessions_abandoned_total',
+    'Accepted handshakes abandoned before the key was returned, by error code',
+    ['code'],
+    (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
+  );
 
   return { registry, http };
 }

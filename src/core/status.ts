@@ -1,5 +1,6 @@
 import type { EntropyStatus } from '../entropy/types.js';
 import type { KeyState } from '../keys/interface.js';
+import type { SessionCounters } from '../session/handshake.js';
 
 /** One QKD link as the status page and metrics show it. */
 export interface QkdLinkState {
@@ -27,4 +28,6 @@ export interface ApplianceStatus {
   entropy: EntropyStatus;
   keys: Record<KeyState, number>;
   qkd: QkdLinkState[];
+  /** Session outcomes since start (fallbacks, refusals, rejected handshakes). */
+  sessions: SessionCounters;
 }

@@ -129,6 +129,27 @@ export interface AcceptResult {
   key_id?: string;
 }
 
+/**
+ * What this node's sessions came to since start, for `/v1/status` and the metrics: where the
+ * posture policy fell back, failed closed, or a peer's handshake was turned away.
+ */
+export interface SessionCounters {
+  /** Sessions this node initiated, by the posture agreed. */
+  initiated: Record<Posture, number>;
+  /** Of those, the ones flagged degraded (a fallback caused by an outage). */
+  initiatedDegraded: Record<Posture, number>;
+  /** Initiations refused because nothing at or above the minimum was admissible (503). */
+  refused: number;
+  /** Handshakes this node accepted, by posture. */
+  accepted: Record<Posture, number>;
+  /** Handshakes turned away, by error code. */
+  rejected: Record<string, number>;
+  /** Accepted handshakes abandoned before the key was returned (dec_keys failed, …), by code. */
+  abandoned: Record<string, number>;
+}
+
+const perPosture = (): Record<Posture, number> => ({ PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 });
+
 export interface SessionServiceOptions {
   identity: NodeIdentity;
   peers: PeerRegistry;
@@ -172,6 +193,14 @@ export class SessionService {
   private readonly rejections: RejectionAudit;
   /** Errors that abandoned a session after its acceptance record was written (audited as such). */
   private readonly abandoned = new WeakSet<object>();
+  private readonly tally: SessionCounters = {
+    initiated: perPosture(),
+    initiatedDegraded: perPosture(),
+    refused: 0,
+    accepted: perPosture(),
+    rejected: {},
+    abandoned: {},
+  };
   private readonly clock: () => number;
   private readonly windowMs: number;
 
@@ -191,8 +220,34 @@ export class SessionService {
     this.rejections.flush();
   }
 
+  /** A copy of the counters since start. */
+  counters(): SessionCounters {
+    const t = this.tally;
+    return {
+      initiated: { ...t.initiated },
+      initiatedDegraded: { ...t.initiatedDegraded },
+      refused: t.refused,
+      accepted: { ...t.accepted },
+      rejected: { ...t.rejected },
+      abandoned: { ...t.abandoned },
+    };
+  }
+
   /** Starts a session with a pinned peer. Throws PEER_NOT_FOUND, POSTURE_UNAVAILABLE, INVALID_PARAMETER. */
   async initiate(req: InitiateRequest): Promise<InitiateResult> {
+    let result: InitiateResult;
+    try {
+      result = await this.initiateOnce(req);
+    } catch (err) {
+      if (isQkmError(err, 'POSTURE_UNAVAILABLE')) this.tally.refused++;
+      throw err;
+    }
+    this.tally.initiated[result.posture]++;
+    if (result.provenance.degraded) this.tally.initiatedDegraded[result.posture]++;
+    return result;
+  }
+
+  private async initiateOnce(req: InitiateRequest): Promise<InitiateResult> {
     if (req.minPosture !== undefined && !isPosture(req.minPosture)) {
       throw new QkmError('INVALID_PARAMETER', 'min_posture must be PQC, PQC+QRNG or QKD+PQC+QRNG');
     }
@@ -418,16 +473,19 @@ export class SessionService {
       const { body, bodyBytes, peer, admission } = await this.checkHandshake(req.handshake, (id) => {
         initiator = id;
       });
-      return await this.complete(body, bodyBytes, peer, admission);
+      const result = await this.complete(body, bodyBytes, peer, admission);
+      this.tally.accepted[result.posture]++;
+      return result;
     } catch (err) {
+      const code = isQkmError(err) ? err.code : 'INTERNAL';
       // An abandoned session has its own record already (see complete()).
-      if (err instanceof Object && this.abandoned.has(err)) throw err;
+      if (err instanceof Object && this.abandoned.has(err)) {
+        this.tally.abandoned[code] = (this.tally.abandoned[code] ?? 0) + 1;
+        throw err;
+      }
+      this.tally.rejected[code] = (this.tally.rejected[code] ?? 0) + 1;
       // Bounded per code and minute: junk at the rate limit must not become an fsync per request.
-      await this.rejections.record(
-        initiator ?? 'unknown',
-        isQkmError(err) ? err.code : 'INTERNAL',
-        isQkmError(err) ? err.message : 'error',
-      );
+      await this.rejections.record(initiator ?? 'unknown', code, isQkmError(err) ? err.message : 'error');
       throw err;
     }
   }

@@ -37,6 +37,14 @@ beforeAll(async () => {
     entropy: entropy.status(),
     keys: { active: 0, taken: 0, expired: 0 },
     qkd: [],
+    sessions: {
+      initiated: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
+      initiatedDegraded: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
+      refused: 0,
+      accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
+      rejected: {},
+      abandoned: {},
+    },
   });
   const logger = createLogger({
     level: 'debug',
@@ -285,6 +293,10 @@ describe('operations routes', () => {
     const r = await app.inject({ url: '/', headers: { host: HOST } });
     expect(r.statusCode).toBe(200);
     expect(r.headers['content-type']).toContain('text/html');
+    // Its script at least parses, and it has a place for every part of the status.
+    const script = r.body.slice(r.body.indexOf('<script>') + 8, r.body.indexOf('</script>'));
+    expect(() => new Function(script)).not.toThrow();
+    for (const id of ['sources', 'drbg', 'keys', 'qkd', 'sessions']) expect(r.body).toContain(`id="${id}"`);
   });
 });
 

@@ -2,6 +2,7 @@
  * End to end over real loopback HTTP: two qkm appliances, the ETSI 014 KME pair over mutual TLS
  * and the BB84 link — the same setup as `qkm demo`. Agents use only the client SDK.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QkmApiError, type QkmClient } from '../../src/client/client.js';
 import { SecureMessageError, open, seal } from '../../src/client/secure-message.js';
@@ -265,4 +266,24 @@ describe('two nodes on loopback', () => {
     expect(text).toMatch(/all postures demonstrated/);
     expect(text).not.toMatch(/FAIL/);
   }, 20_000);
+
+  it('status and metrics show what the sessions came to: fallbacks, refusals, rejected handshakes', async () => {
+    const sa = (await a.status()).sessions;
+    const sb = (await b.status()).sessions;
+    // The suite above ran every posture, degraded fallbacks, 503 refusals and rejected handshakes.
+    expect(sa.initiated['QKD+PQC+QRNG']).toBeGreaterThan(0);
+    expect(sa.initiatedDegraded['PQC+QRNG']).toBeGreaterThan(0);
+    expect(sa.initiatedDegraded.PQC).toBeGreaterThan(0);
+    expect(sa.refused).toBeGreaterThanOrEqual(2);
+    expect(sb.accepted['QKD+PQC+QRNG']).toBeGreaterThan(0);
+    expect(Object.values(sb.rejected).reduce((x, y) => x + y, 0)).toBeGreaterThan(0);
+    const token = (await readFile(setup.a.appliance.tokenFiles.default!, 'utf8')).trim();
+    const metrics = await (
+      await fetch(`${setup.a.appliance.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
+    expect(metrics).toContain(
+      `qkm_sessions_initiated_total{posture="PQC+QRNG",degraded="true"} ${sa.initiatedDegraded['PQC+QRNG']}`,
+    );
+    expect(metrics).toMatch(new RegExp(`^qkm_sessions_refused_total ${sa.refused}$`, 'm'));
+  });
 });

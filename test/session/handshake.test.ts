@@ -135,6 +135,36 @@ describe('hybrid handshake', () => {
     expect(link.lastGetKeysOptions?.retries).toBeUndefined();
   });
 
+  it('counts what the sessions came to: postures, degraded fallbacks, refusals, rejections, abandons', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    const q = await a.sessions.initiate({ peer: b.identity.nodeId });
+    await b.sessions.accept({ handshake: q.handshake });
+    link.up = false;
+    const fallback = await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(fallback.provenance.degraded).toBe(true);
+    await expectCode(
+      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+      'POSTURE_UNAVAILABLE',
+    );
+    await b.sessions.accept({ handshake: fallback.handshake });
+    await expectCode(b.sessions.accept({ handshake: fallback.handshake }), 'HANDSHAKE_REPLAYED');
+    link.up = true;
+    const lost = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    link.up = false;
+    await expectCode(b.sessions.accept({ handshake: lost.handshake }), 'QKD_UNAVAILABLE');
+    expect(a.sessions.counters()).toMatchObject({
+      initiated: { 'QKD+PQC+QRNG': 2, 'PQC+QRNG': 1, PQC: 0 },
+      initiatedDegraded: { 'QKD+PQC+QRNG': 0, 'PQC+QRNG': 1, PQC: 0 },
+      refused: 1,
+    });
+    expect(b.sessions.counters()).toMatchObject({
+      accepted: { 'QKD+PQC+QRNG': 1, 'PQC+QRNG': 1, PQC: 0 },
+      rejected: { HANDSHAKE_REPLAYED: 1 },
+      abandoned: { QKD_UNAVAILABLE: 1 },
+    });
+  });
+
   it('dec_keys failing on the responder abandons the session, visibly, and the nonce stays spent', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });

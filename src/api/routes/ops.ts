@@ -15,6 +15,12 @@ export interface OpsRouteOptions {
   audit?: AuditSink;
 }
 
+const PerPosture = Type.Object({
+  PQC: Type.Integer(),
+  'PQC+QRNG': Type.Integer(),
+  'QKD+PQC+QRNG': Type.Integer(),
+});
+
 const StatusSchema = Type.Object({
   version: Type.String(),
   nodeId: Type.Optional(Type.String()),
@@ -57,6 +63,14 @@ const StatusSchema = Type.Object({
       lastOkAt: Type.Optional(Type.String()),
     }),
   ),
+  sessions: Type.Object({
+    initiated: PerPosture,
+    initiatedDegraded: PerPosture,
+    refused: Type.Integer(),
+    accepted: PerPosture,
+    rejected: Type.Record(Type.String(), Type.Integer()),
+    abandoned: Type.Record(Type.String(), Type.Integer()),
+  }),
 });
 
 const AgentSchema = Type.Object({
