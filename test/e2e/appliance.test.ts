@@ -258,6 +258,10 @@ describe('the qkm CLI against the running appliance', () => {
     expect(e.provenance).toHaveProperty('degraded');
     const s = JSON.parse((await cli('status', '--json')).stdout);
     expect(s.entropy.sources.length).toBeGreaterThan(0);
+    expect(s.sessions).toMatchObject({ refused: 0, rejected: {}, abandoned: {} });
+    expect((await cli('status')).stdout).toMatch(
+      /^sessions: initiated \d.*; accepted .*; refused 0; rejected 0; abandoned 0$/m,
+    );
     const k = JSON.parse((await cli('keys', 'create', '--size', '24', '--json')).stdout);
     expect(
       JSON.parse((await cli('keys', 'list', '--json')).stdout).map((x: { id: string }) => x.id),

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { ApplianceStatus } from '../../core/status.js';
 import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Commands that talk to a running appliance through the client SDK. */
@@ -11,6 +12,24 @@ const int = (name: string) => (v: string) => {
 
 function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
+}
+
+/** `sessions: initiated …; accepted …; refused …; rejected …; abandoned …` (only what is non-zero). */
+function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
+  if (!s) return [];
+  const byPosture = (o: Record<string, number>, degraded?: Record<string, number>) =>
+    Object.entries(o)
+      .filter(([, n]) => n > 0)
+      .map(([p, n]) => `${p}=${n}${degraded?.[p] ? ` (${degraded[p]} degraded)` : ''}`)
+      .join(' ') || '0';
+  const byCode = (o: Record<string, number>) =>
+    Object.entries(o)
+      .map(([c, n]) => `${c}=${n}`)
+      .join(' ') || '0';
+  return [
+    `sessions: initiated ${byPosture(s.initiated, s.initiatedDegraded)}; accepted ${byPosture(s.accepted)}; ` +
+      `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}`,
+  ];
 }
 
 export function registerClientCommands(program: Command): void {
@@ -43,6 +62,7 @@ export function registerClientCommands(program: Command): void {
               `${l.storedKeyCount !== undefined ? ` stored_key_count=${l.storedKeyCount}` : ''}` +
               `${l.lastError ? ` last error: ${l.lastError}` : ''}`,
           ),
+          ...sessionLines(s.sessions),
         ];
         return lines.join('\n');
       });
