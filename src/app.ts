@@ -19,7 +19,8 @@ import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
-import type { ApplianceStatus, QkdLinkState } from './core/status.js';
+import { QkdLinkBoard } from './core/qkd-links.js';
+import type { ApplianceStatus } from './core/status.js';
 import { VERSION } from './core/version.js';
 import {
   type DegradedEvent,
@@ -61,15 +62,9 @@ export interface ApplianceOptions {
   entropyTuning?: Partial<EntropyServiceOptions>;
 }
 
-export interface QkdLinkTracker {
-  peerSaeId: string;
-  state: QkdLinkState;
-}
-
 export class Appliance {
   private readonly cronTasks: ScheduledTask[] = [];
   private readonly unwatchers: Array<() => void> = [];
-  private readonly links = new Map<string, QkdLinkState>();
   private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
 
@@ -86,6 +81,7 @@ export class Appliance {
     readonly policy: PosturePolicy,
     readonly sessions: SessionService,
     readonly qkd: Etsi014Client | undefined,
+    private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
@@ -216,11 +212,16 @@ export class Appliance {
         : undefined;
       if (qkd) cleanup.push(() => qkd.close());
       const peers = new PeerRegistry({ store });
+      const links = qkd ? new QkdLinkBoard(qkd.kmeId, config.qkd?.kmeUrl ?? '') : undefined;
       const policy = new PosturePolicy({
         region: config.region,
         ...(config.qkd ? { saeId: config.qkd.saeId } : {}),
         entropy,
-        ...(qkd ? { qkdAvailability: qkdAvailabilityFrom(qkd) } : {}),
+        ...(qkd
+          ? {
+              qkdAvailability: qkdAvailabilityFrom(qkd, { observe: (sae, seen) => links?.record(sae, seen) }),
+            }
+          : {}),
         ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
       });
       const sessions = new SessionService({ identity, peers, policy, entropy, qkd, store, audit });
@@ -238,6 +239,7 @@ export class Appliance {
         policy,
         sessions,
         qkd,
+        links,
         tokenFiles,
         simulatedQuantis,
       );
@@ -332,30 +334,16 @@ export class Appliance {
 
   /** Asks the KME for the link status of every pinned peer that has an SAE id. */
   private async pollQkdLinks(): Promise<void> {
-    if (!this.qkd) return;
+    if (!this.qkd || !this.links) return;
     const peers = await this.peers.list().catch(() => []);
     for (const p of peers) {
       const sae = p.bundle.sae_id;
       if (!sae) continue;
-      const prev = this.links.get(sae);
-      const base = { peerSaeId: sae, kmeId: this.qkd.kmeId, kmeUrl: this.config.qkd?.kmeUrl ?? '' };
       try {
         const s = await this.qkd.status(sae, { timeoutMs: 3000 });
-        this.links.set(sae, {
-          ...prev,
-          ...base,
-          up: true,
-          storedKeyCount: s.storedKeyCount,
-          lastOkAt: new Date().toISOString(),
-        });
+        this.links.record(sae, { answered: true, storedKeyCount: s.storedKeyCount });
       } catch (err) {
-        this.links.set(sae, {
-          ...prev,
-          ...base,
-          up: false,
-          lastError: (err as Error).message,
-          lastErrorAt: new Date().toISOString(),
-        });
+        this.links.record(sae, { answered: false, error: (err as Error).message });
       }
     }
   }
@@ -364,7 +352,7 @@ export class Appliance {
     const entropy = this.entropy.status();
     const reasons: string[] = [];
     if (entropy.degraded) reasons.push(entropy.reason ?? 'entropy is degraded');
-    const qkd = [...this.links.values()];
+    const qkd = this.links?.list() ?? [];
     for (const l of qkd)
       if (!l.up) reasons.push(`QKD link to ${l.peerSaeId} is down${l.lastError ? `: ${l.lastError}` : ''}`);
     return {

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { QkmError } from '../core/errors.js';
+import type { QkdLinkObservation } from '../core/qkd-links.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { QkdKeySource } from '../../drivers/qkd/interface.js';
 import {
@@ -181,7 +182,14 @@ export const DEFAULT_QKD_DOWN_CACHE_MS = 1000;
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
-  opts: { timeoutMs?: number; minKeys?: number; cacheUpMs?: number; cacheDownMs?: number } = {},
+  opts: {
+    timeoutMs?: number;
+    minKeys?: number;
+    cacheUpMs?: number;
+    cacheDownMs?: number;
+    /** Told of every KME status answer or failure, and of every `markDown` (the status board). */
+    observe?: (saeId: string, seen: QkdLinkObservation) => void;
+  } = {},
 ): QkdAvailabilityCheck {
   const cacheUpMs = opts.cacheUpMs ?? DEFAULT_QKD_UP_CACHE_MS;
   const cacheDownMs = opts.cacheDownMs ?? DEFAULT_QKD_DOWN_CACHE_MS;
@@ -190,11 +198,13 @@ export function qkdAvailabilityFrom(
   const askKme = async (saeId: string): Promise<QkdAvailability> => {
     try {
       const s = await qkd.status(saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
+      opts.observe?.(saeId, { answered: true, storedKeyCount: s.storedKeyCount });
       if (s.storedKeyCount < (opts.minKeys ?? 1))
         return { up: false, reason: 'QKD link has no keys in stock' };
       return { up: true };
     } catch (e) {
       const kind = (e as { kind?: string }).kind ?? 'error';
+      opts.observe?.(saeId, { answered: false, error: `KME status failed (${kind})` });
       return { up: false, reason: `KME status failed (${kind})` };
     }
   };
@@ -235,6 +245,7 @@ export function qkdAvailabilityFrom(
   };
   check.markDown = (peer, reason) => {
     if (peer.saeId === undefined) return;
+    opts.observe?.(peer.saeId, { answered: false, error: reason });
     inFlight.delete(peer.saeId);
     if (cacheDownMs > 0) {
       cached.set(peer.saeId, { answer: { up: false, reason }, until: performance.now() + cacheDownMs });

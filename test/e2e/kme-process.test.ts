@@ -64,3 +64,30 @@ describe('KME pair in a child process', () => {
     expect(alive(childPid)).toBe(false);
   }, 30_000);
 });
+
+describe('a KME that dies while sessions run', () => {
+  it('the next session falls back visibly, and the status says the link is down (not at the next poll)', async () => {
+    const s = await startTwoNodeSetup({ timeScale: 50, kmeProcess: true });
+    try {
+      await waitForQkdKeys(s);
+      const before = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      expect(before.posture).toBe('QKD+PQC+QRNG');
+      await s.b.client.sessions.accept(before.handshake);
+      expect((await s.a.client.status()).degraded).toBe(false);
+
+      process.kill(s.kme.pid!, 'SIGKILL');
+      const after = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      expect(after.posture).toBe('PQC+QRNG');
+      expect(after.provenance).toMatchObject({ degraded: true, fallback: true });
+      const acc = await s.b.client.sessions.accept(after.handshake);
+      expect(Buffer.from(acc.key).equals(Buffer.from(after.key))).toBe(true);
+      // Seen by the session, not by the next 10 s poll.
+      const status = await s.a.client.status();
+      expect(status.degraded).toBe(true);
+      expect(status.qkd).toEqual([expect.objectContaining({ peerSaeId: s.b.saeId, up: false })]);
+      expect(status.reasons.join('; ')).toMatch(/QKD link to sae-b is down/);
+    } finally {
+      await s.stop();
+    }
+  }, 30_000);
+});

@@ -114,6 +114,24 @@ describe('QKD availability cache', () => {
     expect(link.calls.status).toBe(statusAfterFirst + 1);
   });
 
+  it('tells its observer every KME answer, failure and markDown', async () => {
+    const link = new FakeQkdLink();
+    const seen: unknown[] = [];
+    const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'), {
+      observe: (sae, s) => seen.push([sae, s]),
+    });
+    await check(peer);
+    check.markDown?.(peer, 'KME did not answer enc_keys (timeout)');
+    check.invalidate?.(peer);
+    link.up = false;
+    await check(peer);
+    expect(seen).toEqual([
+      ['sae-b', { answered: true, storedKeyCount: 100 }],
+      ['sae-b', { answered: false, error: 'KME did not answer enc_keys (timeout)' }],
+      ['sae-b', { answered: false, error: 'KME status failed (unavailable)' }],
+    ]);
+  });
+
   it('shares one KME request between concurrent checks', async () => {
     const link = new FakeQkdLink();
     const check = qkdAvailabilityFrom(link.endpoint('sae-a', 'kme-a'));

@@ -1,0 +1,36 @@
+import type { QkdLinkState } from './status.js';
+
+/** What one look at a QKD link showed: the KME answered (with its stock), or it did not. */
+export type QkdLinkObservation =
+  | { answered: true; storedKeyCount: number }
+  | { answered: false; error: string };
+
+/**
+ * The QKD links as `/v1/status`, the status page and the metrics show them: one entry per peer
+ * SAE, updated by the periodic status poll and by every KME answer (or failure) a session sees,
+ * so a KME that stops answering degrades the status at the next session, not at the next poll.
+ */
+export class QkdLinkBoard {
+  private readonly links = new Map<string, QkdLinkState>();
+
+  constructor(
+    private readonly kmeId: string,
+    private readonly kmeUrl: string,
+  ) {}
+
+  record(peerSaeId: string, seen: QkdLinkObservation): void {
+    const prev = this.links.get(peerSaeId);
+    const base = { ...prev, peerSaeId, kmeId: this.kmeId, kmeUrl: this.kmeUrl };
+    const at = new Date().toISOString();
+    this.links.set(
+      peerSaeId,
+      seen.answered
+        ? { ...base, up: true, storedKeyCount: seen.storedKeyCount, lastOkAt: at }
+        : { ...base, up: false, lastError: seen.error, lastErrorAt: at },
+    );
+  }
+
+  list(): QkdLinkState[] {
+    return [...this.links.values()];
+  }
+}
