@@ -196,17 +196,18 @@ export function qkdAvailabilityFrom(
   const cached = new Map<string, { answer: QkdAvailability; until: number }>();
   const inFlight = new Map<string, Promise<QkdAvailability>>();
   const askKme = async (saeId: string): Promise<QkdAvailability> => {
+    let storedKeyCount: number;
     try {
-      const s = await qkd.status(saeId, { timeoutMs: opts.timeoutMs ?? 2000 });
-      opts.observe?.(saeId, { answered: true, storedKeyCount: s.storedKeyCount });
-      if (s.storedKeyCount < (opts.minKeys ?? 1))
-        return { up: false, reason: 'QKD link has no keys in stock' };
-      return { up: true };
+      ({ storedKeyCount } = await qkd.status(saeId, { timeoutMs: opts.timeoutMs ?? 2000 }));
     } catch (e) {
-      const kind = (e as { kind?: string }).kind ?? 'error';
-      opts.observe?.(saeId, { answered: false, error: `KME status failed (${kind})` });
-      return { up: false, reason: `KME status failed (${kind})` };
+      const reason = `KME status failed (${(e as { kind?: string }).kind ?? 'error'})`;
+      opts.observe?.(saeId, { answered: false, error: reason });
+      return { up: false, reason };
     }
+    // Outside the try: the observer's own trouble must not read as a KME failure.
+    opts.observe?.(saeId, { answered: true, storedKeyCount });
+    if (storedKeyCount < (opts.minKeys ?? 1)) return { up: false, reason: 'QKD link has no keys in stock' };
+    return { up: true };
   };
   const check: QkdAvailabilityCheck = async (peer, options) => {
     const saeId = peer.saeId;
