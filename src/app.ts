@@ -224,7 +224,18 @@ export class Appliance {
           : {}),
         ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
       });
-      const sessions = new SessionService({ identity, peers, policy, entropy, qkd, store, audit });
+      const sessions = new SessionService({
+        identity,
+        peers,
+        policy,
+        entropy,
+        qkd,
+        store,
+        audit,
+        ...(config.qkd
+          ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
+          : {}),
+      });
 
       const appliance = new Appliance(
         config,

@@ -19,7 +19,14 @@ const QkdConfigSchema = Type.Object(
     caPath: Type.String(),
     certPath: Type.String(),
     keyPath: Type.String(),
+    /** Deadline of each KME call, retries included, ms. */
     timeoutMs: Type.Integer({ minimum: 100, default: 5000 }),
+    /**
+     * Deadline of enc_keys for a session that may fall back to PQC+QRNG (its minimum does not
+     * need QKD), ms; capped by `timeoutMs`. A KME that stopped answering delays such a session
+     * by this much, once: the link is then marked down.
+     */
+    fallbackTimeoutMs: Type.Integer({ minimum: 50, default: 1000 }),
   },
   { additionalProperties: false },
 );

@@ -152,6 +152,7 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
             certPath: sae.cert,
             keyPath: sae.key,
             timeoutMs: 5000,
+            fallbackTimeoutMs: 1000,
           },
         },
       });

@@ -166,7 +166,16 @@ export interface SessionServiceOptions {
   keepKeys?: { ttlSeconds: number };
   /** Deadline for each KME call, ms (default 5000). */
   qkdTimeoutMs?: number;
+  /**
+   * Deadline for enc_keys when the session may fall back (the minimum does not need QKD), ms
+   * (default 1000, never more than `qkdTimeoutMs`): the agent gets its PQC+QRNG session this long
+   * after a KME stopped answering, not after the full KME deadline.
+   */
+  qkdFallbackTimeoutMs?: number;
 }
+
+export const DEFAULT_QKD_TIMEOUT_MS = 5000;
+export const DEFAULT_QKD_FALLBACK_TIMEOUT_MS = 1000;
 
 export const DEFAULT_WINDOW_MS = 120_000;
 
@@ -185,7 +194,7 @@ function wipeWhenArrived(request: Promise<QkdKey[]> | undefined): void {
 
 /**
  * The hybrid session-key service: `initiate` on the node whose agent starts a session, `accept`
- * on the peer's node, `confirm` back on the initiator. Construction in /tmp/qkm-protocol.md.
+ * on the peer's node, `confirm` back on the initiator. Construction: README, "Session protocol (qkm/v1)".
  */
 export class SessionService {
   private readonly sessions: RecordStore<SessionRecord>;
@@ -304,10 +313,10 @@ export class SessionService {
     // 2. QKD: the enc_keys request goes out now, after everything that could still fail the
     // handshake (the posture and the randomness are settled), so a failure burns no QKD key; its
     // round trip to the KME overlaps the encapsulation below.
-    // With a fallback permitted, a KME that cannot serve now (503: no keys) is not retried: the
-    // session falls back at once, visibly, rather than making the agent wait for the back-off.
+    // With a fallback permitted, a KME that cannot serve now is neither retried nor waited for
+    // long (see fetchQkdKeys): the session falls back, visibly, rather than keep the agent waiting.
     const qkdRequest = postureHasQkd(posture)
-      ? this.fetchQkdKeys(peer, decision.minimum === 'QKD+PQC+QRNG' ? undefined : 0)
+      ? this.fetchQkdKeys(peer, decision.minimum !== 'QKD+PQC+QRNG')
       : undefined;
     if (qkdRequest) {
       qkdRequest.catch(() => undefined); // observed below
@@ -573,7 +582,7 @@ export class SessionService {
     // fail, keys that arrive anyway are wiped; the KME has already released them either way.
     const qkdRequest = postureHasQkd(body.posture)
       ? this.o.qkd!.getKeysById(body.initiatorSaeId, body.qkdKeyIds, {
-          timeoutMs: this.o.qkdTimeoutMs ?? 5000,
+          timeoutMs: this.o.qkdTimeoutMs ?? DEFAULT_QKD_TIMEOUT_MS,
         })
       : undefined;
     qkdRequest?.catch(() => undefined); // observed below
@@ -781,11 +790,22 @@ export class SessionService {
     return out;
   }
 
-  private async fetchQkdKeys(peer: Peer, retries: number | undefined): Promise<QkdKey[]> {
+  /**
+   * enc_keys for one key. When the session may fall back, a KME that cannot serve at once is not
+   * retried and is waited for only up to the fallback deadline; with a QKD minimum the driver's
+   * retries and the full deadline apply, since the alternative is a refusal.
+   */
+  private async fetchQkdKeys(peer: Peer, mayFallBack: boolean): Promise<QkdKey[]> {
+    const full = this.o.qkdTimeoutMs ?? DEFAULT_QKD_TIMEOUT_MS;
     const keys = await this.o.qkd!.getKeys(
       peer.saeId!,
       { number: 1, size: QKD_KEY_BITS },
-      { timeoutMs: this.o.qkdTimeoutMs ?? 5000, ...(retries === undefined ? {} : { retries }) },
+      mayFallBack
+        ? {
+            timeoutMs: Math.min(full, this.o.qkdFallbackTimeoutMs ?? DEFAULT_QKD_FALLBACK_TIMEOUT_MS),
+            retries: 0,
+          }
+        : { timeoutMs: full },
     );
     if (keys.length !== 1 || keys[0]!.key.length !== QKD_KEY_BITS / 8 || !keys[0]!.keyId) {
       const err = new Error('KME returned an unexpected key set') as Error & { kind: string };

@@ -109,7 +109,7 @@ function optStr(v: string | undefined): Uint8Array {
   return out;
 }
 
-/** The bytes the bundle signature covers (see /tmp/qkm-protocol.md §2). */
+/** The bytes the bundle signature covers (README, "Session protocol (qkm/v1)" §2). */
 export function bundleSigningBytes(b: Omit<IdentityBundle, 'signature'>): Uint8Array {
   return encodeFields([
     str('qkm/v1 identity-bundle'),

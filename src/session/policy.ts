@@ -170,15 +170,16 @@ export const DEFAULT_QKD_DOWN_CACHE_MS = 1000;
  * for the peer's SAE with at least `minKeys` keys in stock. Bounded by `timeoutMs`.
  *
  * Answers are reused per SAE — "up" for `cacheUpMs`, "down" for `cacheDownMs` (monotonic
- * clock; 0 disables either) — and concurrent checks for one SAE share one request. Why this is
- * safe: a stale "up" can only make a session try enc_keys, and an enc_keys failure already falls
- * back (degraded, with the reason, and 503 when the minimum needs QKD) and calls `invalidate`. A
- * stale "down" can only make a session fall back visibly (to PQC+QRNG, with the reason): once
- * `cacheDownMs` has passed it is still answered, at once, while the KME is asked again in the
- * background, so a link that came back is used as soon as that answer is in. A check made with
- * `fresh` (the policy's when the minimum needs QKD, so a refusal is never based on an old answer)
- * ignores it. Why cache "down" at all: without it every session with a link out of keys pays a
- * KME round trip, and with an unreachable KME every session waits for the status timeout.
+ * clock; 0 disables either) — and concurrent checks for one SAE share one request. Once its time
+ * has passed, an answer is still given, at once, while the KME is asked again in the background;
+ * the next check gets the new answer. So no session waits for a status round trip, nor for the
+ * status timeout of a KME that stopped answering. Why this is safe: a stale "up" can only make a
+ * session try enc_keys, and an enc_keys failure already falls back (degraded, with the reason,
+ * within the fallback deadline; 503 when the minimum needs QKD) and marks the link down. A stale
+ * "down" can only make a session fall back visibly (to PQC+QRNG, with the reason), and a check
+ * made with `fresh` (the policy's when the minimum needs QKD, so a refusal is never based on an
+ * old answer) does not take it. Why cache "down" at all: without it every session with a link out
+ * of keys pays a KME round trip.
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
@@ -214,14 +215,10 @@ export function qkdAvailabilityFrom(
     if (!saeId) return { up: false, reason: 'peer has no SAE id' };
     const hit = cached.get(saeId);
     if (hit !== undefined && (hit.answer.up || !options?.fresh)) {
-      if (hit.until > performance.now()) return hit.answer;
-      if (!hit.answer.up) {
-        // An expired "down" is still the best answer for a caller that may fall back: give it
-        // at once and ask the KME in the background (askKme never rejects), so sessions never wait
-        // for the status timeout of a KME that does not answer.
-        void refresh(saeId);
-        return hit.answer;
-      }
+      // An expired answer is still the best one at hand: give it now, ask again in the
+      // background (askKme never rejects).
+      if (hit.until <= performance.now()) void refresh(saeId);
+      return hit.answer;
     }
     return refresh(saeId);
   };

@@ -21,7 +21,7 @@ import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd } from './po
 /**
  * The qkm/v1 handshake: pure functions only (no I/O), so the known-answer vectors in
  * test/vectors/handshake-kat.json exercise exactly the code the service runs.
- * The construction is specified in /tmp/qkm-protocol.md (README "Session protocol").
+ * The construction is specified in the README, "Session protocol (qkm/v1)" §4.
  */
 
 export const HANDSHAKE_VERSION = 1;

@@ -90,4 +90,37 @@ describe('a KME that dies while sessions run', () => {
       await s.stop();
     }
   }, 30_000);
+
+  it('a KME that stops answering delays one session by the fallback deadline (1 s), not the KME deadline (5 s)', async () => {
+    const s = await startTwoNodeSetup({ timeScale: 50, kmeProcess: true });
+    const pid = s.kme.pid!;
+    try {
+      await waitForQkdKeys(s);
+      const before = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      expect(before.posture).toBe('QKD+PQC+QRNG');
+      await s.b.client.sessions.accept(before.handshake);
+
+      // Frozen, not dead: connections stay open and requests are taken in, but nothing answers.
+      process.kill(pid, 'SIGSTOP');
+      const t0 = performance.now();
+      const first = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const firstMs = performance.now() - t0;
+      expect(first.posture).toBe('PQC+QRNG');
+      expect(first.provenance).toMatchObject({ degraded: true, fallback: true });
+      expect(first.provenance.reason).toMatch(/KME|QKD/);
+      // Bounded by qkd.fallbackTimeoutMs, not by qkd.timeoutMs (5000) or its retries.
+      expect(firstMs).toBeLessThan(4000);
+      const acc = await s.b.client.sessions.accept(first.handshake);
+      expect(Buffer.from(acc.key).equals(Buffer.from(first.key))).toBe(true);
+
+      // The unanswered enc_keys is the "down" answer: the next session does not wait at all
+      // for the KME (nor for a status request to it).
+      const second = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      expect(second.posture).toBe('PQC+QRNG');
+      expect((await s.a.client.status()).degraded).toBe(true);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await s.stop();
+    }
+  }, 30_000);
 });

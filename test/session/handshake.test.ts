@@ -125,14 +125,23 @@ describe('hybrid handshake', () => {
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
   });
 
-  it('enc_keys is not retried when a fallback is permitted, and is when the minimum needs QKD', async () => {
+  it('enc_keys: no retry and the short deadline when a fallback is permitted; both in full when the minimum needs QKD', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
     await a.sessions.initiate({ peer: b.identity.nodeId });
-    expect(link.lastGetKeysOptions?.retries).toBe(0);
+    expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 1000 });
     await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
-    expect(link.lastGetKeysOptions).toBeDefined();
-    expect(link.lastGetKeysOptions?.retries).toBeUndefined();
+    expect(link.lastGetKeysOptions).toEqual({ timeoutMs: 5000 });
+
+    a.restart({ qkdTimeoutMs: 3000, qkdFallbackTimeoutMs: 250 });
+    await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 250 });
+    await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    expect(link.lastGetKeysOptions).toEqual({ timeoutMs: 3000 });
+    // The fallback deadline never exceeds the full one.
+    a.restart({ qkdTimeoutMs: 400, qkdFallbackTimeoutMs: 2000 });
+    await a.sessions.initiate({ peer: b.identity.nodeId });
+    expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 400 });
   });
 
   it('counts what the sessions came to: postures, degraded fallbacks, refusals, rejections, abandons', async () => {
