@@ -567,8 +567,10 @@ export class SessionService {
 
   /**
    * `admission` is the replay-cache entry's synced write, started by checkHandshake: it runs
-   * while the ciphertext is decapsulated, and must have succeeded before any KME call and before
-   * the session is accepted.
+   * while the ciphertext is decapsulated, and must have succeeded before the session is accepted.
+   * dec_keys does not wait for it: the in-memory mirror has already admitted this nonce once (the
+   * store's lock makes this process its only writer), and should the process die before the entry
+   * is durable, a replay after the restart still gets no key: the KME hands each key out once.
    */
   private async complete(
     body: HandshakeBody,
