@@ -14,7 +14,7 @@ import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
 import { type QkmApp, buildApi } from './api/server.js';
-import { AuditLog, signerFromIdentity } from './audit/index.js';
+import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
@@ -182,7 +182,7 @@ export class Appliance {
           'node identity created',
         );
       }
-      audit.setSigner(signerFromIdentity(identity));
+      audit.setSigner(new WorkerSealSigner(identity));
       // QSC §3.7: every switch to and from degraded entropy is an audit event.
       entropy.on('degraded', (e) => {
         audit

@@ -9,11 +9,16 @@ import { sanitizeDetails } from './canonical.js';
 import { type AuditEvent, type AuditRecord, type AuditSink, SEAL_TYPE } from './types.js';
 import { GENESIS_HASH, recordHash, sealMessage, toJsonLines } from './verify.js';
 
-/** Signs seals. `signerFromIdentity` makes one from the node identity. */
+/**
+ * Signs seals. `signerFromIdentity` makes one from the node identity that signs inline;
+ * `WorkerSealSigner` (seal-signer.ts) signs on a worker thread.
+ */
 export interface AuditSigner {
   nodeId: string;
   publicKey: Uint8Array;
-  sign(message: Uint8Array): Uint8Array;
+  sign(message: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** Called by `AuditLog.close()` after the last seal. */
+  close?(): Promise<void>;
 }
 
 export function signerFromIdentity(identity: NodeIdentity): AuditSigner {
@@ -119,6 +124,7 @@ export class AuditLog implements AuditSink {
     await this.enqueue(async () => {
       if (this.head) await this.rs.put('head', { ...this.head });
     }).catch(() => undefined);
+    await this.signer?.close?.().catch(() => undefined);
   }
 
   /** Records in seq order, optionally from `fromSeq` and at most `limit`. */
@@ -194,12 +200,14 @@ export class AuditLog implements AuditSink {
 
   private async sealNow(): Promise<AuditRecord | undefined> {
     const head = await this.loadHead();
-    if (!this.signer || head.seq === 0 || head.sealed_through === head.seq) return undefined;
-    const sig = this.signer.sign(sealMessage(head.seq, head.hash));
-    return this.write(SEAL_TYPE, this.signer.nodeId, {
+    const signer = this.signer;
+    if (!signer || head.seq === 0 || head.sealed_through === head.seq) return undefined;
+    // On the queue: no record can come between the one sealed and its seal.
+    const sig = await signer.sign(sealMessage(head.seq, head.hash));
+    return this.write(SEAL_TYPE, signer.nodeId, {
       through_seq: head.seq,
       through_hash: head.hash,
-      signer: this.signer.nodeId,
+      signer: signer.nodeId,
       signature: toBase64url(sig),
     });
   }
