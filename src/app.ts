@@ -379,6 +379,7 @@ export class Appliance {
       keys: await this.keys.counts(),
       qkd,
       sessions: this.sessions.counters(),
+      audit: this.audit.stats(),
     };
   }
 

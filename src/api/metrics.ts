@@ -189,5 +189,34 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
   );
 
+  new Gauge({
+    name: 'qkm_audit_records',
+    help: 'Records in the audit chain, seals included',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).audit.records);
+    },
+  });
+  new Gauge({
+    name: 'qkm_audit_unsealed_records',
+    help: 'Audit records after the last seal (chained, not yet signed)',
+    registers: [registry],
+    async collect() {
+      const a = (await current()).audit;
+      this.set(a.records - a.sealedThrough);
+    },
+  });
+  new Counter({
+    name: 'qkm_audit_seals_total',
+    help: 'Audit seals signed since start, on the worker thread or inline (inline: the worker failed)',
+    labelNames: ['signed'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const seals = (await current()).audit.seals;
+      if (seals) for (const [signed, n] of Object.entries(seals)) if (n > 0) this.inc({ signed }, n);
+    },
+  });
+
   return { registry, http };
 }

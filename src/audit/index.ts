@@ -1,6 +1,12 @@
 export * from './types.js';
 export { canonicalJson, sanitizeDetails } from './canonical.js';
-export { AuditLog, type AuditLogOptions, type AuditSigner, signerFromIdentity } from './log.js';
+export {
+  AuditLog,
+  type AuditLogOptions,
+  type AuditSigner,
+  type AuditStats,
+  signerFromIdentity,
+} from './log.js';
 export { WorkerSealSigner } from './seal-signer.js';
 export {
   GENESIS_HASH,

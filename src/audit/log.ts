@@ -19,6 +19,18 @@ export interface AuditSigner {
   sign(message: Uint8Array): Uint8Array | Promise<Uint8Array>;
   /** Called by `AuditLog.close()` after the last seal. */
   close?(): Promise<void>;
+  /** Where seals were signed, for signers that can sign in more than one place. */
+  readonly signed?: Readonly<Record<'worker' | 'inline', number>>;
+}
+
+/** What `GET /v1/status` shows of the audit log. */
+export interface AuditStats {
+  /** Records in the chain (seals included). */
+  records: number;
+  /** The last record a seal covers; records after it are chained but not yet signed. */
+  sealedThrough: number;
+  /** Seals signed on the worker thread and inline since start (inline: the worker failed). */
+  seals?: { worker: number; inline: number };
 }
 
 export function signerFromIdentity(identity: NodeIdentity): AuditSigner {
@@ -109,6 +121,17 @@ export class AuditLog implements AuditSink {
       }
     }).catch(() => undefined);
     return p;
+  }
+
+  /** The chain's length and how far it is sealed, as of the last append (no store read). */
+  stats(): AuditStats {
+    const head = this.head;
+    const seals = this.signer?.signed;
+    return {
+      records: head?.seq ?? 0,
+      sealedThrough: head?.sealed_through ?? 0,
+      ...(seals ? { seals: { worker: seals.worker, inline: seals.inline } } : {}),
+    };
   }
 
   /** Seals any unsealed records now (no-op without a signer or when nothing is unsealed). */

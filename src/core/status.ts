@@ -1,3 +1,4 @@
+import type { AuditStats } from '../audit/log.js';
 import type { EntropyStatus } from '../entropy/types.js';
 import type { KeyState } from '../keys/interface.js';
 import type { SessionCounters } from '../session/handshake.js';
@@ -30,4 +31,6 @@ export interface ApplianceStatus {
   qkd: QkdLinkState[];
   /** Session outcomes since start (fallbacks, refusals, rejected handshakes). */
   sessions: SessionCounters;
+  /** The audit chain's length, how far it is sealed, and where seals were signed. */
+  audit: AuditStats;
 }

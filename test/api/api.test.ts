@@ -45,6 +45,7 @@ beforeAll(async () => {
       rejected: {},
       abandoned: {},
     },
+    audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
   });
   const logger = createLogger({
     level: 'debug',
@@ -281,6 +282,10 @@ describe('operations routes', () => {
     expect(r.body).toContain('qkm_degraded 0');
     expect(r.body).toMatch(/qkm_entropy_source_state\{source="fake-qrng"[^}]*state="healthy"\} 1/);
     expect(r.body).toContain('qkm_http_requests_total');
+    expect(r.body).toContain('qkm_audit_records 9');
+    expect(r.body).toContain('qkm_audit_unsealed_records 1');
+    expect(r.body).toContain('qkm_audit_seals_total{signed="worker"} 2');
+    expect(r.body).toContain('qkm_audit_seals_total{signed="inline"} 1');
   });
 
   it('answers unknown routes with a JSON 404 (after auth)', async () => {
@@ -296,7 +301,8 @@ describe('operations routes', () => {
     // Its script at least parses, and it has a place for every part of the status.
     const script = r.body.slice(r.body.indexOf('<script>') + 8, r.body.indexOf('</script>'));
     expect(() => new Function(script)).not.toThrow();
-    for (const id of ['sources', 'drbg', 'keys', 'qkd', 'sessions']) expect(r.body).toContain(`id="${id}"`);
+    for (const id of ['sources', 'drbg', 'keys', 'qkd', 'sessions', 'audit'])
+      expect(r.body).toContain(`id="${id}"`);
   });
 });
 

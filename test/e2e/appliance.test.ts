@@ -223,6 +223,22 @@ describe('keys over HTTP', () => {
     }
   });
 
+  it('seals the audit log on its worker thread, and the status says how far it is sealed', async () => {
+    const before = (await client.status()).audit;
+    // 64 audited events (key creations) are enough for a background seal.
+    for (let i = 0; i < 64; i++) await client.keys.create({ size: 16 });
+    const deadline = Date.now() + 10_000;
+    let audit = (await client.status()).audit;
+    while (audit.sealedThrough <= before.sealedThrough && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      audit = (await client.status()).audit;
+    }
+    expect(audit.records).toBeGreaterThanOrEqual(before.records + 64);
+    expect(audit.sealedThrough).toBeGreaterThan(before.sealedThrough);
+    expect(audit.seals?.worker).toBeGreaterThan(before.seals?.worker ?? 0);
+    expect(audit.seals?.inline).toBe(0);
+  });
+
   it("does not let one agent take another agent's key", async () => {
     const { token } = await admin.agents.add('other-agent');
     const other = new QkmClient({ url: appliance.url, token });

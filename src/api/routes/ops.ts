@@ -71,6 +71,11 @@ const StatusSchema = Type.Object({
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
   }),
+  audit: Type.Object({
+    records: Type.Integer(),
+    sealedThrough: Type.Integer(),
+    seals: Type.Optional(Type.Object({ worker: Type.Integer(), inline: Type.Integer() })),
+  }),
 });
 
 const AgentSchema = Type.Object({

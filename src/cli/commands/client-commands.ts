@@ -63,6 +63,14 @@ export function registerClientCommands(program: Command): void {
               `${l.lastError ? ` last error: ${l.lastError}` : ''}`,
           ),
           ...sessionLines(s.sessions),
+          ...(s.audit
+            ? [
+                `audit: ${s.audit.records} records, sealed through ${s.audit.sealedThrough}` +
+                  (s.audit.seals
+                    ? `; seals signed on the worker ${s.audit.seals.worker}, inline ${s.audit.seals.inline}`
+                    : ''),
+              ]
+            : []),
         ];
         return lines.join('\n');
       });
