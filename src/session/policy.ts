@@ -172,14 +172,15 @@ export const DEFAULT_QKD_DOWN_CACHE_MS = 1000;
  * Answers are reused per SAE — "up" for `cacheUpMs`, "down" for `cacheDownMs` (monotonic
  * clock; 0 disables either) — and concurrent checks for one SAE share one request. Once its time
  * has passed, an answer is still given, at once, while the KME is asked again in the background;
- * the next check gets the new answer. So no session waits for a status round trip, nor for the
- * status timeout of a KME that stopped answering. Why this is safe: a stale "up" can only make a
- * session try enc_keys, and an enc_keys failure already falls back (degraded, with the reason,
- * within the fallback deadline; 503 when the minimum needs QKD) and marks the link down. A stale
- * "down" can only make a session fall back visibly (to PQC+QRNG, with the reason), and a check
- * made with `fresh` (the policy's when the minimum needs QKD, so a refusal is never based on an
- * old answer) does not take it. Why cache "down" at all: without it every session with a link out
- * of keys pays a KME round trip.
+ * the next check gets the new answer. So no session that may fall back waits for a status round
+ * trip, nor for the status timeout of a KME that stopped answering. Why this is safe: a stale "up"
+ * can only make a session try enc_keys, and an enc_keys failure already falls back (degraded, with
+ * the reason, within the fallback deadline) and marks the link down. A stale "down" can only make
+ * a session fall back visibly (to PQC+QRNG, with the reason). A check made with `fresh` (the
+ * policy's when the minimum needs QKD, so a refusal is never based on an old answer, and for
+ * `explain`, which an operator reads as the link's state now) takes no "down" from the cache and
+ * no expired answer at all. Why cache "down" at all: without it every session with a link out of
+ * keys pays a KME round trip.
  */
 export function qkdAvailabilityFrom(
   qkd: QkdKeySource,
@@ -215,10 +216,13 @@ export function qkdAvailabilityFrom(
     if (!saeId) return { up: false, reason: 'peer has no SAE id' };
     const hit = cached.get(saeId);
     if (hit !== undefined && (hit.answer.up || !options?.fresh)) {
-      // An expired answer is still the best one at hand: give it now, ask again in the
-      // background (askKme never rejects).
-      if (hit.until <= performance.now()) void refresh(saeId);
-      return hit.answer;
+      if (hit.until > performance.now()) return hit.answer;
+      if (!options?.fresh) {
+        // An expired answer is still the best one at hand for a caller that may fall back: give
+        // it now, ask again in the background (askKme never rejects).
+        void refresh(saeId);
+        return hit.answer;
+      }
     }
     return refresh(saeId);
   };

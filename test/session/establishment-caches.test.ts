@@ -52,15 +52,23 @@ describe('QKD availability cache', () => {
       expect(await check(peer)).toEqual({ up: true }); // …and the link that came back is used
       expect(link.calls.status).toBe(5);
 
-      // So is an expired "up", fresh or not: the session that gets it tries enc_keys, whose
-      // failure falls back within its own deadline.
+      // So is an expired "up" (the session that gets it tries enc_keys, whose failure falls back
+      // within its own deadline)…
       link.up = false;
       now += 60_000;
-      expect(await check(peer, { fresh: true })).toEqual({ up: true });
+      expect(await check(peer)).toEqual({ up: true });
       expect(link.calls.status).toBe(6);
       await new Promise((r) => setImmediate(r));
       expect((await check(peer)).up).toBe(false);
       expect(link.calls.status).toBe(6);
+      // …but not to a fresh check: it waits for the live answer.
+      link.up = true;
+      check.invalidate?.(peer);
+      expect(await check(peer)).toEqual({ up: true });
+      link.up = false;
+      now += 60_000;
+      expect((await check(peer, { fresh: true })).up).toBe(false);
+      expect(link.calls.status).toBe(8);
     } finally {
       performance.now = realNow;
     }
