@@ -101,6 +101,7 @@ export class AuditLog implements AuditSink {
     this.signer = opts.signer;
   }
 
+  /** The log closes the signer it holds when it closes; a signer replaced here is the caller's to close. */
   setSigner(signer: AuditSigner | undefined): void {
     this.signer = signer;
   }
