@@ -333,9 +333,10 @@ export default async function run(): Promise<BenchRecord[]> {
                 baseline: round(baseline + median(s.kmeExchanges)),
                 ratio: round(p50 / (baseline + median(s.kmeExchanges))),
                 note:
-                  `KME exchanges (enc_keys on A + dec_keys on B, in sequence, outside any session) p50 ` +
-                  `${round(median(s.kmeExchanges))} ms over ${s.kmeExchanges.length} runs: the KMEs' ` +
-                  'share, counted whole although a session overlaps it with the (de)capsulations',
+                  `KME exchanges (enc_keys on A + dec_keys on B through qkm's ETSI 014 client, in ` +
+                  `sequence, outside any session) p50 ${round(median(s.kmeExchanges))} ms over ` +
+                  `${s.kmeExchanges.length} runs, counted whole although a session overlaps them ` +
+                  'with the (de)capsulations',
               } satisfies BenchRecord,
             ]
           : []),
