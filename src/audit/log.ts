@@ -20,7 +20,13 @@ export interface AuditSigner {
   /** Called by `AuditLog.close()` after the last seal. */
   close?(): Promise<void>;
   /** Where seals were signed, for signers that can sign in more than one place. */
-  readonly signed?: Readonly<Record<'worker' | 'inline', number>>;
+  readonly signed?: Readonly<SealCounts>;
+}
+
+/** Seals signed on a worker thread, and inline (on the event loop). */
+export interface SealCounts {
+  worker: number;
+  inline: number;
 }
 
 /** What `GET /v1/status` shows of the audit log. */
@@ -29,8 +35,8 @@ export interface AuditStats {
   records: number;
   /** The last record a seal covers; records after it are chained but not yet signed. */
   sealedThrough: number;
-  /** Seals signed on the worker thread and inline since start (inline: the worker failed). */
-  seals?: { worker: number; inline: number };
+  /** Seals signed since start (inline: the worker failed). */
+  seals?: SealCounts;
 }
 
 export function signerFromIdentity(identity: NodeIdentity): AuditSigner {
@@ -131,7 +137,7 @@ export class AuditLog implements AuditSink {
     return {
       records: head?.seq ?? 0,
       sealedThrough: head?.sealed_through ?? 0,
-      ...(seals ? { seals: { worker: seals.worker, inline: seals.inline } } : {}),
+      ...(seals ? { seals: { ...seals } } : {}),
     };
   }
 

@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { DSA_CONTEXT, type NodeIdentity } from '../session/identity.js';
-import type { AuditSigner } from './log.js';
+import type { AuditSigner, SealCounts } from './log.js';
 
 /**
  * The worker's whole program. Plain JavaScript evaluated as a script, so it runs the same under
@@ -50,7 +50,7 @@ export class WorkerSealSigner implements AuditSigner {
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   /** Seals signed by the worker, and here (the worker unavailable or failing). */
-  readonly signed = { worker: 0, inline: 0 };
+  readonly signed: SealCounts = { worker: 0, inline: 0 };
 
   /** `moduleUrl` overrides where the worker loads ML-DSA from (tests use it to make the worker fail). */
   constructor(identity: NodeIdentity, options: { moduleUrl?: string } = {}) {
