@@ -15,6 +15,7 @@ import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
@@ -83,6 +84,8 @@ export class Appliance {
     readonly qkd: Etsi014Client | undefined,
     private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
+    /** The ML-DSA worker thread shared by the audit seals and handshake verification. */
+    private readonly pqcWorker: PqcWorker,
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
@@ -182,7 +185,11 @@ export class Appliance {
           'node identity created',
         );
       }
-      audit.setSigner(new WorkerSealSigner(identity));
+      // One worker thread for the node's ML-DSA work: audit seals queue on it; handshake
+      // signatures are verified on it when it is idle. Closed after the audit log (last seal).
+      const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
+      cleanup.push(() => pqcWorker.close());
+      audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
       // QSC §3.7: every switch to and from degraded entropy is an audit event.
       entropy.on('degraded', (e) => {
         audit
@@ -232,6 +239,7 @@ export class Appliance {
         qkd,
         store,
         audit,
+        pqcWorker,
         ...(config.qkd
           ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
           : {}),
@@ -252,6 +260,7 @@ export class Appliance {
         qkd,
         links,
         tokenFiles,
+        pqcWorker,
         simulatedQuantis,
       );
       appliance.watchForNewDevices(families);
@@ -393,6 +402,7 @@ export class Appliance {
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);
+    await this.pqcWorker.close();
     await this.qkd?.close();
     await this.entropy.stop();
     await this.store.close();

@@ -188,6 +188,12 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     ['code'],
     (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
   );
+  sessionCounter(
+    'qkm_session_mldsa_total',
+    'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker busy or failing)',
+    ['where'],
+    (s) => Object.entries(s.mldsa).map(([where, n]) => [{ where }, n]),
+  );
 
   new Gauge({
     name: 'qkm_audit_records',

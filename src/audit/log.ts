@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { QkmError } from '../core/errors.js';
+import type { PqcWorkCounts } from '../core/pqc-worker.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
 import { toBase64url, toHex } from '../session/encoding.js';
@@ -24,10 +25,7 @@ export interface AuditSigner {
 }
 
 /** Seals signed on a worker thread, and inline (on the event loop). */
-export interface SealCounts {
-  worker: number;
-  inline: number;
-}
+export type SealCounts = PqcWorkCounts;
 
 /** What `GET /v1/status` shows of the audit log. */
 export interface AuditStats {

@@ -44,6 +44,7 @@ beforeAll(async () => {
       accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
       rejected: {},
       abandoned: {},
+      mldsa: { worker: 3, inline: 1 },
     },
     audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
   });
@@ -286,6 +287,8 @@ describe('operations routes', () => {
     expect(r.body).toContain('qkm_audit_unsealed_records 1');
     expect(r.body).toContain('qkm_audit_seals_total{signed="worker"} 2');
     expect(r.body).toContain('qkm_audit_seals_total{signed="inline"} 1');
+    expect(r.body).toContain('qkm_session_mldsa_total{where="worker"} 3');
+    expect(r.body).toContain('qkm_session_mldsa_total{where="inline"} 1');
   });
 
   it('answers unknown routes with a JSON 404 (after auth)', async () => {

@@ -1,5 +1,5 @@
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
 import { decodeFields, encodeFields, fromBase64url, toBase64url } from '../../src/session/encoding.js';
 import type { Posture } from '../../src/session/posture.js';
@@ -13,7 +13,7 @@ import {
 } from '../../src/session/transcript.js';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { FakeQkdLink } from './fakes.js';
-import { makeNode, makePair } from './harness.js';
+import { closeWorkers, makeNode, makePair } from './harness.js';
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   const err = await p.then(
@@ -252,10 +252,15 @@ describe('hybrid handshake', () => {
   });
 });
 
-describe('responder rejections (no QKD key is consumed)', () => {
+describe.each([
+  ['inline', false],
+  ['on the PQC worker', true],
+])('responder rejections, ML-DSA %s (no QKD key is consumed)', (_where, worker) => {
+  afterAll(closeWorkers);
+
   async function qkdPair() {
     const link = new FakeQkdLink();
-    const pair = await makePair({ link });
+    const pair = await makePair({ link, worker });
     const i = await pair.a.sessions.initiate({ peer: pair.b.identity.nodeId, context: 'ctx' });
     expect(i.posture).toBe('QKD+PQC+QRNG');
     return { ...pair, link, i };
@@ -414,7 +419,7 @@ describe('responder rejections (no QKD key is consumed)', () => {
 
   it('wrong signer → HANDSHAKE_BAD_SIGNATURE', async () => {
     const { a, b, link, i } = await qkdPair();
-    const mallory = await makeNode('m', { region: 'EU' });
+    const mallory = await makeNode('m', { region: 'EU', worker });
     await b.peers.add(mallory.identity.bundle); // even a pinned node cannot sign as another
     const { body } = decodeMessage(i.handshake);
     const forged = encodeMessage(body, signBody(body, mallory.identity.signing.secretKey));
@@ -461,7 +466,7 @@ describe('responder rejections (no QKD key is consumed)', () => {
 
   it('posture below the responder minimum → POSTURE_BELOW_MINIMUM', async () => {
     const link = new FakeQkdLink();
-    const { a, b } = await makePair({ link });
+    const { a, b } = await makePair({ link, worker });
     b.rebuildPolicy({ peers: { [a.identity.nodeId]: { minPosture: 'QKD+PQC+QRNG' } } });
     link.up = false;
     const i = await a.sessions.initiate({ peer: b.identity.nodeId });
@@ -478,7 +483,7 @@ describe('responder rejections (no QKD key is consumed)', () => {
 
   it("QKD the responder's own jurisdiction rules forbid → POSTURE_NOT_PERMITTED, no KME call", async () => {
     const link = new FakeQkdLink();
-    const { a, b } = await makePair({ link });
+    const { a, b } = await makePair({ link, worker });
     // The initiator's rules allow QKD within the EU; the responder has an agreement forbidding it.
     b.rebuildPolicy({ pairs: [{ a: 'EU', b: 'EU', qkd: false, note: 'national rule' }] });
     const i = await a.sessions.initiate({ peer: b.identity.nodeId });
@@ -499,7 +504,7 @@ describe('responder rejections (no QKD key is consumed)', () => {
 
   it('handshake for another node → HANDSHAKE_WRONG_RECIPIENT', async () => {
     const { a, link, i } = await qkdPair();
-    const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c' });
+    const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c', worker });
     await c.peers.add(a.identity.bundle);
     await expectCode(c.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_WRONG_RECIPIENT');
     expect(link.calls.getKeysById).toBe(0);

@@ -1,4 +1,5 @@
 import { AuditLog, signerFromIdentity } from '../../src/audit/log.js';
+import { PqcWorker } from '../../src/core/pqc-worker.js';
 import type { StorageBackend } from '../../src/store/interface.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { SessionService, type SessionServiceOptions } from '../../src/session/handshake.js';
@@ -25,7 +26,15 @@ export interface TestNode {
 
 export async function makeNode(
   name: string,
-  opts: { region?: string; link?: FakeQkdLink; sae?: string; kme?: string; clock?: { now: number } } = {},
+  opts: {
+    region?: string;
+    link?: FakeQkdLink;
+    sae?: string;
+    kme?: string;
+    clock?: { now: number };
+    /** Give the SessionService a PQC worker (as the appliance does); closed by `closeWorkers`. */
+    worker?: boolean;
+  } = {},
 ): Promise<TestNode> {
   const store = createMemoryBackend();
   const entropy = new FakeEntropy();
@@ -41,6 +50,8 @@ export async function makeNode(
   });
   const audit = new AuditLog({ store, entropy, signer: signerFromIdentity(identity), clock: now });
   const peers = new PeerRegistry({ store, clock: now });
+  const pqcWorker = opts.worker ? new PqcWorker({ signingKey: identity.signing.secretKey }) : undefined;
+  if (pqcWorker) startedWorkers.push(pqcWorker);
   const mkPolicy = (config?: Partial<PolicyConfig>) =>
     new PosturePolicy({
       region: identity.region,
@@ -70,6 +81,7 @@ export async function makeNode(
         store,
         audit,
         clock: now,
+        ...(pqcWorker ? { pqcWorker } : {}),
         ...extra,
       });
       return this.sessions;
@@ -83,16 +95,25 @@ export async function makeNode(
   return node;
 }
 
+const startedWorkers: PqcWorker[] = [];
+
+/** Ends the PQC workers `makeNode` started (idle workers do not keep the process alive anyway). */
+export async function closeWorkers(): Promise<void> {
+  await Promise.all(startedWorkers.splice(0).map((w) => w.close()));
+}
+
 /** Two nodes in `region`, pinned to each other, sharing a QKD link and a clock. */
 export async function makePair(
-  opts: { region?: string; regionB?: string; qkd?: boolean; link?: FakeQkdLink } = {},
+  opts: { region?: string; regionB?: string; qkd?: boolean; link?: FakeQkdLink; worker?: boolean } = {},
 ) {
   const clock = { now: Date.UTC(2026, 10, 22, 4, 0, 0) };
   const link = opts.qkd === false ? undefined : opts.link;
-  const a = await makeNode('a', { region: opts.region ?? 'EU', clock, ...(link ? { link } : {}) });
+  const worker = opts.worker === true;
+  const a = await makeNode('a', { region: opts.region ?? 'EU', clock, worker, ...(link ? { link } : {}) });
   const b = await makeNode('b', {
     region: opts.regionB ?? opts.region ?? 'EU',
     clock,
+    worker,
     ...(link ? { link } : {}),
   });
   await a.peers.add(b.identity.bundle);

@@ -15,6 +15,9 @@ export interface OpsRouteOptions {
   audit?: AuditSink;
 }
 
+/** Work done on a worker thread, and inline (on the event loop) instead. */
+const WorkCounts = Type.Object({ worker: Type.Integer(), inline: Type.Integer() });
+
 const PerPosture = Type.Object({
   PQC: Type.Integer(),
   'PQC+QRNG': Type.Integer(),
@@ -70,11 +73,12 @@ const StatusSchema = Type.Object({
     accepted: PerPosture,
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
+    mldsa: WorkCounts,
   }),
   audit: Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
-    seals: Type.Optional(Type.Object({ worker: Type.Integer(), inline: Type.Integer() })),
+    seals: Type.Optional(WorkCounts),
   }),
 });
 

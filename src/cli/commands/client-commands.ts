@@ -28,7 +28,8 @@ function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
       .join(' ') || '0';
   return [
     `sessions: initiated ${byPosture(s.initiated, s.initiatedDegraded)}; accepted ${byPosture(s.accepted)}; ` +
-      `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}`,
+      `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}` +
+      (s.mldsa ? `; handshake ML-DSA on the worker ${s.mldsa.worker}, inline ${s.mldsa.inline}` : ''),
   ];
 }
 
