@@ -77,6 +77,39 @@ describe('PqcWorker', () => {
   });
 });
 
+describe('a PQC worker that dies', () => {
+  it('with work pending: the pending call and later ones fail with PqcWorkerUnavailable', async () => {
+    const doomed = new PqcWorker({ signingKey: keys.secretKey });
+    const pending = doomed.sign(message, context);
+    // What a crash of the thread looks like from here (white-box: the thread handle).
+    await (doomed as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await expect(pending).rejects.toBeInstanceOf(PqcWorkerUnavailable);
+    expect(doomed.running).toBe(false);
+    await expect(doomed.verify(message, message, keys.publicKey, context)).rejects.toBeInstanceOf(
+      PqcWorkerUnavailable,
+    );
+  });
+
+  it('mid-handshake: the initiator signs inline and the session completes', async () => {
+    const { a, b } = await makePair();
+    const w = new PqcWorker({ signingKey: a.identity.signing.secretKey });
+    a.restart({ pqcWorker: w });
+    const started = a.sessions.initiate({ peer: b.identity.nodeId });
+    // Kill it while the signature is (or is about to be) on it.
+    setImmediate(
+      () => void (w as unknown as { worker?: { terminate(): Promise<number> } }).worker?.terminate(),
+    );
+    const i = await started;
+    const acc = await b.sessions.accept({ handshake: i.handshake });
+    expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
+    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
+    await expect(b.sessions.accept({ handshake: next.handshake })).resolves.toMatchObject({
+      session_id: next.session_id,
+    });
+    expect(a.sessions.counters().mldsa.inline).toBeGreaterThanOrEqual(1);
+  });
+});
+
 describe('sessions with a PQC worker', () => {
   afterAll(closeWorkers);
 
