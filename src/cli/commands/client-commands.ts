@@ -14,7 +14,7 @@ function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
 }
 
-/** `sessions: initiated …; accepted …; refused …; rejected …; abandoned …` (only what is non-zero). */
+/** `sessions: initiated …; accepted …; refused …; rejected …; abandoned …[; handshake ML-DSA …]` (only what is non-zero). */
 function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
   if (!s) return [];
   const byPosture = (o: Record<string, number>, degraded?: Record<string, number>) =>
@@ -29,7 +29,9 @@ function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
   return [
     `sessions: initiated ${byPosture(s.initiated, s.initiatedDegraded)}; accepted ${byPosture(s.accepted)}; ` +
       `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}` +
-      (s.mldsa ? `; handshake ML-DSA on the worker ${s.mldsa.worker}, inline ${s.mldsa.inline}` : ''),
+      (s.mldsa && s.mldsa.worker + s.mldsa.inline > 0
+        ? `; handshake ML-DSA on the worker ${s.mldsa.worker}, inline ${s.mldsa.inline}`
+        : ''),
   ];
 }
 
