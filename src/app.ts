@@ -84,7 +84,7 @@ export class Appliance {
     readonly qkd: Etsi014Client | undefined,
     private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
-    /** The ML-DSA worker thread shared by the audit seals and handshake verification. */
+    /** The ML-DSA worker thread shared by the audit seals and the handshakes. */
     private readonly pqcWorker: PqcWorker,
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
@@ -185,8 +185,8 @@ export class Appliance {
           'node identity created',
         );
       }
-      // One worker thread for the node's ML-DSA work: audit seals queue on it; handshake
-      // signatures are verified on it when it is idle. Closed after the audit log (last seal).
+      // One worker thread for the node's ML-DSA work: audit seals queue on it; handshakes are
+      // signed and verified on it when it is idle. Closed after the audit log (last seal).
       const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
       cleanup.push(() => pqcWorker.close());
       audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));

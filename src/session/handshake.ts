@@ -173,16 +173,17 @@ export interface SessionServiceOptions {
   /** Deadline for each KME call, ms (default 5000). */
   qkdTimeoutMs?: number;
   /**
-   * The node's PQC worker: when it is idle, a handshake's signature is verified there while this
-   * thread decapsulates. Without one (or when it is busy or failing) both run here, one after the other.
-   */
-  pqcWorker?: PqcWorker;
-  /**
    * Deadline for enc_keys when the session may fall back (the minimum does not need QKD), ms
    * (default 1000, never more than `qkdTimeoutMs`): the agent gets its PQC+QRNG session this long
    * after a KME stopped answering, not after the full KME deadline.
    */
   qkdFallbackTimeoutMs?: number;
+  /**
+   * The node's ML-DSA worker thread. When it is idle, the initiator's handshake signature is
+   * computed there while this thread writes the records, and the responder's verification there
+   * while this thread decapsulates. Without one (or when it is busy or failing) both run here.
+   */
+  pqcWorker?: PqcWorker;
 }
 
 export const DEFAULT_QKD_TIMEOUT_MS = 5000;
@@ -492,10 +493,10 @@ export class SessionService {
     // Observed below; this only keeps a failure from being reported as unhandled meanwhile.
     persisted.catch(() => undefined);
     recorded.catch(() => undefined);
-    // Signing here: one turn of the event loop first hands the synced writes (session record,
-    // audit record) to the storage thread, so their fsyncs overlap the signature.
-    // The handshake (the only thing that lets a peer use the session) is released only after
-    // both records are durable.
+    // Signing on this thread: one turn of the event loop first hands the synced writes (session
+    // record, audit record) to the storage thread, so their fsyncs overlap the signature.
+    // Either way the handshake (the only thing that lets a peer use the session) is released only
+    // after both records are durable.
     let signature: Uint8Array;
     if (signing) {
       signature = await signing;
