@@ -186,7 +186,7 @@ export class Appliance {
         );
       }
       // One worker thread for the node's ML-DSA work: audit seals queue on it; handshakes are
-      // signed and verified on it when it is idle. Closed after the audit log (last seal).
+      // signed and verified on it unless its queue is long. Closed after the audit log (last seal).
       const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
       cleanup.push(() => pqcWorker.close());
       audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));

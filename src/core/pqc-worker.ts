@@ -70,8 +70,8 @@ export class PqcWorkerUnavailable extends Error {
  *
  * Every operation may fail with `PqcWorkerUnavailable` (the worker could not start, died, or
  * was closed); callers then do the operation on their own thread, so nothing ever stops
- * because of the worker. `idle` lets latency-sensitive callers run inline rather than queue
- * behind work already on the worker.
+ * because of the worker. `queued` lets callers with a thread of their own do the work there
+ * rather than wait behind a long queue.
  */
 export class PqcWorker {
   private worker: Worker | undefined;
@@ -104,9 +104,9 @@ export class PqcWorker {
     }
   }
 
-  /** Running, with nothing queued: work sent now starts at once. */
-  get idle(): boolean {
-    return this.worker !== undefined && this.pending.size === 0;
+  /** Operations sent and not yet answered (0: work sent now starts at once). */
+  get queued(): number {
+    return this.pending.size;
   }
 
   get running(): boolean {

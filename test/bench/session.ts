@@ -58,6 +58,9 @@ const WARMUP = 5;
  */
 const WARMUP_MS = 3000;
 const WARMUP_MAX = 200;
+/** The concurrency line (information): agent pairs, and for how long (the KME link at ×100 keeps up). */
+const CONCURRENT_PAIRS = 8;
+const CONCURRENT_MS = 5000;
 /** Roughly the size of an encoded handshake body (KEM ciphertext 1088 B + ids, r, nonce, context). */
 const BODY_BYTES = 1300;
 const GOAL = 1.3;
@@ -280,6 +283,33 @@ async function establishInProcess(setup: TwoNodeSetup): Promise<number> {
   return ms;
 }
 
+/** Sessions/s with `pairs` agent pairs establishing concurrently for `ms` (bounded by time). */
+async function concurrentPairs(
+  setup: TwoNodeSetup,
+  pairs: number,
+  ms: number,
+): Promise<{ sessions: number; perSecond: number; p50: number; postures: Record<string, number> }> {
+  const latencies: number[] = [];
+  const postures: Record<string, number> = {};
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: pairs }, async () => {
+      while (performance.now() - start < ms) {
+        const e = await establishOnce(setup);
+        latencies.push(e.ms);
+        postures[e.posture] = (postures[e.posture] ?? 0) + 1;
+      }
+    }),
+  );
+  const elapsed = performance.now() - start;
+  return {
+    sessions: latencies.length,
+    perSecond: (latencies.length / elapsed) * 1000,
+    p50: median(latencies),
+    postures,
+  };
+}
+
 async function slice(setup: TwoNodeSetup, posture: Posture, chain: PrimitiveChain): Promise<SliceResult> {
   for (let i = 0; i < WARMUP; i++) await establishOnce(setup);
   const r: SliceResult = {
@@ -331,6 +361,7 @@ export default async function run(): Promise<BenchRecord[]> {
     chain.reset();
     const slices: SliceResult[] = [];
     slices.push(await slice(setup, 'QKD+PQC+QRNG', chain));
+    const concurrent = await concurrentPairs(setup, CONCURRENT_PAIRS, CONCURRENT_MS);
     await exhaustQkd(setup);
     slices.push(await slice(setup, 'PQC+QRNG', chain));
     await restoreQkd(setup);
@@ -338,6 +369,16 @@ export default async function run(): Promise<BenchRecord[]> {
     slices.push(await slice(setup, 'PQC', chain));
     await restoreQrng(setup).catch(() => undefined);
 
+    records.push({
+      bench: BENCH,
+      metric: `sessions/s with ${CONCURRENT_PAIRS} concurrent agent pairs (information)`,
+      value: round(concurrent.perSecond),
+      unit: 'sessions/s',
+      note:
+        `${concurrent.sessions} establishments in ${CONCURRENT_MS / 1000} s, p50 ${round(concurrent.p50)} ms, ` +
+        `postures ${JSON.stringify(concurrent.postures)}; both nodes share this process's event loop, each ` +
+        'has its own PQC worker',
+    });
     const allChains = slices.flatMap((s) => s.chains);
     const medians = chain.medians();
     // Measured while the nodes idle, after the slices; a few seconds.
