@@ -190,7 +190,7 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
   );
   sessionCounter(
     'qkm_session_mldsa_total',
-    'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker busy or failing)',
+    'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker had a long queue or failed)',
     ['where'],
     (s) => Object.entries(s.mldsa).map(([where, n]) => [{ where }, n]),
   );
