@@ -149,7 +149,7 @@ export interface SessionCounters {
   abandoned: Record<string, number>;
   /**
    * Handshake signatures and verifications computed on the PQC worker, and on the event loop
-   * (the worker busy, e.g. with an audit seal, or failing).
+   * (the worker's queue long, or the worker failing).
    */
   mldsa: PqcWorkCounts;
 }
