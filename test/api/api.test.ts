@@ -280,7 +280,7 @@ describe('operations routes', () => {
     expect((await app.inject({ url: '/metrics', headers: { host: HOST } })).statusCode).toBe(401);
     const r = await app.inject({ url: '/metrics', headers: auth() });
     expect(r.statusCode).toBe(200);
-    expect(r.body).toContain('qkm_degraded 0');
+    expect(r.body).toContain('qkm_degraded{component="entropy"} 0');
     expect(r.body).toMatch(/qkm_entropy_source_state\{source="fake-qrng"[^}]*state="healthy"\} 1/);
     expect(r.body).toContain('qkm_http_requests_total');
     expect(r.body).toContain('qkm_audit_records 9');
