@@ -9,7 +9,7 @@ import type { ApplianceStatus } from '../core/status.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import { authPlugin } from './auth.js';
 import { rateLimitPlugin } from './rate-limit.js';
-import { installErrorHandling } from './errors.js';
+import { clientErrorHandler, installErrorHandling } from './errors.js';
 import type { QkmMetrics } from './metrics.js';
 import { entropyRoutes } from './routes/entropy.js';
 import { type KeyServiceApi, keyRoutes } from './routes/keys.js';
@@ -30,6 +30,8 @@ export interface ApiDeps {
   maxEntropyBytes: number;
   bodyLimit: number;
   rateLimitPerMinute: number;
+  /** Time for a whole request (headers and body) to arrive, ms (default 30 000). */
+  requestTimeoutMs?: number;
   /** Further route plugins (sessions, identity, peers, audit), registered after the core ones. */
   // biome-ignore lint/suspicious/noExplicitAny: each plugin has its own options type
   plugins?: Array<{ plugin: FastifyPluginAsync<any>; options: Record<string, unknown> }>;
@@ -56,6 +58,10 @@ export async function buildApi(deps: ApiDeps) {
         : new DeferredChildLogger(parent as Logger, bindings),
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     forceCloseConnections: true,
+    // An unfinished request (headers or body) is answered 408 REQUEST_TIMEOUT and closed, not
+    // held open; parser errors get catalogue codes (errors.ts).
+    requestTimeout: deps.requestTimeoutMs ?? 30_000,
+    clientErrorHandler,
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -26,6 +26,13 @@ export const ERROR_CATALOGUE = {
   KEY_ALREADY_TAKEN: { status: 410, text: 'The key was already taken; keys are single-use' },
   KEY_EXPIRED: { status: 410, text: 'The key has expired' },
   KEY_EXISTS: { status: 409, text: 'A key with this id already exists' },
+  REQUEST_ABORTED: {
+    status: 400,
+    text: 'The connection closed before the answer could be written; nothing was committed',
+  },
+  REQUEST_TIMEOUT: { status: 408, text: 'The request (headers or body) did not arrive in time' },
+  HEADERS_TOO_LARGE: { status: 431, text: 'The request headers exceed the limit' },
+  SIMULATOR_ONLY: { status: 409, text: 'This control exists only in simulator mode' },
   AGENT_NOT_FOUND: { status: 404, text: 'No agent with this name' },
   AGENT_EXISTS: { status: 409, text: 'An agent with this name already exists' },
   PEER_NOT_FOUND: { status: 404, text: 'The peer is not pinned on this node' },

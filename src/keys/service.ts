@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { QkmError } from '../core/errors.js';
+import { isQkmError, QkmError } from '../core/errors.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, KeyStore } from './interface.js';
 import { KEY_PURPOSES } from './rules.js';
@@ -10,6 +10,8 @@ export const DEFAULT_KEY_TTL_SECONDS = 3600;
 /** Upper bound on a requested TTL: 30 days. Keys are meant to be taken soon, not parked. */
 export const MAX_KEY_TTL_SECONDS = 30 * 24 * 3600;
 const MAX_TEXT = 256;
+/** A retried take (same request id) can fetch the material again for this long. */
+export const DEFAULT_REDELIVERY_SECONDS = 300;
 
 export interface CreateKeyRequest {
   /** Key length in bytes, 16..1024. */
@@ -45,6 +47,8 @@ export interface KeyServiceOptions {
   maxTtlSeconds?: number;
   /** Clock, injectable for tests. */
   now?: () => Date;
+  /** How long a take with a request id keeps its material for one retry (default 300 s). */
+  redeliveryWindowSeconds?: number;
   log?: KeyServiceLogger;
 }
 
@@ -60,6 +64,7 @@ export class KeyService {
   readonly #maxTtl: number;
   readonly #now: () => Date;
   readonly #log: KeyServiceLogger | undefined;
+  readonly #redeliveryMs: number;
 
   constructor(options: KeyServiceOptions) {
     this.#store = options.store;
@@ -73,6 +78,10 @@ export class KeyService {
     }
     this.#now = options.now ?? (() => new Date());
     this.#log = options.log;
+    const window = options.redeliveryWindowSeconds ?? DEFAULT_REDELIVERY_SECONDS;
+    if (!Number.isSafeInteger(window) || window < 1)
+      throw new RangeError('redeliveryWindowSeconds must be ≥ 1');
+    this.#redeliveryMs = window * 1000;
   }
 
   /**
@@ -135,8 +144,18 @@ export class KeyService {
    * Takes a key exactly once. With `owner` (the calling agent), a key owned by someone else is
    * reported KEY_NOT_FOUND — another agent's keys are not even confirmed to exist. Keys without
    * an owner can be taken by anyone. `identity` keys are never handed out: FORBIDDEN.
+   *
+   * `signal`: the requester's connection; if it has closed before the take commits, nothing is
+   * committed (REQUEST_ABORTED). `requestId` (client-chosen, e.g. an Idempotency-Key header)
+   * makes the take retryable: the store keeps the material, in the take's own atomic write,
+   * for one retry by the same owner with the same id within the redelivery window; the retry
+   * gets the same bytes (`redelivered: true`), later ones KEY_ALREADY_TAKEN `delivered: true`.
    */
-  async take(id: string, owner?: string): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+  async take(
+    id: string,
+    owner?: string,
+    options: { signal?: AbortSignal; requestId?: string } = {},
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array; redelivered?: boolean }> {
     const meta = await this.#store.meta(id);
     if (owner !== undefined && meta.owner !== undefined && meta.owner !== owner) {
       throw new QkmError('KEY_NOT_FOUND', `No key with id ${id}`, { details: { id } });
@@ -144,9 +163,38 @@ export class KeyService {
     if (meta.purpose === 'identity') {
       throw new QkmError('FORBIDDEN', 'identity keys are kept by the appliance and cannot be taken');
     }
-    const taken = await this.#store.take(id, this.#now());
-    this.#log?.info({ keyId: id, size: taken.meta.size, owner }, 'key taken');
-    return taken;
+    const { signal, requestId } = options;
+    const redeliver = this.#store.redeliver?.bind(this.#store);
+    const token = requestId === undefined || !redeliver ? undefined : `${owner ?? ''}\0${requestId}`;
+    const now = this.#now();
+    if (token !== undefined && meta.state === 'taken') return this.#redeliver(redeliver!, id, token, now);
+    try {
+      const taken = await this.#store.take(id, now, {
+        ...(signal ? { signal } : {}),
+        ...(token !== undefined
+          ? { hold: { token, until: new Date(now.getTime() + this.#redeliveryMs) } }
+          : {}),
+      });
+      this.#log?.info({ keyId: id, size: taken.meta.size, owner, held: token !== undefined }, 'key taken');
+      return taken;
+    } catch (err) {
+      // A concurrent request with the same id took it first: this is its retry.
+      if (token !== undefined && isQkmError(err, 'KEY_ALREADY_TAKEN')) {
+        return this.#redeliver(redeliver!, id, token, now);
+      }
+      throw err;
+    }
+  }
+
+  async #redeliver(
+    redeliver: NonNullable<KeyStore['redeliver']>,
+    id: string,
+    token: string,
+    now: Date,
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array; redelivered: true }> {
+    const got = await redeliver(id, token, now);
+    this.#log?.info({ keyId: id, size: got.meta.size }, 'key redelivered to a retried take');
+    return { ...got, redelivered: true };
   }
 
   /** Metadata only, never material. */
