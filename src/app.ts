@@ -30,6 +30,7 @@ import {
   type EntropyServiceOptions,
 } from './entropy/service.js';
 import { loadOrCreateKek } from './keys/kek.js';
+import { KeyAuditJournal, type KeyIntent } from './keys/audit-journal.js';
 import { KeyService } from './keys/service.js';
 import {
   IdentityManager,
@@ -165,14 +166,16 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
         log: logger,
+        // key.created / key.taken go through an intent journal: audit and store agree after a crash.
+        journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
       });
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const identities = new IdentityManager({ store, entropy });
       let identity = await identities.load();
       if (!identity) {
@@ -205,6 +208,8 @@ export class Appliance {
         actor: 'system',
         details: { version: VERSION, mode: config.mode, node_id: identity.nodeId },
       });
+
+      await keys.reconcileAudit();
 
       const qkd = config.qkd
         ? await Etsi014Client.fromFiles({
