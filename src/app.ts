@@ -13,6 +13,7 @@ import { createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
+import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { PqcWorker } from './core/pqc-worker.js';
@@ -341,6 +342,7 @@ export class Appliance {
       bodyLimit: config.api.bodyLimit,
       rateLimitPerMinute: config.api.rateLimitPerMinute,
       plugins: [
+        { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
         {
           plugin: sessionRoutes,
           options: {
