@@ -13,6 +13,7 @@ import { createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
+import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { PqcWorker } from './core/pqc-worker.js';
@@ -30,6 +31,7 @@ import {
   type EntropyServiceOptions,
 } from './entropy/service.js';
 import { loadOrCreateKek } from './keys/kek.js';
+import { KeyAuditJournal, type KeyIntent } from './keys/audit-journal.js';
 import { KeyService } from './keys/service.js';
 import {
   IdentityManager,
@@ -165,14 +167,16 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
         log: logger,
+        // key.created / key.taken go through an intent journal: audit and store agree after a crash.
+        journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
       });
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const identities = new IdentityManager({ store, entropy });
       let identity = await identities.load();
       if (!identity) {
@@ -205,6 +209,8 @@ export class Appliance {
         actor: 'system',
         details: { version: VERSION, mode: config.mode, node_id: identity.nodeId },
       });
+
+      await keys.reconcileAudit();
 
       const qkd = config.qkd
         ? await Etsi014Client.fromFiles({
@@ -336,6 +342,7 @@ export class Appliance {
       bodyLimit: config.api.bodyLimit,
       rateLimitPerMinute: config.api.rateLimitPerMinute,
       plugins: [
+        { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
         {
           plugin: sessionRoutes,
           options: {

@@ -165,6 +165,18 @@ export class AuditLog implements AuditSink {
     return out;
   }
 
+  /** Records with seq > `seq`, in order, read one by one (cheap when `seq` is near the head). */
+  async recordsAfter(seq: number): Promise<AuditRecord[]> {
+    await this.queue.catch(() => undefined);
+    const out: AuditRecord[] = [];
+    for (let s = seq + 1; ; s++) {
+      const rec = (await this.rs.get(recKey(s))) as AuditRecord | undefined;
+      if (!rec) break;
+      out.push(rec);
+    }
+    return out;
+  }
+
   /** The whole log as JSON lines, for offline `verifyAuditLog`. */
   async exportJsonLines(): Promise<string> {
     return toJsonLines(await this.records());

@@ -301,4 +301,23 @@ export class QkmClient {
     export: async <T = Record<string, unknown>>(options: { after?: number; limit?: number } = {}) =>
       (await this.request<{ records: T[] }>('GET', '/v1/audit', { query: options })).records,
   };
+
+  /** Fault injection into the simulated Quantis (admin token, simulator mode only). */
+  readonly sim = {
+    faults: async () => this.request<SimFaults>('GET', '/v1/sim/faults'),
+    fault: async (kind: string, fraction?: number) =>
+      this.request<SimFaults>('POST', '/v1/sim/faults', {
+        body: { kind, ...(fraction !== undefined ? { fraction } : {}) },
+      }),
+  };
+}
+
+export interface SimFaults {
+  stall: boolean;
+  shortPacket: boolean;
+  stuck: boolean;
+  bias: number;
+  statusNotReady: boolean;
+  attached: boolean;
+  ais31Pending: boolean;
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isQkmError, QkmError } from '../core/errors.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, KeyStore } from './interface.js';
+import type { KeyAuditJournal } from './audit-journal.js';
 import { KEY_PURPOSES } from './rules.js';
 
 export const MIN_KEY_BYTES = 16;
@@ -50,6 +51,11 @@ export interface KeyServiceOptions {
   /** How long a take with a request id keeps its material for one retry (default 300 s). */
   redeliveryWindowSeconds?: number;
   log?: KeyServiceLogger;
+  /**
+   * Records `key.created` and `key.taken` in the audit log through an intent journal, so that
+   * audit and store agree after a crash (see audit-journal.ts). Without it the caller audits.
+   */
+  journal?: KeyAuditJournal;
 }
 
 /**
@@ -65,6 +71,7 @@ export class KeyService {
   readonly #now: () => Date;
   readonly #log: KeyServiceLogger | undefined;
   readonly #redeliveryMs: number;
+  readonly #journal: KeyAuditJournal | undefined;
 
   constructor(options: KeyServiceOptions) {
     this.#store = options.store;
@@ -82,6 +89,21 @@ export class KeyService {
     if (!Number.isSafeInteger(window) || window < 1)
       throw new RangeError('redeliveryWindowSeconds must be ≥ 1');
     this.#redeliveryMs = window * 1000;
+    this.#journal = options.journal;
+  }
+
+  /** True when this service writes key.created / key.taken itself (through its journal). */
+  get audited(): boolean {
+    return this.#journal !== undefined;
+  }
+
+  /** Settles audit intents a crash left behind; run once at start (see KeyAuditJournal). */
+  async reconcileAudit(): Promise<{ created: number; taken: number; dropped: number }> {
+    if (!this.#journal) return { created: 0, taken: 0, dropped: 0 };
+    const r = await this.#journal.reconcile(this.#store);
+    if (r.created + r.taken + r.dropped > 0)
+      this.#log?.warn({ ...r }, 'audit reconciled with the key store after a crash');
+    return r;
   }
 
   /**
@@ -116,19 +138,31 @@ export class KeyService {
         throw new QkmError('INTERNAL', `entropy provider returned ${bytes.length} bytes, ${size} requested`);
       }
       const created = this.#now();
-      const meta = await this.#store.put({
-        meta: {
-          id: randomUUID(),
-          size,
-          purpose,
-          created: created.toISOString(),
-          expires: ttl === null ? null : new Date(created.getTime() + ttl * 1000).toISOString(),
-          ...(owner === undefined ? {} : { owner }),
-          ...(label === undefined ? {} : { label }),
-          provenance,
-        },
-        material: bytes,
+      const id = randomUUID();
+      const intent = await this.#journal?.begin('key.created', id, owner ?? 'system', {
+        size,
+        degraded: provenance.degraded,
+        ...(provenance.reason ? { reason: provenance.reason } : {}),
       });
+      const meta = await this.#store
+        .put({
+          meta: {
+            id,
+            size,
+            purpose,
+            created: created.toISOString(),
+            expires: ttl === null ? null : new Date(created.getTime() + ttl * 1000).toISOString(),
+            ...(owner === undefined ? {} : { owner }),
+            ...(label === undefined ? {} : { label }),
+            provenance,
+          },
+          material: bytes,
+        })
+        .catch(async (err: unknown) => {
+          if (intent) await this.#journal!.abandon(intent);
+          throw err;
+        });
+      if (intent) await this.#journal!.done(intent);
       this.#log?.info(
         { keyId: meta.id, size, purpose, owner, degraded: provenance.degraded, expires: meta.expires },
         'key created',
@@ -168,6 +202,12 @@ export class KeyService {
     const token = requestId === undefined || !redeliver ? undefined : `${owner ?? ''}\0${requestId}`;
     const now = this.#now();
     if (token !== undefined && meta.state === 'taken') return this.#redeliver(redeliver!, id, token, now);
+    const intent = await this.#journal?.begin(
+      'key.taken',
+      id,
+      owner ?? 'system',
+      token !== undefined ? { held: true } : {},
+    );
     try {
       const taken = await this.#store.take(id, now, {
         ...(signal ? { signal } : {}),
@@ -175,9 +215,19 @@ export class KeyService {
           ? { hold: { token, until: new Date(now.getTime() + this.#redeliveryMs) } }
           : {}),
       });
+      if (intent) {
+        // The take is committed: its audit record must not stop the key reaching its taker.
+        await this.#journal!.done(intent).catch((err: unknown) => {
+          this.#log?.warn(
+            { keyId: id, err: err instanceof Error ? err.message : String(err) },
+            'key.taken audit deferred to reconciliation',
+          );
+        });
+      }
       this.#log?.info({ keyId: id, size: taken.meta.size, owner, held: token !== undefined }, 'key taken');
       return taken;
     } catch (err) {
+      if (intent) await this.#journal!.abandon(intent);
       // A concurrent request with the same id took it first: this is its retry.
       if (token !== undefined && isQkmError(err, 'KEY_ALREADY_TAKEN')) {
         return this.#redeliver(redeliver!, id, token, now);

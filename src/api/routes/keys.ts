@@ -109,16 +109,17 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
         ...(body.require !== undefined ? { require: body.require } : {}),
         ...(request.agent ? { owner: request.agent.name } : {}),
       });
-      await opts.audit?.append({
-        type: 'key.created',
-        actor: request.agent?.name ?? 'unknown',
-        details: {
-          key_id: meta.id,
-          size: meta.size,
-          degraded: meta.provenance.degraded,
-          ...(meta.provenance.reason ? { reason: meta.provenance.reason } : {}),
-        },
-      });
+      if (!opts.keys.audited)
+        await opts.audit?.append({
+          type: 'key.created',
+          actor: request.agent?.name ?? 'unknown',
+          details: {
+            key_id: meta.id,
+            size: meta.size,
+            degraded: meta.provenance.degraded,
+            ...(meta.provenance.reason ? { reason: meta.provenance.reason } : {}),
+          },
+        });
       return reply.status(201).send(meta);
     },
   );
