@@ -189,6 +189,12 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
   );
   sessionCounter(
+    'qkm_session_qkd_keys_wasted_total',
+    'QKD keys a KME released for sessions that never completed (initiator failed after enc_keys; handshake rejected or abandoned by this responder)',
+    [],
+    (s) => [[{}, s.qkdKeysWasted]],
+  );
+  sessionCounter(
     'qkm_session_mldsa_total',
     'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker had a long queue or failed)',
     ['where'],

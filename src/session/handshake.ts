@@ -158,6 +158,12 @@ export interface SessionCounters {
   /** Accepted handshakes abandoned before the key was returned (dec_keys failed, …), by code. */
   abandoned: Record<string, number>;
   /**
+   * QKD keys released by a KME for a session that never completed: on the initiator when it
+   * failed after enc_keys; on the responder for each QKD key id in a handshake it rejected (the
+   * initiator's KME released it; nobody will use it) or abandoned after dec_keys.
+   */
+  qkdKeysWasted: number;
+  /**
    * Handshake signatures and verifications computed on the PQC worker, and on the event loop
    * (the worker's queue long, or the worker failing).
    */
@@ -265,6 +271,7 @@ export class SessionService {
     accepted: perPosture(),
     rejected: {},
     abandoned: {},
+    qkdKeysWasted: 0,
     mldsa: { worker: 0, inline: 0 },
   };
   private readonly clock: () => number;
@@ -296,6 +303,7 @@ export class SessionService {
       accepted: { ...t.accepted },
       rejected: { ...t.rejected },
       abandoned: { ...t.abandoned },
+      qkdKeysWasted: t.qkdKeysWasted,
       mldsa: { ...t.mldsa },
     };
   }
@@ -538,14 +546,23 @@ export class SessionService {
     // Either way the handshake (the only thing that lets a peer use the session) is released only
     // after both records are durable.
     let signature: Uint8Array;
-    if (signing) {
-      signature = await signing;
-    } else {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      this.tally.mldsa.inline++;
-      signature = signBody(bodyBytes, me.signing.secretKey);
+    let keyId: string | undefined;
+    try {
+      if (signing) {
+        signature = await signing;
+      } else {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.tally.mldsa.inline++;
+        signature = signBody(bodyBytes, me.signing.secretKey);
+      }
+      [keyId] = await Promise.all([persisted, recorded]);
+    } catch (err) {
+      // No handshake leaves this node, so K is never used: wipe it (and the QKD key it consumed
+      // on the KME is lost — counted).
+      keys.key.fill(0);
+      if (qkd) this.tally.qkdKeysWasted += body.qkdKeyIds.length;
+      throw err;
     }
-    const [keyId] = await Promise.all([persisted, recorded]);
     return {
       session_id: sessionId,
       key: keys.key,
@@ -569,15 +586,24 @@ export class SessionService {
    */
   async accept(req: { handshake: string; agent: string }): Promise<AcceptResult> {
     let initiator: string | undefined;
+    let qkdKeyCount = 0;
     try {
-      const checked = await this.checkHandshake(req.handshake, req.agent, (id) => {
+      const checked = await this.checkHandshake(req.handshake, req.agent, (id, keyCount) => {
         initiator = id;
+        qkdKeyCount = keyCount;
       });
       const result = await this.complete(checked);
       this.tally.accepted[result.posture]++;
       return result;
     } catch (err) {
       const code = isQkmError(err) ? err.code : 'INTERNAL';
+      // The initiator's KME released these keys when the handshake was made. Counted when this
+      // authenticated handshake can never be accepted here (its rejection is final) or was
+      // abandoned; not for a forged copy, a replay or another agent, which leave the genuine
+      // handshake acceptable.
+      if (FINAL_REJECTIONS.has(code) || this.abandoned.has(err as object)) {
+        this.tally.qkdKeysWasted += qkdKeyCount;
+      }
       // An abandoned session has its own record already (see complete()).
       if (err instanceof Object && this.abandoned.has(err)) {
         this.tally.abandoned[code] = (this.tally.abandoned[code] ?? 0) + 1;
@@ -593,7 +619,7 @@ export class SessionService {
   private async checkHandshake(
     text: string,
     agent: string,
-    seen: (initiator: string) => void,
+    seen: (initiator: string, qkdKeyCount: number) => void,
   ): Promise<CheckedHandshake> {
     const me = this.o.identity;
     let body: HandshakeBody;
@@ -606,7 +632,7 @@ export class SessionService {
       if (e instanceof HandshakeDecodeError) throw new QkmError(e.code, e.message);
       throw e;
     }
-    seen(body.initiatorNodeId);
+    seen(body.initiatorNodeId, body.qkdKeyIds.length);
     if (body.responderNodeId !== me.nodeId) {
       throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the handshake is addressed to another node');
     }
@@ -1004,6 +1030,14 @@ export class SessionService {
     return id;
   }
 }
+
+/** Rejections of an authenticated handshake that any later attempt would meet again. */
+const FINAL_REJECTIONS = new Set([
+  'HANDSHAKE_STALE',
+  'POSTURE_BELOW_MINIMUM',
+  'POSTURE_NOT_PERMITTED',
+  'QKD_UNAVAILABLE',
+]);
 
 /** Agent names as the registry allows them (src/core/agents.ts). */
 const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -73,6 +73,7 @@ const StatusSchema = Type.Object({
     accepted: PerPosture,
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
+    qkdKeysWasted: Type.Integer(),
     mldsa: WorkCounts,
   }),
   audit: Type.Object({
