@@ -75,6 +75,8 @@ export interface AcceptedSession {
   confirm: string;
   /** The initiator's node id. */
   peer: string;
+  /** The initiating agent, as the signed handshake names it. */
+  peer_agent: string;
   /** The initiator's context string, as bound into the transcript. */
   context: string;
 }
@@ -262,12 +264,15 @@ export class QkmClient {
   readonly sessions = {
     initiate: async (options: {
       peer: string;
+      /** The agent on the peer node that may accept (signed into the handshake). */
+      responderAgent: string;
       minPosture?: Posture;
       context?: string;
     }): Promise<InitiatedSession> => {
       const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
+          responder_agent: options.responderAgent,
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
         },

@@ -47,6 +47,7 @@ export const ERROR_CATALOGUE = {
   },
   HANDSHAKE_UNKNOWN_PEER: { status: 403, text: 'The handshake comes from a node that is not pinned' },
   HANDSHAKE_WRONG_RECIPIENT: { status: 400, text: 'The handshake is addressed to another node' },
+  HANDSHAKE_WRONG_AGENT: { status: 403, text: 'The handshake names another agent as its responder' },
   HANDSHAKE_STALE: { status: 400, text: 'The handshake timestamp is outside the accepted window' },
   HANDSHAKE_REPLAYED: { status: 409, text: 'The handshake nonce was already seen' },
   HANDSHAKE_DECAPSULATION: { status: 400, text: 'The KEM ciphertext does not decapsulate' },

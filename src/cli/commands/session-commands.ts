@@ -143,25 +143,33 @@ export function registerSessionCommands(program: Command): void {
   session
     .command('initiate <peer>')
     .description('start a session; prints the key (base64) and the handshake to hand to the peer')
+    .requiredOption('--responder-agent <name>', 'the agent on the peer node that may accept (signed in)')
     .option('--min-posture <posture>', 'refuse anything weaker')
     .option('--context <text>', 'application context bound into the transcript')
-    .action(async (peer: string, o: { minPosture?: string; context?: string }, cmd: Command) => {
-      const opts = cmd.optsWithGlobals() as GlobalOptions;
-      const min = posture(o.minPosture);
-      const r = await (await clientOf(opts)).sessions.initiate({
-        peer,
-        ...(min ? { minPosture: min } : {}),
-        ...(o.context !== undefined ? { context: o.context } : {}),
-      });
-      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
-      print(opts, out, () =>
-        [
-          `session ${r.session_id} posture ${r.posture}${r.provenance.degraded ? ` DEGRADED: ${r.provenance.reason}` : ''}`,
-          `key ${out.key}`,
-          `handshake ${r.handshake}`,
-        ].join('\n'),
-      );
-    });
+    .action(
+      async (
+        peer: string,
+        o: { responderAgent: string; minPosture?: string; context?: string },
+        cmd: Command,
+      ) => {
+        const opts = cmd.optsWithGlobals() as GlobalOptions;
+        const min = posture(o.minPosture);
+        const r = await (await clientOf(opts)).sessions.initiate({
+          peer,
+          responderAgent: o.responderAgent,
+          ...(min ? { minPosture: min } : {}),
+          ...(o.context !== undefined ? { context: o.context } : {}),
+        });
+        const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+        print(opts, out, () =>
+          [
+            `session ${r.session_id} posture ${r.posture}${r.provenance.degraded ? ` DEGRADED: ${r.provenance.reason}` : ''}`,
+            `key ${out.key}`,
+            `handshake ${r.handshake}`,
+          ].join('\n'),
+        );
+      },
+    );
   session
     .command('accept <handshake>')
     .description("accept a peer's handshake; prints the key and the confirmation tag for the initiator")
