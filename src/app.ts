@@ -194,6 +194,11 @@ export class Appliance {
       const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
       cleanup.push(() => pqcWorker.close());
       audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
+      // Opened with the signer known, so the last seal's signature is checked; an unsealed tail
+      // left in the store is flagged (audit.unsealed_tail_found), never silently sealed.
+      const opened = await audit.open();
+      if (opened.unsealedTail)
+        logger.warn({ tail: opened.unsealedTail }, 'audit: unsealed records found on open');
       // QSC §3.7: every switch to and from degraded entropy is an audit event.
       entropy.on('degraded', (e) => {
         audit

@@ -212,6 +212,14 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
       this.set(a.records - a.sealedThrough);
     },
   });
+  new Gauge({
+    name: 'qkm_audit_unsealed_tail_records',
+    help: 'Records found after the last valid seal when the audit log was opened (never signed; flagged by audit.unsealed_tail_found)',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).audit.unsealedTail?.count ?? 0);
+    },
+  });
   new Counter({
     name: 'qkm_audit_seals_total',
     help: 'Audit seals signed since start, on the worker thread or inline (inline: the worker failed)',

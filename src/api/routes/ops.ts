@@ -79,6 +79,15 @@ const StatusSchema = Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
     seals: Type.Optional(WorkCounts),
+    unsealedTail: Type.Optional(
+      Type.Object({
+        from_seq: Type.Integer(),
+        through_seq: Type.Integer(),
+        count: Type.Integer(),
+        chain_ok: Type.Boolean(),
+        reason: Type.Optional(Type.String()),
+      }),
+    ),
   }),
 });
 
