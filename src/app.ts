@@ -346,6 +346,8 @@ export class Appliance {
       maxEntropyBytes: config.entropy.maxRequestBytes,
       bodyLimit: config.api.bodyLimit,
       rateLimitPerMinute: config.api.rateLimitPerMinute,
+      requestTimeoutMs: config.api.requestTimeoutMs,
+      badTokensPerMinute: config.api.badTokensPerMinute,
       plugins: [
         { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
         {

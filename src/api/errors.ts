@@ -115,3 +115,30 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
   }
   socket.destroy(err);
 }
+
+/**
+ * An onRequest hook: a request whose body has not fully arrived `ms` after its headers is
+ * answered 408 REQUEST_TIMEOUT and its connection closed, so a client cannot hold a connection
+ * (and a parser, and a pending handler) open forever by never finishing its body.
+ */
+export function bodyDeadlineHook(ms: number) {
+  return (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    const req = request.raw;
+    if (req.complete) {
+      done();
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (req.complete || reply.sent || reply.raw.headersSent) return;
+      const err = Object.assign(new Error('request body not received in time'), {
+        code: 'ERR_HTTP_REQUEST_TIMEOUT',
+      });
+      clientErrorHandler(err, req.socket);
+    }, ms);
+    timer.unref();
+    const clear = (): void => clearTimeout(timer);
+    req.once('end', clear);
+    req.once('close', clear);
+    done();
+  };
+}

@@ -3,7 +3,7 @@ import { isQkmError, QkmError } from '../core/errors.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, KeyStore } from './interface.js';
 import type { KeyAuditJournal } from './audit-journal.js';
-import { KEY_PURPOSES } from './rules.js';
+import { KEY_PURPOSES, unknownCursor } from './rules.js';
 
 export const MIN_KEY_BYTES = 16;
 export const MAX_KEY_BYTES = 1024;
@@ -247,8 +247,17 @@ export class KeyService {
     return { ...got, redelivered: true };
   }
 
-  /** Metadata only, never material. */
-  list(query?: KeyListQuery): Promise<KeyMetadata[]> {
+  /**
+   * Metadata only, never material. With `owner`, a cursor (`after`) naming another owner's key
+   * is refused exactly like one naming no key: the answer must not confirm that it exists.
+   */
+  async list(query?: KeyListQuery): Promise<KeyMetadata[]> {
+    if (query?.owner !== undefined && query.after !== undefined) {
+      const cursor = await this.#store.meta(query.after).catch(() => undefined);
+      if (cursor !== undefined && cursor.owner !== undefined && cursor.owner !== query.owner) {
+        throw unknownCursor(query.after);
+      }
+    }
     return this.#store.list(query);
   }
 
@@ -289,9 +298,19 @@ function invalid(message: string): QkmError {
   return new QkmError('INVALID_PARAMETER', message);
 }
 
+/** C0 and C1 controls (NUL, ESC of ANSI sequences, DEL, …), and Unicode line/paragraph separators. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are exactly what is refused
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function checkText(value: unknown, name: string): void {
   if (value === undefined) return;
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_TEXT) {
     throw invalid(`${name} must be a string of 1 to ${MAX_TEXT} characters`);
   }
+  // Labels end up in logs, terminals (`qkm keys list`) and audit records: no control
+  // characters (an ANSI escape could rewrite an operator's screen) and well-formed UTF-16
+  // (a lone surrogate has no UTF-8 form and would be silently replaced on the way out).
+  if (CONTROL.test(value)) throw invalid(`${name} must not contain control characters`);
+  if (LONE_SURROGATE.test(value)) throw invalid(`${name} must be well-formed Unicode (no lone surrogates)`);
 }

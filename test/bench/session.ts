@@ -351,7 +351,14 @@ export default async function run(): Promise<BenchRecord[]> {
   const setup = await startTwoNodeSetup({
     kmeProcess: true,
     timeScale: 100,
-    configOverrides: { api: { bodyLimit: 262_144, rateLimitPerMinute: 1_000_000 } },
+    configOverrides: {
+      api: {
+        bodyLimit: 262_144,
+        rateLimitPerMinute: 1_000_000,
+        requestTimeoutMs: 30_000,
+        badTokensPerMinute: 60,
+      },
+    },
   });
   const records: BenchRecord[] = [];
   try {
