@@ -302,14 +302,24 @@ describe('audit head written lazily', () => {
     // No close/flush: the stored head is up to 64 records behind.
     const second = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
     const rec = await second.append({ type: 't', actor: 'cli', details: { i: 70 } });
-    expect(rec.seq).toBe(71);
+    // The 70 records the crash left unsealed are flagged first (issue #11 item 1), as seq 71.
+    expect(rec.seq).toBe(72);
     await second.close();
     const records = await second.records();
-    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 72 }, (_, i) => i + 1));
-    expect(verifyAuditLog(records, alice.signing.publicKey)).toMatchObject({ ok: true, count: 72 });
-    // close() stored the head: a third instance starts where the chain ends.
+    expect(records[70]).toMatchObject({
+      type: 'audit.unsealed_tail_found',
+      details: { from_seq: 1, through_seq: 70, count: 70, chain_ok: true },
+    });
+    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 73 }, (_, i) => i + 1));
+    expect(verifyAuditLog(records, alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      count: 73,
+      unattested: [{ from_seq: 1, through_seq: 70 }],
+    });
+    // close() stored the head: a third instance starts where the chain ends, with nothing to flag.
     const third = new AuditLog({ store, entropy: new FakeEntropy(), signer });
-    expect((await third.append({ type: 't', actor: 'cli' })).seq).toBe(73);
+    expect((await third.append({ type: 't', actor: 'cli' })).seq).toBe(74);
+    expect(third.stats().unsealedTail).toBeUndefined();
   });
 });
 
