@@ -233,6 +233,12 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
   );
   sessionCounter(
+    'qkm_session_qkd_keys_wasted_total',
+    'QKD keys a KME released for sessions that never completed (initiator failed after enc_keys; handshake rejected or abandoned by this responder)',
+    [],
+    (s) => [[{}, s.qkdKeysWasted]],
+  );
+  sessionCounter(
     'qkm_session_mldsa_total',
     'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker had a long queue or failed)',
     ['where'],
@@ -254,6 +260,14 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     async collect() {
       const a = (await current()).audit;
       this.set(a.records - a.sealedThrough);
+    },
+  });
+  new Gauge({
+    name: 'qkm_audit_unsealed_tail_records',
+    help: 'Records found after the last valid seal when the audit log was opened (never signed; flagged by audit.unsealed_tail_found)',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).audit.unsealedTail?.count ?? 0);
     },
   });
   new Counter({

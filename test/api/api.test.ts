@@ -44,6 +44,7 @@ beforeAll(async () => {
       accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
       rejected: {},
       abandoned: {},
+      qkdKeysWasted: 0,
       mldsa: { worker: 3, inline: 1 },
     },
     audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
