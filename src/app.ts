@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
@@ -41,7 +40,7 @@ import {
   qkdAvailabilityFrom,
 } from './session/index.js';
 import type { StorageBackend } from './store/interface.js';
-import { openLevelBackend } from './store/level.js';
+import { openStore } from './store/open.js';
 
 /**
  * The appliance: opens the store, starts the entropy pipeline, restores agents and the node
@@ -104,8 +103,7 @@ export class Appliance {
     const logger = options.logger ?? createLogger({ level: config.logLevel });
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
-    const store = await openLevelBackend({ path: join(config.dataDir, 'db'), kek });
-    kek.fill(0);
+    const store = await openStore(config, kek).finally(() => kek.fill(0));
     const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
     try {
       let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
