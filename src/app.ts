@@ -12,6 +12,7 @@ import { createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
+import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { PqcWorker } from './core/pqc-worker.js';
@@ -29,6 +30,7 @@ import {
   type EntropyServiceOptions,
 } from './entropy/service.js';
 import { loadOrCreateKek } from './keys/kek.js';
+import { KeyAuditJournal, type KeyIntent } from './keys/audit-journal.js';
 import { KeyService } from './keys/service.js';
 import {
   IdentityManager,
@@ -163,14 +165,16 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
         log: logger,
+        // key.created / key.taken go through an intent journal: audit and store agree after a crash.
+        journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
       });
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const identities = new IdentityManager({ store, entropy });
       let identity = await identities.load();
       if (!identity) {
@@ -188,6 +192,11 @@ export class Appliance {
       const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
       cleanup.push(() => pqcWorker.close());
       audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
+      // Opened with the signer known, so the last seal's signature is checked; an unsealed tail
+      // left in the store is flagged (audit.unsealed_tail_found), never silently sealed.
+      const opened = await audit.open();
+      if (opened.unsealedTail)
+        logger.warn({ tail: opened.unsealedTail }, 'audit: unsealed records found on open');
       // QSC §3.7: every switch to and from degraded entropy is an audit event.
       entropy.on('degraded', (e) => {
         audit
@@ -203,6 +212,8 @@ export class Appliance {
         actor: 'system',
         details: { version: VERSION, mode: config.mode, node_id: identity.nodeId },
       });
+
+      await keys.reconcileAudit();
 
       const qkd = config.qkd
         ? await Etsi014Client.fromFiles({
@@ -333,7 +344,10 @@ export class Appliance {
       maxEntropyBytes: config.entropy.maxRequestBytes,
       bodyLimit: config.api.bodyLimit,
       rateLimitPerMinute: config.api.rateLimitPerMinute,
+      requestTimeoutMs: config.api.requestTimeoutMs,
+      badTokensPerMinute: config.api.badTokensPerMinute,
       plugins: [
+        { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
         {
           plugin: sessionRoutes,
           options: {
@@ -383,11 +397,20 @@ export class Appliance {
       degraded: reasons.length > 0,
       reasons,
       entropy,
-      keys: await this.keys.counts(),
+      keys: await this.keyCounts(),
       qkd,
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
     };
+  }
+
+  /**
+   * Keys by state, less the node identity's seed: it lives in the key store as an active key
+   * (encrypted at rest like the others) but it is the appliance's own, never an agent's to take.
+   */
+  private async keyCounts(): Promise<ApplianceStatus['keys']> {
+    const counts = await this.keys.counts();
+    return { ...counts, active: Math.max(0, counts.active - 1) };
   }
 
   async close(): Promise<void> {

@@ -75,6 +75,8 @@ export interface AcceptedSession {
   confirm: string;
   /** The initiator's node id. */
   peer: string;
+  /** The initiating agent, as the signed handshake names it. */
+  peer_agent: string;
   /** The initiator's context string, as bound into the transcript. */
   context: string;
 }
@@ -262,12 +264,15 @@ export class QkmClient {
   readonly sessions = {
     initiate: async (options: {
       peer: string;
+      /** The agent on the peer node that may accept (signed into the handshake). */
+      responderAgent: string;
       minPosture?: Posture;
       context?: string;
     }): Promise<InitiatedSession> => {
       const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
+          responder_agent: options.responderAgent,
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
         },
@@ -296,4 +301,23 @@ export class QkmClient {
     export: async <T = Record<string, unknown>>(options: { after?: number; limit?: number } = {}) =>
       (await this.request<{ records: T[] }>('GET', '/v1/audit', { query: options })).records,
   };
+
+  /** Fault injection into the simulated Quantis (admin token, simulator mode only). */
+  readonly sim = {
+    faults: async () => this.request<SimFaults>('GET', '/v1/sim/faults'),
+    fault: async (kind: string, fraction?: number) =>
+      this.request<SimFaults>('POST', '/v1/sim/faults', {
+        body: { kind, ...(fraction !== undefined ? { fraction } : {}) },
+      }),
+  };
+}
+
+export interface SimFaults {
+  stall: boolean;
+  shortPacket: boolean;
+  stuck: boolean;
+  bias: number;
+  statusNotReady: boolean;
+  attached: boolean;
+  ais31Pending: boolean;
 }

@@ -113,6 +113,10 @@ export const ConfigSchema = Type.Object(
       {
         bodyLimit: Type.Integer({ minimum: 1024, default: 262144 }),
         rateLimitPerMinute: Type.Integer({ minimum: 1, default: 60000 }),
+        /** Time for a whole request (headers and body) to arrive before 408 REQUEST_TIMEOUT, ms. */
+        requestTimeoutMs: Type.Integer({ minimum: 100, default: 30000 }),
+        /** Invalid tokens per client address per minute before the address is refused (429). */
+        badTokensPerMinute: Type.Integer({ minimum: 1, default: 60 }),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -24,6 +24,8 @@ export interface AgentPair {
   responder: QkmClient;
   /** Node id of the responder's node, as pinned on the initiator's node. */
   responderNodeId: string;
+  /** The responding agent's name on node B: the only agent there that may accept. */
+  responderAgent: string;
 }
 
 export interface ExchangeResult {
@@ -68,6 +70,7 @@ export async function establishAndExchange(
   t = performance.now();
   const init = await pair.initiator.sessions.initiate({
     peer: pair.responderNodeId,
+    responderAgent: pair.responderAgent,
     ...(options.minPosture ? { minPosture: options.minPosture } : {}),
     context: agentKeyContext(iKeys.publicKey),
   });

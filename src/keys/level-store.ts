@@ -5,15 +5,19 @@ import { QkmError } from '../core/errors.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { levelOp } from '../store/level-errors.js';
 import { KekError, StoreIntegrityError } from './errors.js';
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey } from './interface.js';
+import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
 import {
+  aborted,
   accessDecision,
+  alreadyDelivered,
+  checkHold,
   activeMetadata,
   checkKeyId,
   checkNow,
   closedMetadata,
   emptyCounts,
   expired,
+  holdDigest,
   isDue,
   keyExists,
   listPlan,
@@ -41,6 +45,13 @@ interface SysRecord {
   dataKey?: string;
 }
 
+interface HeldRecord {
+  /** The key's sealed material, base64, still bound to its active metadata. */
+  sealed: string;
+  digest: string;
+  until: string;
+}
+
 const FORMAT = 1;
 /** How many keys `sweepExpired` closes per atomic batch. */
 const SWEEP_BATCH = 256;
@@ -52,6 +63,8 @@ const SWEEP_BATCH = 256;
  * - `mat`   id → sealed material (see sealing.ts)             — present only while active
  * - `order` seq (16 hex digits) → id                          — creation order for `list`
  * - `exp`   `<expires ISO> <id>` → id, for active keys only   — what `sweepExpired` scans
+ * - `held`  id → { sealed material, token digest, until }    — a taken key kept for one
+ *           redelivery (TakeOptions.hold), written in the take's own batch
  */
 function layout(root: RootDb) {
   return {
@@ -60,6 +73,7 @@ function layout(root: RootDb) {
     mat: root.sublevel<string, Uint8Array>('mat', { valueEncoding: 'view' }),
     order: root.sublevel<string, string>('order', { valueEncoding: 'utf8' }),
     exp: root.sublevel<string, string>('exp', { valueEncoding: 'utf8' }),
+    held: root.sublevel<string, HeldRecord>('held', { valueEncoding: 'json' }),
   };
 }
 type Layout = ReturnType<typeof layout>;
@@ -212,8 +226,52 @@ export class LevelKeyStore implements KeyStore {
     );
   }
 
-  take(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
-    return this.#guard(() => this.#access(id, now, true));
+  take(
+    id: string,
+    now: Date = new Date(),
+    options: TakeOptions = {},
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(() => {
+      checkHold(options.hold);
+      return this.#access(id, now, true, options);
+    });
+  }
+
+  redeliver(
+    id: string,
+    token: string,
+    now: Date = new Date(),
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(async () => {
+      checkKeyId(id);
+      checkNow(now);
+      return this.#locks.run(id, () =>
+        this.#op(async () => {
+          const stored = await this.#db.meta.get(id);
+          if (stored === undefined) throw notFound(id);
+          const held = await this.#db.held.get(id);
+          if (
+            held === undefined ||
+            held.digest !== holdDigest(token) ||
+            Date.parse(held.until) <= now.getTime()
+          ) {
+            throw alreadyDelivered(id);
+          }
+          const { state: _s, closedAt: _c, ...active } = stored;
+          const material = this.#open(Buffer.from(held.sealed, 'base64'), { ...active, state: 'active' });
+          try {
+            await this.#root.batch<string, unknown>([{ type: 'del', sublevel: this.#db.held, key: id }], {
+              sync: true,
+            });
+          } catch (err) {
+            material.fill(0);
+            throw err;
+          }
+          this.#scheduleCompaction(id);
+          return { meta: publicMeta(stored), material };
+        }),
+      );
+    });
   }
 
   read(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
@@ -276,6 +334,7 @@ export class LevelKeyStore implements KeyStore {
           { type: 'del', sublevel: this.#db.meta, key: id },
           { type: 'del', sublevel: this.#db.mat, key: id },
           { type: 'del', sublevel: this.#db.order, key: seqKey(stored.seq) },
+          { type: 'del', sublevel: this.#db.held, key: id },
         ];
         if (stored.expires !== null) ops.push({ type: 'del', sublevel: this.#db.exp, key: expKey(stored) });
         await this.#root.batch<string, unknown>(ops, { sync: true });
@@ -291,6 +350,7 @@ export class LevelKeyStore implements KeyStore {
 
   async #sweepExpired(now: Date): Promise<number> {
     checkNow(now);
+    await this.#sweepHeld(now);
     // Every index entry at or before `now`: the ISO prefix sorts by time; '\x7f' sorts after
     // the space and any id character that follows it.
     const due = await this.#op(() => this.#db.exp.values({ lt: `${now.toISOString()}\x7f` }).all());
@@ -313,6 +373,20 @@ export class LevelKeyStore implements KeyStore {
       );
     }
     return n;
+  }
+
+  /** Destroys held material past its `until` (few records: holds last minutes). */
+  async #sweepHeld(now: Date): Promise<void> {
+    const held = await this.#op(() => this.#db.held.iterator().all());
+    const due = held.filter(([, h]) => Date.parse(h.until) <= now.getTime()).map(([id]) => id);
+    if (due.length === 0) return;
+    await this.#locks.runMany(due, () =>
+      this.#op(async () => {
+        const ops: Op[] = due.map((id) => ({ type: 'del', sublevel: this.#db.held, key: id }));
+        await this.#root.batch<string, unknown>(ops, { sync: true });
+        for (const id of due) this.#scheduleCompaction(id);
+      }),
+    );
   }
 
   async counts(): Promise<Record<KeyState, number>> {
@@ -339,6 +413,7 @@ export class LevelKeyStore implements KeyStore {
     id: string,
     now: Date,
     consume: boolean,
+    options: TakeOptions = {},
   ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
     checkKeyId(id);
     checkNow(now);
@@ -359,8 +434,22 @@ export class LevelKeyStore implements KeyStore {
         }
         const material = this.#open(sealed, stored);
         if (!consume) return { meta: publicMeta(stored), material };
+        const ops = this.#closeOps(stored, 'taken', now);
+        if (options.hold) {
+          const held: HeldRecord = {
+            sealed: Buffer.from(sealed).toString('base64'),
+            digest: holdDigest(options.hold.token),
+            until: options.hold.until.toISOString(),
+          };
+          ops.push({ type: 'put', sublevel: this.#db.held, key: id, value: held });
+        }
+        // Last moment to notice the requester is gone: after the batch there is no undo.
+        if (options.signal?.aborted) {
+          material.fill(0);
+          throw aborted(id);
+        }
         try {
-          await this.#root.batch<string, unknown>(this.#closeOps(stored, 'taken', now), { sync: true });
+          await this.#root.batch<string, unknown>(ops, { sync: true });
         } catch (err) {
           material.fill(0);
           throw err;

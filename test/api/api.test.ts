@@ -44,6 +44,7 @@ beforeAll(async () => {
       accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
       rejected: {},
       abandoned: {},
+      qkdKeysWasted: 0,
       mldsa: { worker: 3, inline: 1 },
     },
     audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
@@ -280,7 +281,7 @@ describe('operations routes', () => {
     expect((await app.inject({ url: '/metrics', headers: { host: HOST } })).statusCode).toBe(401);
     const r = await app.inject({ url: '/metrics', headers: auth() });
     expect(r.statusCode).toBe(200);
-    expect(r.body).toContain('qkm_degraded 0');
+    expect(r.body).toContain('qkm_degraded{component="entropy"} 0');
     expect(r.body).toMatch(/qkm_entropy_source_state\{source="fake-qrng"[^}]*state="healthy"\} 1/);
     expect(r.body).toContain('qkm_http_requests_total');
     expect(r.body).toContain('qkm_audit_records 9');

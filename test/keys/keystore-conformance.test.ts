@@ -365,6 +365,47 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     expect((await store.list()).at(-1)!.id).toBe(next.id);
   });
 
+  it('a take whose signal has aborted does not commit: REQUEST_ABORTED, the key stays active', async () => {
+    const key = newKey();
+    await store.put(key);
+    const ac = new AbortController();
+    ac.abort();
+    expect(await code(store.take(key.meta.id, T0, { signal: ac.signal }))).toBe('REQUEST_ABORTED');
+    expect((await store.meta(key.meta.id)).state).toBe('active');
+    const got = await store.take(key.meta.id, T0, { signal: new AbortController().signal });
+    expect(Buffer.from(got.material).equals(Buffer.from(key.material))).toBe(true);
+  });
+
+  it('a held take is redelivered once to its token, before its deadline, durably', async (ctx) => {
+    if (!store.redeliver) ctx.skip('this store does not hold takes');
+    const key = newKey();
+    const other = newKey();
+    const lapsed = newKey();
+    for (const k of [key, other, lapsed]) await store.put(k);
+    const hold = { token: 'agent-a\0req-1', until: at(60) };
+    const first = await store.take(key.meta.id, T0, { hold });
+    expect(Buffer.from(first.material).equals(Buffer.from(key.material))).toBe(true);
+    await store.take(other.meta.id, T0, { hold: { token: 'x', until: at(60) } });
+    await store.take(lapsed.meta.id, T0, { hold: { token: 'y', until: at(5) } });
+    // A plain take of a held key is still refused: holding is not un-taking.
+    expect(await code(store.take(key.meta.id, T0))).toBe('KEY_ALREADY_TAKEN');
+    expect(await code(store.redeliver!(key.meta.id, 'agent-b\0req-1', at(1)))).toBe('KEY_ALREADY_TAKEN');
+    if (harness.durable) {
+      backend = await harness.reopen(backend);
+      store = backend.keys;
+    }
+    const again = await store.redeliver!(key.meta.id, hold.token, at(1));
+    expect(again.meta).toMatchObject({ id: key.meta.id, state: 'taken' });
+    expect(Buffer.from(again.material).equals(Buffer.from(key.material))).toBe(true);
+    const err = await store.redeliver!(key.meta.id, hold.token, at(2)).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'KEY_ALREADY_TAKEN', details: { delivered: true } });
+    expect(await code(store.redeliver!(lapsed.meta.id, 'y', at(5)))).toBe('KEY_ALREADY_TAKEN');
+    // The sweep destroys holds past their deadline.
+    await store.sweepExpired(at(61));
+    expect(await code(store.redeliver!(other.meta.id, 'x', at(10)))).toBe('KEY_ALREADY_TAKEN');
+    expect(await store.counts()).toEqual({ active: 0, taken: 3, expired: 0 });
+  });
+
   it('behaves like a simple model under random put/take/read/delete/sweep sequences', async () => {
     type Op =
       | { kind: 'put'; slot: number; ttl: number | null }

@@ -73,12 +73,22 @@ const StatusSchema = Type.Object({
     accepted: PerPosture,
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
+    qkdKeysWasted: Type.Integer(),
     mldsa: WorkCounts,
   }),
   audit: Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
     seals: Type.Optional(WorkCounts),
+    unsealedTail: Type.Optional(
+      Type.Object({
+        from_seq: Type.Integer(),
+        through_seq: Type.Integer(),
+        count: Type.Integer(),
+        chain_ok: Type.Boolean(),
+        reason: Type.Optional(Type.String()),
+      }),
+    ),
   }),
 });
 

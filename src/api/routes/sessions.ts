@@ -220,6 +220,11 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         body: Type.Object(
           {
             peer: Type.String({ minLength: 1, maxLength: 128 }),
+            responder_agent: Type.String({
+              minLength: 1,
+              maxLength: 64,
+              description: 'the one agent on the peer node that may accept the handshake (signed into it)',
+            }),
             min_posture: Type.Optional(PostureSchema),
             context: Type.Optional(Type.String({ maxLength: 1024 })),
           },
@@ -239,6 +244,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
     },
     async (request, reply) => {
       const r = await opts.sessions.initiate({
+        agent: actor(request.agent),
+        responderAgent: request.body.responder_agent,
         peer: request.body.peer,
         ...(request.body.min_posture ? { minPosture: request.body.min_posture } : {}),
         ...(request.body.context !== undefined ? { context: request.body.context } : {}),
@@ -275,14 +282,20 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
             provenance: SessionProvenanceSchema,
             confirm: Type.String({ description: 'base64url key-confirmation tag for the initiator' }),
             peer: Type.String(),
+            peer_agent: Type.String({
+              description: 'the initiating agent, as the signed handshake names it',
+            }),
             context: Type.String(),
           }),
-          ...errorResponses(409, 503),
+          ...errorResponses(403, 409, 503),
         },
       },
     },
     async (request) => {
-      const r = await opts.sessions.accept({ handshake: request.body.handshake });
+      const r = await opts.sessions.accept({
+        handshake: request.body.handshake,
+        agent: actor(request.agent),
+      });
       const key = b64(r.key);
       r.key.fill(0);
       return {
@@ -292,6 +305,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         provenance: r.provenance,
         confirm: r.confirm,
         peer: r.peer,
+        peer_agent: r.peer_agent,
         context: r.context,
       };
     },
@@ -316,7 +330,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         },
       },
     },
-    async (request) => opts.sessions.confirm(request.params.id, request.body.confirm),
+    async (request) => opts.sessions.confirm(request.params.id, request.body.confirm, actor(request.agent)),
   );
 
   app.get(
