@@ -5,15 +5,19 @@ import { QkmError } from '../core/errors.js';
 import { etcdOp } from '../store/etcd-errors.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { KekError, StoreIntegrityError } from './errors.js';
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey } from './interface.js';
+import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
 import {
+  aborted,
   accessDecision,
   activeMetadata,
+  alreadyDelivered,
+  checkHold,
   checkKeyId,
   checkNow,
   closedMetadata,
   emptyCounts,
   expired,
+  holdDigest,
   isDue,
   KEY_STATES,
   keyExists,
@@ -44,6 +48,14 @@ interface SysRecord {
   dataKey: string;
 }
 
+/** A taken key kept for one redelivery (TakeOptions.hold): as in the LevelDB store. */
+interface HeldRecord {
+  /** The key's sealed material, base64, still bound to its active metadata. */
+  sealed: string;
+  digest: string;
+  until: string;
+}
+
 const FORMAT = 1;
 const LIST_CHUNK = 256;
 /** Attempts of one compare-and-swap before giving up (contention is per key id, so rare). */
@@ -57,6 +69,8 @@ const CAS_ATTEMPTS = 8;
  * - `P k/order/<ord>`        → id, creation order for `list`
  * - `P k/exp/<ISO> <id>`     → id, active keys with an expiry           — what `sweepExpired` scans
  * - `P k/st/<state>/<id>`    → '' , one per key                          — counts by state
+ * - `P k/held/<id>`          → { sealed, token digest, until }           — a held take, written
+ *                              in the take's own transaction
  */
 function keysOf(prefix: string) {
   return {
@@ -70,6 +84,8 @@ function keysOf(prefix: string) {
     st: (state: KeyState, id: string) => `${prefix}k/st/${state}/${id}`,
     stPrefix: (state: KeyState) => `${prefix}k/st/${state}/`,
     matPrefix: `${prefix}k/mat/`,
+    held: (id: string) => `${prefix}k/held/${id}`,
+    heldPrefix: `${prefix}k/held/`,
   };
 }
 type Keys = ReturnType<typeof keysOf>;
@@ -204,8 +220,63 @@ export class EtcdKeyStore implements KeyStore {
     );
   }
 
-  take(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
-    return this.#guard(() => this.#access(id, now, true));
+  take(
+    id: string,
+    now: Date = new Date(),
+    options: TakeOptions = {},
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(async () => {
+      checkHold(options.hold);
+      return this.#access(id, now, true, options);
+    });
+  }
+
+  redeliver(
+    id: string,
+    token: string,
+    now: Date = new Date(),
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(async () => {
+      checkKeyId(id);
+      checkNow(now);
+      return this.#locks.run(id, () =>
+        this.#op(async () => {
+          const got = await this.#getMeta(id);
+          if (got === undefined) throw notFound(id);
+          const res = await this.#client.get(this.#k.held(id)).exec();
+          const kv = res.kvs[0];
+          const held = kv === undefined ? undefined : (JSON.parse(kv.value.toString('utf8')) as HeldRecord);
+          if (
+            kv === undefined ||
+            held === undefined ||
+            held.digest !== holdDigest(token) ||
+            Date.parse(held.until) <= now.getTime()
+          ) {
+            throw alreadyDelivered(id);
+          }
+          const { state: _s, closedAt: _c, ...active } = got.stored;
+          const material = this.#open(Buffer.from(held.sealed, 'base64'), { ...active, state: 'active' });
+          let ok: boolean;
+          try {
+            // Only the redelivery whose delete commits hands the material out (another appliance
+            // may be redelivering the same hold concurrently).
+            const del = await this.#client
+              .if(this.#k.held(id), 'Mod', '==', kv.mod_revision)
+              .then(this.#client.delete().key(this.#k.held(id)))
+              .commit();
+            ok = del.succeeded;
+          } catch (err) {
+            material.fill(0);
+            throw err;
+          }
+          if (!ok) {
+            material.fill(0);
+            throw alreadyDelivered(id);
+          }
+          return { meta: publicMeta(got.stored), material };
+        }),
+      );
+    });
   }
 
   read(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
@@ -273,6 +344,7 @@ export class EtcdKeyStore implements KeyStore {
               c.delete().key(this.#k.order(stored.ord)),
               c.delete().key(this.#k.st(stored.state, id)),
             ];
+            ops.push(c.delete().key(this.#k.held(id)));
             if (stored.expires !== null) ops.push(c.delete().key(this.#k.exp(stored)));
             const res = await c
               .if(this.#k.meta(id), 'Mod', '==', rev)
@@ -289,6 +361,7 @@ export class EtcdKeyStore implements KeyStore {
   sweepExpired(now: Date = new Date()): Promise<number> {
     return this.#guard(async () => {
       checkNow(now);
+      await this.#sweepHeld(now);
       const due = await this.#op(async () => {
         const res = await this.#client
           .getAll()
@@ -312,6 +385,20 @@ export class EtcdKeyStore implements KeyStore {
       }
       return n;
     });
+  }
+
+  /** Destroys held material past its `until` (few records: holds last minutes). */
+  async #sweepHeld(now: Date): Promise<void> {
+    const res = await this.#op(() => this.#client.getAll().prefix(this.#k.heldPrefix).exec());
+    for (const kv of res.kvs) {
+      const held = JSON.parse(kv.value.toString('utf8')) as HeldRecord;
+      if (Date.parse(held.until) > now.getTime()) continue;
+      const key = kv.key.toString('utf8');
+      // Guarded by the revision read: a concurrent redelivery's delete wins, and that is fine.
+      await this.#op(() =>
+        this.#client.if(key, 'Mod', '==', kv.mod_revision).then(this.#client.delete().key(key)).commit(),
+      );
+    }
   }
 
   counts(): Promise<Record<KeyState, number>> {
@@ -341,6 +428,7 @@ export class EtcdKeyStore implements KeyStore {
     id: string,
     now: Date,
     consume: boolean,
+    options: TakeOptions = {},
   ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
     checkKeyId(id);
     checkNow(now);
@@ -364,8 +452,18 @@ export class EtcdKeyStore implements KeyStore {
           const material = this.#open(sealed, stored);
           if (!consume) return { meta: publicMeta(stored), material };
           let ok: boolean;
+          const held: HeldRecord | undefined = options.hold && {
+            sealed: sealed.toString('base64'),
+            digest: holdDigest(options.hold.token),
+            until: options.hold.until.toISOString(),
+          };
+          // Last moment to notice the requester is gone: after the transaction there is no undo.
+          if (options.signal?.aborted) {
+            material.fill(0);
+            throw aborted(id);
+          }
           try {
-            ok = await this.#close(stored, rev, 'taken', now);
+            ok = await this.#close(stored, rev, 'taken', now, held);
           } catch (err) {
             material.fill(0);
             throw err;
@@ -383,7 +481,13 @@ export class EtcdKeyStore implements KeyStore {
    * the key changed since `rev` (someone else closed or replaced it) — unless the change is our
    * own write, committed by a retried request, which counts as success.
    */
-  async #close(stored: StoredMeta, rev: string, state: 'taken' | 'expired', now: Date): Promise<boolean> {
+  async #close(
+    stored: StoredMeta,
+    rev: string,
+    state: 'taken' | 'expired',
+    now: Date,
+    held?: HeldRecord,
+  ): Promise<boolean> {
     const c = this.#client;
     const token = randomUUID();
     const next: StoredMeta = { ...closedStored(stored, state, now), c: token };
@@ -394,6 +498,7 @@ export class EtcdKeyStore implements KeyStore {
       c.put(this.#k.st(state, stored.id)).value('').op(),
     ]);
     if (stored.expires !== null) ops.push(await c.delete().key(this.#k.exp(stored)).op());
+    if (held !== undefined) ops.push(await c.put(this.#k.held(stored.id)).value(JSON.stringify(held)).op());
     const res = await c
       .if(this.#k.meta(stored.id), 'Mod', '==', rev)
       .then(...ops)
