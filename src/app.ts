@@ -400,11 +400,20 @@ export class Appliance {
       degraded: reasons.length > 0,
       reasons,
       entropy,
-      keys: await this.keys.counts(),
+      keys: await this.keyCounts(),
       qkd,
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
     };
+  }
+
+  /**
+   * Keys by state, less the node identity's seed: it lives in the key store as an active key
+   * (encrypted at rest like the others) but it is the appliance's own, never an agent's to take.
+   */
+  private async keyCounts(): Promise<ApplianceStatus['keys']> {
+    const counts = await this.keys.counts();
+    return { ...counts, active: Math.max(0, counts.active - 1) };
   }
 
   async close(): Promise<void> {

@@ -329,7 +329,7 @@ describe('operations routes', () => {
     expect((await app.inject({ url: '/metrics', headers: { host: HOST } })).statusCode).toBe(401);
     const r = await app.inject({ url: '/metrics', headers: auth() });
     expect(r.statusCode).toBe(200);
-    expect(r.body).toContain('qkm_degraded 0');
+    expect(r.body).toContain('qkm_degraded{component="entropy"} 0');
     expect(r.body).toMatch(/qkm_entropy_source_state\{source="fake-qrng"[^}]*state="healthy"\} 1/);
     expect(r.body).toContain('qkm_http_requests_total');
     expect(r.body).toContain('qkm_audit_records 9');
@@ -338,6 +338,29 @@ describe('operations routes', () => {
     expect(r.body).toContain('qkm_audit_seals_total{signed="inline"} 1');
     expect(r.body).toContain('qkm_session_mldsa_total{where="worker"} 3');
     expect(r.body).toContain('qkm_session_mldsa_total{where="inline"} 1');
+  });
+
+  it('POST /v1/keys with no body creates a key with the defaults', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/keys', headers: auth() });
+    expect(r.statusCode, r.body).toBe(201);
+    expect(r.json()).toMatchObject({ size: 32, state: 'active', owner: 'agent-1' });
+  });
+
+  it('answers a known path with a wrong method 405, naming the allowed methods in Allow', async () => {
+    for (const [method, url, allow] of [
+      ['DELETE', '/v1/status', 'GET, HEAD'],
+      ['GET', '/v1/keys/7f1d2c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6/take', 'POST'],
+      ['PUT', '/v1/keys', 'GET, HEAD, POST'],
+      ['POST', '/metrics?x=1', 'GET, HEAD'],
+    ] as const) {
+      const r = await app.inject({ method, url, headers: auth() });
+      expect(r.statusCode, `${method} ${url}`).toBe(405);
+      expect(r.headers.allow).toBe(allow);
+      expect(r.json()).toEqual({
+        error: 'METHOD_NOT_ALLOWED',
+        message: `${method} is not allowed on ${url.split('?')[0]}; use ${allow}`,
+      });
+    }
   });
 
   it('answers unknown routes with a JSON 404 (after auth)', async () => {

@@ -27,6 +27,7 @@ import {
   waitForQkdKeys,
   waitForQrng,
 } from '../../src/demo/index.js';
+import { promtoolAvailable, promtoolCheck } from '../helpers/promtool.js';
 
 let setup: TwoNodeSetup;
 let a: QkmClient;
@@ -338,5 +339,8 @@ describe('two nodes on loopback', () => {
       `qkm_sessions_initiated_total{posture="PQC+QRNG",degraded="true"} ${sa.initiatedDegraded['PQC+QRNG']}`,
     );
     expect(metrics).toMatch(new RegExp(`^qkm_sessions_refused_total ${sa.refused}$`, 'm'));
+    expect(metrics).toMatch(/^qkm_qkd_link_up\{peer_sae="[^"]+"\} 1$/m);
+    // With QKD links, sessions and seals filled in, the exposition is still Prometheus-clean.
+    if (promtoolAvailable()) expect(await promtoolCheck(metrics)).toEqual({ code: 0, output: '' });
   });
 });
