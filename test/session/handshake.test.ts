@@ -304,7 +304,10 @@ describe('hybrid handshake', () => {
     const text = await a.audit.exportJsonLines();
     expect(text).not.toContain(toBase64url(i.key));
     expect(text).not.toContain(Buffer.from(i.key).toString('hex'));
-    expect(verifyAuditLog(await a.audit.records(), a.identity.signing.publicKey)).toMatchObject({ ok: true, unsealed: 0 });
+    expect(verifyAuditLog(await a.audit.records(), a.identity.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+    });
     const brecs = (await b.audit.records()).filter(notPeer);
     expect(brecs.map((r) => r.type)).toEqual(['session.accepted']);
   });
