@@ -152,7 +152,10 @@ export class Appliance {
       if (entropy.status().degraded) logDegraded({ degraded: true, reason: entropy.status().reason });
       cleanup.push(() => entropy.stop());
 
-      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
+      // Opened before the agents: the registry writes an audit record for every change it makes.
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
+      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'), audit);
       const tokenFiles: Record<string, string> = {};
       for (const { name, scopes } of BUILT_IN_AGENTS) {
         const file = tokenFile(config.dataDir, name);
@@ -165,8 +168,6 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
@@ -227,7 +228,7 @@ export class Appliance {
           })
         : undefined;
       if (qkd) cleanup.push(() => qkd.close());
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit });
       const links = qkd ? new QkdLinkBoard(qkd.kmeId, config.qkd?.kmeUrl ?? '') : undefined;
       const policy = new PosturePolicy({
         region: config.region,
