@@ -23,6 +23,8 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_NOT_FOUND: 'NOT_FOUND',
 };
 
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
 function codeForStatus(status: number): ErrorCode {
   switch (status) {
     case 401:
@@ -85,6 +87,19 @@ export function installErrorHandling(app: FastifyInstance<any, any, any, any, an
     reply.status(status).type('application/json').send(body);
   });
   app.setNotFoundHandler((request, reply) => {
+    // A known path asked with another method: 405 naming the methods it has (RFC 9110 §15.5.6).
+    const path = request.url.split('?')[0] ?? '';
+    const allow = HTTP_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+    if (allow.length > 0) {
+      reply
+        .status(405)
+        .header('allow', allow.join(', '))
+        .send({
+          error: 'METHOD_NOT_ALLOWED',
+          message: `${request.method} is not allowed on ${path}; use ${allow.join(', ')}`,
+        });
+      return;
+    }
     reply
       .status(404)
       .send({ error: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });

@@ -29,6 +29,7 @@ const status = async (): Promise<ApplianceStatus> => ({
     rejected: { HANDSHAKE_REPLAYED: 1 },
     abandoned: {},
     mldsa: { worker: 3, inline: 1 },
+    qkdKeysWasted: 2,
   },
   audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
 });

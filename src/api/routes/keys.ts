@@ -76,6 +76,11 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
     '/v1/keys',
     {
       config: { scope: 'keys' },
+      // Every field has a default, so no body at all means all defaults (`curl -X POST`).
+      preValidation: (request, _reply, done) => {
+        request.body ??= {};
+        done();
+      },
       schema: {
         summary: 'Create a key from quantum entropy and store it encrypted; fetch it once with /take',
         tags: ['keys'],
