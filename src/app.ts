@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
@@ -43,7 +42,7 @@ import {
   qkdAvailabilityFrom,
 } from './session/index.js';
 import type { StorageBackend } from './store/interface.js';
-import { openLevelBackend } from './store/level.js';
+import { openStore } from './store/open.js';
 
 /**
  * The appliance: opens the store, starts the entropy pipeline, restores agents and the node
@@ -106,8 +105,7 @@ export class Appliance {
     const logger = options.logger ?? createLogger({ level: config.logLevel });
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
-    const store = await openLevelBackend({ path: join(config.dataDir, 'db'), kek });
-    kek.fill(0);
+    const store = await openStore(config, kek).finally(() => kek.fill(0));
     const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
     try {
       let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
@@ -154,7 +152,10 @@ export class Appliance {
       if (entropy.status().degraded) logDegraded({ degraded: true, reason: entropy.status().reason });
       cleanup.push(() => entropy.stop());
 
-      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
+      // Opened before the agents: the registry writes an audit record for every change it makes.
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
+      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'), audit);
       const tokenFiles: Record<string, string> = {};
       for (const { name, scopes } of BUILT_IN_AGENTS) {
         const file = tokenFile(config.dataDir, name);
@@ -167,8 +168,6 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
@@ -229,7 +228,7 @@ export class Appliance {
           })
         : undefined;
       if (qkd) cleanup.push(() => qkd.close());
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit });
       const links = qkd ? new QkdLinkBoard(qkd.kmeId, config.qkd?.kmeUrl ?? '') : undefined;
       const policy = new PosturePolicy({
         region: config.region,

@@ -228,8 +228,13 @@ export class QkmClient {
       this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
         body: { name, ...(scopes ? { scopes } : {}) },
       }),
-    revoke: async (name: string) =>
-      (await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`)).agent,
+    /** `force` revokes even the last agent with the admin scope (else 409 LAST_ADMIN). */
+    revoke: async (name: string, options: { force?: boolean } = {}) =>
+      (
+        await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`, {
+          query: options.force ? { force: true } : {},
+        })
+      ).agent,
   };
 
   identity<T = Record<string, unknown>>(): Promise<T> {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent, AuditRecord, AuditSink } from '../../src/audit/types.js';
 import { AgentRegistry } from '../../src/core/agents.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -20,8 +21,17 @@ let adminToken: string;
 const entropy = new FakeEntropy();
 const logLines: string[] = [];
 
+/** What the agent registry wrote to the audit log (issue #11 item 5: the service audits, not the route). */
+const auditRecords: AuditEvent[] = [];
+const auditSink: AuditSink = {
+  append: async (e) => {
+    auditRecords.push(e);
+    return {} as AuditRecord;
+  },
+};
+
 beforeAll(async () => {
-  const agents = await AgentRegistry.open(new MapRecords());
+  const agents = await AgentRegistry.open(new MapRecords(), auditSink);
   token = (await agents.add('agent-1', ['entropy', 'keys'])).token;
   limitedToken = (await agents.add('agent-2', ['entropy'])).token;
   adminToken = (await agents.add('admin', ['admin'])).token;
@@ -139,6 +149,44 @@ describe('authentication and host checks', () => {
       headers: auth(adminToken),
     });
     expect(again.json()).toMatchObject({ error: 'AGENT_NOT_FOUND' });
+    // The registry audited both changes, naming the admin as the actor (no audit sink on the routes).
+    expect(auditRecords.filter((r) => r.details?.name === 'new-agent').map((r) => [r.type, r.actor])).toEqual(
+      [
+        ['agent.created', 'admin'],
+        ['agent.revoked', 'admin'],
+      ],
+    );
+  });
+
+  it('refuses to revoke the last admin without force (409 LAST_ADMIN), and audits the forced revocation', async () => {
+    const refused = await app.inject({
+      method: 'DELETE',
+      url: '/v1/agents/admin',
+      headers: auth(adminToken),
+    });
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json()).toMatchObject({ error: 'LAST_ADMIN' });
+    expect((await app.inject({ url: '/v1/agents', headers: auth(adminToken) })).statusCode).toBe(200);
+    // Service level (the route passes `force` through): with a second admin the first may go; the
+    // second is then the last one again, and only force revokes it — audited as forced.
+    const events: AuditEvent[] = [];
+    const reg = await AgentRegistry.open(new MapRecords(), {
+      append: async (e) => {
+        events.push(e);
+        return {} as AuditRecord;
+      },
+    });
+    await reg.add('root', ['admin']);
+    await reg.add('root2', ['admin'], 'root');
+    await reg.revoke('root', { actor: 'root2' });
+    await expect(reg.revoke('root2', { actor: 'root2' })).rejects.toMatchObject({ code: 'LAST_ADMIN' });
+    await reg.revoke('root2', { actor: 'root2', force: true });
+    expect(events.map((e) => [e.type, e.actor, e.details?.name, e.details?.forced])).toEqual([
+      ['agent.created', 'system', 'root', undefined],
+      ['agent.created', 'root', 'root2', undefined],
+      ['agent.revoked', 'root2', 'root', undefined],
+      ['agent.revoked', 'root2', 'root2', true],
+    ]);
   });
 });
 

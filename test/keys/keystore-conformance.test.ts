@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQkmError, QkmError } from '../../src/core/errors.js';
 import type { KeyMetadata, KeyStore } from '../../src/keys/interface.js';
 import type { StorageBackend } from '../../src/store/interface.js';
-import { BACKENDS, type BackendHarness, immutablePart, newKey, T0 } from './helpers.js';
+import {
+  BACKENDS,
+  type BackendHarness,
+  ETCD_SKIP,
+  stopSharedEtcd,
+  immutablePart,
+  newKey,
+  T0,
+} from './helpers.js';
 
 /** One KeyStore contract, run against every backend (STYLE.md: one conformance suite per interface). */
 
@@ -20,6 +28,14 @@ async function code(p: Promise<unknown>): Promise<string> {
 
 const at = (seconds: number): Date => new Date(T0.getTime() + seconds * 1000);
 const iso = (seconds: number): string => at(seconds).toISOString();
+
+afterAll(() => stopSharedEtcd(), 30_000);
+
+if (ETCD_SKIP !== undefined) {
+  describe('KeyStore conformance: etcd', () => {
+    it.skip(`skipped: ${ETCD_SKIP}`, () => undefined);
+  });
+}
 
 describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
   let harness: BackendHarness;

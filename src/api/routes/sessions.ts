@@ -111,11 +111,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       const peer = await opts.peers.add(bundle, {
         ...(label !== undefined ? { label } : {}),
         ...(min_posture !== undefined ? { minPosture: min_posture } : {}),
-      });
-      await opts.audit.append({
-        type: 'peer.pinned',
         actor: actor(request.agent),
-        details: { node_id: peer.nodeId, region: peer.bundle.region },
       });
       const rec = (await opts.peers.list()).find((p) => p.node_id === peer.nodeId);
       if (!rec) throw new Error('pinned peer vanished');
@@ -136,12 +132,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       },
     },
     async (request) => {
-      await opts.peers.remove(request.params.id);
-      await opts.audit.append({
-        type: 'peer.removed',
-        actor: actor(request.agent),
-        details: { node_id: request.params.id },
-      });
+      // The registry writes peer.removed (and peer.pinned above), whoever calls it.
+      await opts.peers.remove(request.params.id, actor(request.agent));
       return { removed: request.params.id };
     },
   );
