@@ -32,7 +32,11 @@ export interface AuthOptions {
  * On loopback every local client shares one address, so a local process spraying bad tokens
  * locks the others out for the rest of the minute; that is the price of failing closed.
  */
-class BadTokenGate {
+/** Addresses the gate tracks at once; beyond, new addresses share one window (see `fail`). */
+export const GATE_MAX_TRACKED = 10_000;
+const GATE_OVERFLOW = '\0overflow';
+
+export class BadTokenGate {
   private readonly windows = new Map<string, { start: number; count: number }>();
   constructor(
     readonly max: number,
@@ -41,7 +45,9 @@ class BadTokenGate {
   ) {}
   /** ms until `address` may try again, or 0. */
   blockedFor(address: string): number {
-    const w = this.windows.get(address);
+    const w =
+      this.windows.get(address) ??
+      (this.windows.size >= GATE_MAX_TRACKED ? this.windows.get(GATE_OVERFLOW) : undefined);
     if (!w) return 0;
     const left = w.start + this.windowMs - this.now();
     if (left <= 0) {
@@ -52,8 +58,10 @@ class BadTokenGate {
   }
   fail(address: string): void {
     const t = this.now();
-    if (this.windows.size > 10_000) {
+    if (this.windows.size >= GATE_MAX_TRACKED && !this.windows.has(address)) {
       for (const [k, w] of this.windows) if (t - w.start >= this.windowMs) this.windows.delete(k);
+      // Still full: addresses beyond the bound share one window (fail closed, bounded memory).
+      if (this.windows.size >= GATE_MAX_TRACKED) address = GATE_OVERFLOW;
     }
     const w = this.windows.get(address);
     if (!w || t - w.start >= this.windowMs) this.windows.set(address, { start: t, count: 1 });

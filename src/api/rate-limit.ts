@@ -25,6 +25,11 @@ interface Window {
   count: number;
 }
 
+/** Callers tracked at once (default); see `FixedWindowLimiter.maxKeys`. */
+export const DEFAULT_MAX_TRACKED = 100_000;
+/** The one window shared by callers beyond `maxKeys` (no caller key can start with NUL). */
+const OVERFLOW = '\0overflow';
+
 export class FixedWindowLimiter {
   private readonly windows = new Map<string, Window>();
   private sweptAt: number;
@@ -33,6 +38,12 @@ export class FixedWindowLimiter {
     readonly max: number,
     readonly windowMs: number,
     private readonly now: () => number,
+    /**
+     * Bound on the windows held: when that many callers are inside their window, further new
+     * callers share one window (fail closed: together they get `max`), so memory stays bounded
+     * however many addresses show up within one window.
+     */
+    readonly maxKeys: number = DEFAULT_MAX_TRACKED,
   ) {
     if (!Number.isInteger(max) || max < 1) throw new RangeError('max must be a positive integer');
     if (!(windowMs > 0)) throw new RangeError('windowMs must be positive');
@@ -48,6 +59,14 @@ export class FixedWindowLimiter {
       this.sweptAt = t;
     }
     let w = this.windows.get(key);
+    if (w === undefined && this.windows.size >= this.maxKeys) {
+      for (const [k, old] of this.windows) if (t - old.start >= this.windowMs) this.windows.delete(k);
+      this.sweptAt = t;
+      if (this.windows.size >= this.maxKeys) {
+        key = OVERFLOW;
+        w = this.windows.get(key);
+      }
+    }
     if (w === undefined || t - w.start >= this.windowMs) {
       w = { start: t, count: 0 };
       this.windows.set(key, w);

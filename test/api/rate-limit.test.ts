@@ -1,6 +1,7 @@
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { installErrorHandling } from '../../src/api/errors.js';
+import { BadTokenGate, GATE_MAX_TRACKED } from '../../src/api/auth.js';
 import { FixedWindowLimiter, rateLimitPlugin } from '../../src/api/rate-limit.js';
 
 describe('FixedWindowLimiter', () => {
@@ -22,6 +23,23 @@ describe('FixedWindowLimiter', () => {
     t = 250;
     l.hit('late');
     expect((l as unknown as { windows: Map<string, unknown> }).windows.size).toBe(1);
+  });
+
+  it('holds at most maxKeys windows; callers beyond share one window, fail closed (#16)', () => {
+    let t = 0;
+    const l = new FixedWindowLimiter(5, 1000, () => t, 100);
+    const windows = (l as unknown as { windows: Map<string, unknown> }).windows;
+    for (let i = 0; i < 100; i++) expect(l.hit(`ip:${i}`)).toBe(0);
+    // 10 000 new addresses inside the same window: the map stays at 100 + the shared window, and
+    // together they get one quota of 5.
+    let allowed = 0;
+    for (let i = 100; i < 10_100; i++) if (l.hit(`ip:${i}`) === 0) allowed++;
+    expect(allowed).toBe(5);
+    expect(windows.size).toBeLessThanOrEqual(101);
+    expect(l.hit('ip:0')).toBe(0); // tracked callers keep their own quota
+    t = 1500; // every window has ended: new callers are tracked on their own again
+    expect(l.hit('ip:new')).toBe(0);
+    expect(windows.size).toBeLessThanOrEqual(2);
   });
 
   it('rejects nonsense limits', () => {
@@ -63,5 +81,22 @@ describe('rateLimitPlugin', () => {
     // Another agent has its own quota.
     expect((await hit('b')).statusCode).toBe(200);
     await app.close();
+  });
+});
+
+describe('BadTokenGate (bad tokens per address)', () => {
+  it(`tracks at most ${GATE_MAX_TRACKED} addresses; beyond, new addresses share one window, fail closed (#16)`, () => {
+    let t = 0;
+    const gate = new BadTokenGate(3, 60_000, () => t);
+    const windows = (gate as unknown as { windows: Map<string, unknown> }).windows;
+    for (let i = 0; i < GATE_MAX_TRACKED + 5000; i++) gate.fail(`10.0.${i >> 8}.${i & 255}`);
+    expect(windows.size).toBeLessThanOrEqual(GATE_MAX_TRACKED + 1);
+    // The 5000 untracked addresses failed together: any untracked address is now refused.
+    expect(gate.blockedFor('192.0.2.1')).toBeGreaterThan(0);
+    expect(gate.blockedFor('10.0.0.0')).toBe(0); // one failure of its own, under the limit
+    t = 60_000; // the windows end: the map drains as addresses come back
+    gate.fail('192.0.2.1');
+    expect(windows.size).toBe(1);
+    expect(gate.blockedFor('192.0.2.1')).toBe(0);
   });
 });

@@ -19,6 +19,32 @@ describe('replay cache', () => {
   });
 });
 
+describe('replay cache: bounded under a steady load (#16)', () => {
+  it('the mirror and the store hold at most rate × (window + prune interval) entries', async () => {
+    const store = createMemoryBackend();
+    const windowMs = 10_000;
+    const pruneEveryMs = 5_000;
+    const c = new ReplayCache(store, { windowMs, pruneEveryMs });
+    const mirrorSize = () => (c as unknown as { mirror?: Map<string, number> }).mirror?.size ?? 0;
+    const perSecond = 20;
+    // Five simulated minutes of 20 handshakes a second, each with a fresh nonce.
+    const bound = perSecond * ((windowMs + pruneEveryMs + 2000) / 1000);
+    let peak = 0;
+    const t0 = 1_000_000;
+    for (let s = 0; s < 300; s++) {
+      const now = t0 + s * 1000;
+      for (let i = 0; i < perSecond; i++) {
+        expect(await c.admit('a'.repeat(32), `${s}-${i}`, now, now)).toBe(true);
+      }
+      await (c as unknown as { pruning?: Promise<number> }).pruning;
+      peak = Math.max(peak, mirrorSize());
+    }
+    expect(peak).toBeLessThanOrEqual(bound);
+    expect((await store.records('replay').entries()).length).toBeLessThanOrEqual(bound);
+    expect(await c.admit('a'.repeat(32), '299-0', t0 + 299_000, t0 + 299_500)).toBe(false); // still remembered
+  });
+});
+
 describe('replay cache admission', () => {
   it('of concurrent reservations of one handshake exactly one is admitted, and it is durable', async () => {
     const store = createMemoryBackend();
