@@ -10,6 +10,8 @@ import type { BenchRecord } from './types.js';
  * baseline measured in the same run, so the numbers mean the same on a noisy machine.
  */
 const BENCHES = ['drbg', 'entropy-api', 'quantis-sim', 'kme', 'bb84-rate', 'session'] as const;
+/** Run only when named (`npm run bench -- soak [--minutes=N]`): minutes long, not part of the default set. */
+const ON_DEMAND = ['soak'] as const;
 
 /**
  * Each benchmark runs in a child process of its own (same Node flags, so the same loader): one
@@ -17,7 +19,9 @@ const BENCHES = ['drbg', 'entropy-api', 'quantis-sim', 'kme', 'bb84-rate', 'sess
  * tax the next one's measurement.
  */
 async function runIsolated(name: string): Promise<BenchRecord[]> {
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, name], {
+  // The soak samples the heap after a forced GC.
+  const flags = name === 'soak' ? ['--expose-gc'] : [];
+  const child = spawn(process.execPath, [...process.execArgv, ...flags, process.argv[1] as string, name], {
     env: { ...process.env, QKM_BENCH_CHILD: '1' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -51,7 +55,10 @@ async function runHere(name: string): Promise<BenchRecord[]> {
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
-  const names = wanted.length > 0 ? BENCHES.filter((b) => wanted.includes(b)) : [...BENCHES];
+  const minutes = wanted.find((a) => a.startsWith('--minutes='));
+  if (minutes) process.env.QKM_SOAK_SECONDS = String(Number(minutes.slice('--minutes='.length)) * 60);
+  const names =
+    wanted.length > 0 ? [...BENCHES, ...ON_DEMAND].filter((b) => wanted.includes(b)) : [...BENCHES];
   if (process.env.QKM_BENCH_CHILD === '1') {
     for (const name of names) for (const r of await runHere(name)) console.log(JSON.stringify(r));
     return;
