@@ -98,6 +98,11 @@ export const ConfigSchema = Type.Object(
     qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
+    governance: Type.Object(
+      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      { default: {}, additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );
