@@ -172,6 +172,7 @@ export class Appliance {
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
+        retentionSeconds: config.keys.retentionSeconds,
         log: logger,
         // key.created / key.taken go through an intent journal: audit and store agree after a crash.
         journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
