@@ -40,6 +40,31 @@ const SerialSourceConfig = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * `store.backend: "etcd"`: several appliances share one key store on an etcd cluster. Every
+ * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
+ */
+const StoreConfigSchema = Type.Union([
+  Type.Object({ backend: Type.Literal('level') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      backend: Type.Literal('etcd'),
+      endpoints: Type.Array(Type.String({ pattern: '^https?://' }), { minItems: 1 }),
+      /** Key prefix of this deployment inside the cluster (default `qkm/`). */
+      prefix: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+/$' })),
+      requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60000 })),
+      /** CA of the etcd members, and this appliance's client certificate and key for mTLS. */
+      tls: Type.Optional(
+        Type.Object(
+          { ca: Type.String(), cert: Type.Optional(Type.String()), key: Type.Optional(Type.String()) },
+          { additionalProperties: false },
+        ),
+      ),
+    },
+    { additionalProperties: false },
+  ),
+]);
+
 export const ConfigSchema = Type.Object(
   {
     host: Type.String({ default: '127.0.0.1' }),
@@ -81,6 +106,8 @@ export const ConfigSchema = Type.Object(
       {
         defaultTtlSeconds: Type.Integer({ minimum: 0, default: 3600 }),
         sweepCron: Type.String({ default: '*/15 * * * * *' }),
+        /** Closed (taken/expired) keys' metadata is purged this long after closing; their audit records stay. */
+        retentionSeconds: Type.Integer({ minimum: 0, default: 604800 }),
       },
       { default: {}, additionalProperties: false },
     ),
@@ -98,6 +125,8 @@ export const ConfigSchema = Type.Object(
     qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
+    store: Type.Optional(StoreConfigSchema),
   },
   { additionalProperties: false },
 );
