@@ -122,7 +122,10 @@ const ownIds = new WeakMap<AgentSigningKeys, Map<string, { id: Uint8Array; paire
 
 function channelIdFor(keys: AgentSigningKeys, sessionId: string, openingWith?: Uint8Array): Uint8Array {
   let m = ownIds.get(keys);
-  if (!m) ownIds.set(keys, (m = new Map()));
+  if (!m) {
+    m = new Map();
+    ownIds.set(keys, m);
+  }
   let e = m.get(sessionId);
   const peer = openingWith ? Buffer.from(openingWith).toString('hex') : undefined;
   if (!e || (peer !== undefined && e.paired.has(peer))) {
