@@ -1,4 +1,3 @@
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
 import { Etsi014Client } from '../drivers/qkd/etsi014/index.js';
@@ -15,6 +14,7 @@ import { sessionRoutes } from './api/routes/sessions.js';
 import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import type { QkmConfig } from './core/config.js';
@@ -65,10 +65,10 @@ export interface ApplianceOptions {
 }
 
 export class Appliance {
-  private readonly cronTasks: ScheduledTask[] = [];
   private readonly unwatchers: Array<() => void> = [];
-  private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
+  /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
+  private readonly jobs: JobScheduler;
 
   private constructor(
     readonly config: QkmConfig,
@@ -90,7 +90,9 @@ export class Appliance {
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
-  ) {}
+  ) {
+    this.jobs = new JobScheduler(logger);
+  }
 
   /** Where the API listens, once started. */
   get url(): string {
@@ -172,6 +174,7 @@ export class Appliance {
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
+        retentionSeconds: config.keys.retentionSeconds,
         log: logger,
         // key.created / key.taken go through an intent journal: audit and store agree after a crash.
         journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
@@ -315,22 +318,11 @@ export class Appliance {
   private async listen(): Promise<void> {
     const { config } = this;
     const metrics = createMetrics(() => this.status());
-    this.cronTasks.push(
-      cron.schedule(config.keys.sweepCron, async () => {
-        try {
-          const n = await this.keys.sweep();
-          if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
-        } catch (err) {
-          this.logger.error({ err: { message: (err as Error).message } }, 'key expiry sweep failed');
-        }
-      }),
-    );
-    if (this.qkd) {
-      const poll = () => void this.pollQkdLinks();
-      poll();
-      this.linkTimer = setInterval(poll, 10_000);
-      this.linkTimer.unref();
-    }
+    this.jobs.cron('key-expiry-sweep', config.keys.sweepCron, async () => {
+      const n = await this.keys.sweep();
+      if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
+    });
+    if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -419,8 +411,7 @@ export class Appliance {
     // audit log is closed before the sources anyway).
     this.entropy.removeAllListeners('degraded');
     for (const unwatch of this.unwatchers.splice(0)) unwatch();
-    for (const t of this.cronTasks) t.stop();
-    if (this.linkTimer) clearInterval(this.linkTimer);
+    this.jobs.stop();
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);

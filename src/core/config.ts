@@ -111,6 +111,8 @@ export const ConfigSchema = Type.Object(
       {
         defaultTtlSeconds: Type.Integer({ minimum: 0, default: 3600 }),
         sweepCron: Type.String({ default: '*/15 * * * * *' }),
+        /** Closed (taken/expired) keys' metadata is purged this long after closing; their audit records stay. */
+        retentionSeconds: Type.Integer({ minimum: 0, default: 604800 }),
       },
       { default: {}, additionalProperties: false },
     ),
