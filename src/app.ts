@@ -1,5 +1,3 @@
-import { join } from 'node:path';
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
 import { Etsi014Client } from '../drivers/qkd/etsi014/index.js';
@@ -16,6 +14,7 @@ import { sessionRoutes } from './api/routes/sessions.js';
 import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import { governanceRoutes } from './api/routes/governance.js';
@@ -45,7 +44,7 @@ import {
   qkdAvailabilityFrom,
 } from './session/index.js';
 import type { StorageBackend } from './store/interface.js';
-import { openLevelBackend } from './store/level.js';
+import { openStore } from './store/open.js';
 
 /**
  * The appliance: opens the store, starts the entropy pipeline, restores agents and the node
@@ -68,10 +67,10 @@ export interface ApplianceOptions {
 }
 
 export class Appliance {
-  private readonly cronTasks: ScheduledTask[] = [];
   private readonly unwatchers: Array<() => void> = [];
-  private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
+  /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
+  private readonly jobs: JobScheduler;
   /** Contact policies of the governed agents (issue #12); set once in `start`. */
   contacts!: ContactPolicies;
 
@@ -95,7 +94,9 @@ export class Appliance {
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
-  ) {}
+  ) {
+    this.jobs = new JobScheduler(logger);
+  }
 
   /** Where the API listens, once started. */
   get url(): string {
@@ -110,8 +111,7 @@ export class Appliance {
     const logger = options.logger ?? createLogger({ level: config.logLevel });
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
-    const store = await openLevelBackend({ path: join(config.dataDir, 'db'), kek });
-    kek.fill(0);
+    const store = await openStore(config, kek).finally(() => kek.fill(0));
     const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
     try {
       let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
@@ -158,7 +158,10 @@ export class Appliance {
       if (entropy.status().degraded) logDegraded({ degraded: true, reason: entropy.status().reason });
       cleanup.push(() => entropy.stop());
 
-      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
+      // Opened before the agents: the registry writes an audit record for every change it makes.
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
+      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'), audit);
       const tokenFiles: Record<string, string> = {};
       for (const { name, scopes } of BUILT_IN_AGENTS) {
         const file = tokenFile(config.dataDir, name);
@@ -171,12 +174,11 @@ export class Appliance {
         await writeSecretFile(file, `${token}\n`);
       }
 
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const keys = new KeyService({
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
+        retentionSeconds: config.keys.retentionSeconds,
         log: logger,
         // key.created / key.taken go through an intent journal: audit and store agree after a crash.
         journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
@@ -233,7 +235,7 @@ export class Appliance {
           })
         : undefined;
       if (qkd) cleanup.push(() => qkd.close());
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit });
       const links = qkd ? new QkdLinkBoard(qkd.kmeId, config.qkd?.kmeUrl ?? '') : undefined;
       const policy = new PosturePolicy({
         region: config.region,
@@ -326,22 +328,11 @@ export class Appliance {
   private async listen(): Promise<void> {
     const { config } = this;
     const metrics = createMetrics(() => this.status());
-    this.cronTasks.push(
-      cron.schedule(config.keys.sweepCron, async () => {
-        try {
-          const n = await this.keys.sweep();
-          if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
-        } catch (err) {
-          this.logger.error({ err: { message: (err as Error).message } }, 'key expiry sweep failed');
-        }
-      }),
-    );
-    if (this.qkd) {
-      const poll = () => void this.pollQkdLinks();
-      poll();
-      this.linkTimer = setInterval(poll, 10_000);
-      this.linkTimer.unref();
-    }
+    this.jobs.cron('key-expiry-sweep', config.keys.sweepCron, async () => {
+      const n = await this.keys.sweep();
+      if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
+    });
+    if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -431,8 +422,7 @@ export class Appliance {
     // audit log is closed before the sources anyway).
     this.entropy.removeAllListeners('degraded');
     for (const unwatch of this.unwatchers.splice(0)) unwatch();
-    for (const t of this.cronTasks) t.stop();
-    if (this.linkTimer) clearInterval(this.linkTimer);
+    this.jobs.stop();
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);

@@ -61,7 +61,9 @@ export interface SessionProvenance {
 
 export interface InitiatedSession {
   session_id: string;
+  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
   key: Uint8Array;
+  key_pending?: boolean;
   handshake: string;
   posture: Posture;
   provenance: SessionProvenance;
@@ -229,8 +231,13 @@ export class QkmClient {
       this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
         body: { name, ...(scopes ? { scopes } : {}), ...(aid ? { aid } : {}) },
       }),
-    revoke: async (name: string) =>
-      (await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`)).agent,
+    /** `force` revokes even the last agent with the admin scope (else 409 LAST_ADMIN). */
+    revoke: async (name: string, options: { force?: boolean } = {}) =>
+      (
+        await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`, {
+          query: options.force ? { force: true } : {},
+        })
+      ).agent,
   };
 
   identity<T = Record<string, unknown>>(): Promise<T> {
@@ -280,17 +287,20 @@ export class QkmClient {
       /** The agent on the peer node that may accept (signed into the handshake). */
       responderAgent: string;
       minPosture?: Posture;
+      /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
+      requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
+      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
           responder_agent: options.responderAgent,
+          ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
         },
       });
-      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+      return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
       const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
@@ -302,12 +312,22 @@ export class QkmClient {
       );
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
-    confirm: (sessionId: string, confirm: string) =>
-      this.request<{ session_id: string; confirmed: boolean }>(
+    /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
+    confirm: async (
+      sessionId: string,
+      confirm: string,
+    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
+      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
         { body: { confirm } },
-      ),
+      );
+      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
+        session_id: string;
+        confirmed: boolean;
+        key?: Uint8Array;
+      };
+    },
   };
 
   readonly audit = {

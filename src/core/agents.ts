@@ -1,5 +1,6 @@
 import { hash, randomBytes } from 'node:crypto';
 import { QkmError } from './errors.js';
+import type { AuditSink } from '../audit/types.js';
 import type { RecordStore } from '../store/interface.js';
 import { canonicalAid } from '../governance/aid.js';
 
@@ -7,6 +8,10 @@ import { canonicalAid } from '../governance/aid.js';
  * Agents are the callers of the API. Each has a bearer token, stored only as its SHA-256 hash
  * (tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force),
  * and a set of scopes. The plaintext token is shown exactly once, when it is issued.
+ *
+ * Every change (add, rotate, revoke) is an audit record written here, by the registry that makes
+ * it, not by the route that asked: no caller can change an agent without leaving a record.
+ * The change is stored first and then recorded; should the record fail, the call fails.
  */
 
 export const SCOPES = ['entropy', 'keys', 'sessions', 'admin'] as const;
@@ -45,10 +50,13 @@ function newToken(): string {
 export class AgentRegistry {
   private readonly byHash = new Map<string, AgentRecord>();
 
-  private constructor(private readonly records: RecordStore<AgentRecord>) {}
+  private constructor(
+    private readonly records: RecordStore<AgentRecord>,
+    private readonly audit: AuditSink,
+  ) {}
 
-  static async open(records: RecordStore<AgentRecord>): Promise<AgentRegistry> {
-    const registry = new AgentRegistry(records);
+  static async open(records: RecordStore<AgentRecord>, audit: AuditSink): Promise<AgentRegistry> {
+    const registry = new AgentRegistry(records, audit);
     for (const [, rec] of await records.entries()) {
       if (!rec.revoked) registry.byHash.set(rec.tokenHash, rec);
     }
@@ -59,6 +67,7 @@ export class AgentRegistry {
   async add(
     name: string,
     scopes: Scope[] = ['entropy', 'keys', 'sessions'],
+    actor = 'system',
     aidInput?: string,
   ): Promise<{ agent: AgentInfo; token: string }> {
     if (!NAME_RE.test(name)) {
@@ -83,11 +92,21 @@ export class AgentRegistry {
     await this.records.put(name, rec);
     if (existing) this.byHash.delete(existing.tokenHash);
     this.byHash.set(rec.tokenHash, rec);
+    await this.audit.append({
+      type: 'agent.created',
+      actor,
+      details: {
+        name,
+        scopes: rec.scopes,
+        ...(aid ? { aid } : {}),
+        ...(existing ? { replaced_revoked: true } : {}),
+      },
+    });
     return { agent: info(rec), token };
   }
 
   /** Replaces the token of an existing agent (e.g. when its token file was lost). */
-  async rotate(name: string): Promise<string> {
+  async rotate(name: string, actor = 'system'): Promise<string> {
     const rec = await this.records.get(name);
     if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
     const token = newToken();
@@ -95,15 +114,37 @@ export class AgentRegistry {
     await this.records.put(name, next);
     this.byHash.delete(rec.tokenHash);
     this.byHash.set(next.tokenHash, next);
+    await this.audit.append({ type: 'agent.token_rotated', actor, details: { name } });
     return token;
   }
 
-  async revoke(name: string): Promise<AgentInfo> {
+  /**
+   * Revokes an agent. Refuses (LAST_ADMIN) to revoke the last active agent with the `admin`
+   * scope unless `force`: without one nobody can manage agents over the API any more (recovery:
+   * README, "Admin token recovery").
+   */
+  async revoke(name: string, opts: { actor?: string; force?: boolean } = {}): Promise<AgentInfo> {
     const rec = await this.records.get(name);
     if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
+    if (rec.scopes.includes('admin') && !opts.force) {
+      const admins = (await this.records.entries()).filter(
+        ([, r]) => !r.revoked && r.scopes.includes('admin'),
+      );
+      if (admins.length <= 1) {
+        throw new QkmError(
+          'LAST_ADMIN',
+          `'${name}' is the last agent with the admin scope; revoke with force to do it anyway`,
+        );
+      }
+    }
     const next = { ...rec, revoked: new Date().toISOString() };
     await this.records.put(name, next);
     this.byHash.delete(rec.tokenHash);
+    await this.audit.append({
+      type: 'agent.revoked',
+      actor: opts.actor ?? 'system',
+      details: { name, scopes: rec.scopes, ...(opts.force ? { forced: true } : {}) },
+    });
     return info(next);
   }
 

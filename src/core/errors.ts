@@ -39,6 +39,7 @@ export const ERROR_CATALOGUE = {
   PEER_EXISTS: { status: 409, text: 'A different identity is already pinned under this node id' },
   BUNDLE_INVALID: { status: 400, text: 'The identity bundle is malformed or its signature does not verify' },
   SESSION_NOT_FOUND: { status: 404, text: 'No session with this id' },
+  LAST_ADMIN: { status: 409, text: 'Refusing to revoke the last agent with the admin scope without force' },
   HANDSHAKE_MALFORMED: { status: 400, text: 'The handshake message cannot be decoded' },
   HANDSHAKE_VERSION: { status: 400, text: 'The handshake version is not supported' },
   HANDSHAKE_BAD_SIGNATURE: {

@@ -51,6 +51,8 @@ export interface KeyListQuery {
   limit?: number;
   /** Return ids strictly after this one (ids are listed in creation order). */
   after?: string;
+  // Cost: a page with `state` set reads O(limit) entries however many keys are in other states
+  // (the LevelDB store keeps a creation-order index per state); `purpose`/`owner` filter within it.
 }
 
 /** Options of `KeyStore.take`. */
@@ -101,6 +103,19 @@ export interface KeyStore {
    * destroys held material (TakeOptions.hold) past its `until`. Returns how many keys expired.
    */
   sweepExpired(now?: Date): Promise<number>;
+  /**
+   * Retention of closed keys: removes the metadata (and any held material) of at most `limit`
+   * taken or expired keys whose `closedAt` is at or before `before`, oldest first, in one atomic
+   * durable batch, and returns how many it removed (fewer than `limit`: nothing older is left).
+   * Active keys are never touched. A purged id is unknown afterwards (KEY_NOT_FOUND, and may be
+   * reused); the audit log keeps the key's history. `limit` is an integer from 1 to 1000
+   * (default 1000), else INVALID_PARAMETER; `before` must be a valid Date.
+   *
+   * Cost: O(limit), whatever the number of keys (implementations keep an index by closing time).
+   * Optional, so that a store added before it still compiles; `KeyService.sweep` purges only
+   * when the store has it. Conformance: `test/keys/keystore-conformance.test.ts` ("purgeClosed").
+   */
+  purgeClosed?(before: Date, limit?: number): Promise<number>;
   /** Counts by state, for status and metrics. */
   counts(): Promise<Record<KeyState, number>>;
   close(): Promise<void>;

@@ -7,6 +7,7 @@ import {
   activeMetadata,
   checkKeyId,
   checkNow,
+  checkPurgeLimit,
   closedMetadata,
   emptyCounts,
   expired,
@@ -139,6 +140,22 @@ export class MemoryKeyStore implements KeyStore {
       n++;
     }
     return n;
+  }
+
+  async purgeClosed(before: Date, limit = 1000): Promise<number> {
+    this.#assertOpen();
+    checkNow(before);
+    checkPurgeLimit(limit, 1000);
+    // Oldest closed first, like the LevelDB store's index (a test store: a full scan is fine).
+    const due = [...this.#keys.values()]
+      .filter((e) => e.meta.state !== 'active' && Date.parse(e.meta.closedAt!) <= before.getTime())
+      .sort((a, b) => Date.parse(a.meta.closedAt!) - Date.parse(b.meta.closedAt!))
+      .slice(0, limit);
+    for (const entry of due) {
+      entry.held?.material.fill(0);
+      this.#keys.delete(entry.meta.id);
+    }
+    return due.length;
   }
 
   async counts(): Promise<Record<KeyState, number>> {

@@ -176,6 +176,14 @@ export function emptyCounts(): Record<KeyState, number> {
   return { active: 0, taken: 0, expired: 0 };
 }
 
+/** `purgeClosed`'s batch bound: an integer from 1 to the store's maximum. */
+export function checkPurgeLimit(limit: unknown, max: number): number {
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > max) {
+    throw invalid(`purge limit must be an integer from 1 to ${max}`);
+  }
+  return limit;
+}
+
 export function checkNow(now: Date): Date {
   if (!(now instanceof Date) || !Number.isFinite(now.getTime())) throw invalid('now must be a valid Date');
   return now;

@@ -13,6 +13,11 @@ export const MAX_KEY_TTL_SECONDS = 30 * 24 * 3600;
 const MAX_TEXT = 256;
 /** A retried take (same request id) can fetch the material again for this long. */
 export const DEFAULT_REDELIVERY_SECONDS = 300;
+/** Closed keys' metadata is kept this long after they close (7 days), then purged by `sweep`. */
+export const DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600;
+/** Keys purged per store batch, and batches per sweep: a sweep never holds the store for long. */
+export const PURGE_BATCH = 256;
+export const PURGE_BATCHES_PER_SWEEP = 16;
 
 export interface CreateKeyRequest {
   /** Key length in bytes, 16..1024. */
@@ -52,6 +57,11 @@ export interface KeyServiceOptions {
   redeliveryWindowSeconds?: number;
   log?: KeyServiceLogger;
   /**
+   * How long a taken or expired key's metadata stays listable after it closed (default 7 days;
+   * 0 purges at the next sweep). The audit log keeps the history; see `KeyStore.purgeClosed`.
+   */
+  retentionSeconds?: number;
+  /**
    * Records `key.created` and `key.taken` in the audit log through an intent journal, so that
    * audit and store agree after a crash (see audit-journal.ts). Without it the caller audits.
    */
@@ -72,6 +82,7 @@ export class KeyService {
   readonly #log: KeyServiceLogger | undefined;
   readonly #redeliveryMs: number;
   readonly #journal: KeyAuditJournal | undefined;
+  readonly #retentionMs: number;
 
   constructor(options: KeyServiceOptions) {
     this.#store = options.store;
@@ -84,6 +95,10 @@ export class KeyService {
       throw new RangeError('defaultTtlSeconds must be an integer from 1 to maxTtlSeconds');
     }
     this.#now = options.now ?? (() => new Date());
+    const retention = options.retentionSeconds ?? DEFAULT_RETENTION_SECONDS;
+    if (!Number.isSafeInteger(retention) || retention < 0)
+      throw new RangeError('retentionSeconds must be ≥ 0');
+    this.#retentionMs = retention * 1000;
     this.#log = options.log;
     const window = options.redeliveryWindowSeconds ?? DEFAULT_REDELIVERY_SECONDS;
     if (!Number.isSafeInteger(window) || window < 1)
@@ -267,9 +282,28 @@ export class KeyService {
 
   /** Expires every active key past its expiry now; resolves with how many. */
   async sweep(): Promise<number> {
-    const n = await this.#store.sweepExpired(this.#now());
+    const now = this.#now();
+    const n = await this.#store.sweepExpired(now);
     if (n > 0) this.#log?.info({ expired: n }, 'expired keys swept');
+    const purged = await this.purgeClosed(now);
+    if (purged > 0) this.#log?.info({ purged }, 'closed keys past retention purged');
     return n;
+  }
+
+  /**
+   * Purges closed keys older than the retention, in batches of PURGE_BATCH and at most
+   * PURGE_BATCHES_PER_SWEEP batches (a backlog drains over several sweeps). Returns how many.
+   */
+  async purgeClosed(now: Date = this.#now()): Promise<number> {
+    if (!this.#store.purgeClosed) return 0;
+    const before = new Date(now.getTime() - this.#retentionMs);
+    let total = 0;
+    for (let i = 0; i < PURGE_BATCHES_PER_SWEEP; i++) {
+      const n = await this.#store.purgeClosed(before, PURGE_BATCH);
+      total += n;
+      if (n < PURGE_BATCH) break;
+    }
+    return total;
   }
 
   /**

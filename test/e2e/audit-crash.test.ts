@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,7 +25,10 @@ afterAll(async () => {
 });
 
 /** Runs the load child and SIGKILLs it once it has acknowledged `killAfter` operations. */
-function runAndKill(dataDir: string, killAfter: number): Promise<{ created: string[]; taken: string[] }> {
+function runAndKill(
+  dataDir: string,
+  killAfter: number,
+): Promise<{ created: string[]; taken: string[]; taking: string[] }> {
   return new Promise((resolvePromise, reject) => {
     // `node --import tsx` (not `npx tsx`): a SIGKILL must reach the process holding the store.
     const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, dataDir], {
@@ -34,6 +37,7 @@ function runAndKill(dataDir: string, killAfter: number): Promise<{ created: stri
     });
     const created: string[] = [];
     const taken: string[] = [];
+    const taking: string[] = [];
     let buffer = '';
     let stderr = '';
     const guard = setTimeout(() => child.kill('SIGKILL'), 60_000);
@@ -46,6 +50,7 @@ function runAndKill(dataDir: string, killAfter: number): Promise<{ created: stri
         buffer = buffer.slice(nl + 1);
         if (verb === 'created' && id) created.push(id);
         if (verb === 'taken' && id) taken.push(id);
+        if (verb === 'taking' && id) taking.push(id);
       }
       if (created.length + taken.length >= killAfter && child.exitCode === null) child.kill('SIGKILL');
     });
@@ -56,7 +61,7 @@ function runAndKill(dataDir: string, killAfter: number): Promise<{ created: stri
     child.on('close', (code, signal) => {
       clearTimeout(guard);
       if (signal !== 'SIGKILL') reject(new Error(`child ended (${code}) without being killed: ${stderr}`));
-      else resolvePromise({ created, taken });
+      else resolvePromise({ created, taken, taking });
     });
   });
 }
@@ -66,10 +71,12 @@ describe('audit and key store after kill -9 under load', () => {
     const dataDir = join(dir, 'data');
     const created: string[] = [];
     const taken: string[] = [];
+    const taking: string[] = [];
     for (let round = 0; round < 3; round++) {
       const r = await runAndKill(dataDir, 150 + round * 37);
       created.push(...r.created);
       taken.push(...r.taken);
+      taking.push(...r.taking);
     }
     expect(created.length).toBeGreaterThan(200);
 
@@ -99,6 +106,22 @@ describe('audit and key store after kill -9 under load', () => {
       for (const k of keys.filter((k) => k.state === 'taken').slice(0, 50)) {
         const err = await appliance.keys.take(k.id).catch((e: unknown) => e);
         expect(isQkmError(err, 'KEY_ALREADY_TAKEN')).toBe(true);
+      }
+      // Takes in flight at a kill: the retry with the same Idempotency-Key delivers the key —
+      // its held bytes if the take had committed, a fresh take if it had not. None is lost.
+      const token = (await readFile(appliance.tokenFiles.default!, 'utf8')).trim();
+      const done = new Set(taken);
+      const inFlight = taking.filter((id) => !done.has(id));
+      if (process.env.QKM_TEST_VERBOSE) console.log('takes in flight at the kills:', inFlight.length);
+      // Six workers, two in three of their steps a take: every kill catches some mid-take.
+      expect(inFlight.length).toBeGreaterThan(0);
+      for (const id of inFlight) {
+        const res = await fetch(`${appliance.url}/v1/keys/${id}/take`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'idempotency-key': `crash-${id}` },
+        });
+        expect(res.status, id).toBe(200);
+        expect(Buffer.from(((await res.json()) as { key: string }).key, 'base64')).toHaveLength(32);
       }
       // Whatever the crashes left unrecorded was reconciled, and that is on record too.
       const reconciled = records.filter((r) => r.details.reconciled === true);

@@ -56,7 +56,7 @@ async function observe(): Promise<{ status: boolean; metrics: boolean; provenanc
   const q = status.entropy.sources.find((s) => s.kind === 'quantum');
   return {
     status: status.degraded && q !== undefined && q.state !== 'healthy',
-    metrics: /^qkm_degraded 1$/m.test(metricsText),
+    metrics: /^qkm_degraded\{component="entropy"\} 1$/m.test(metricsText),
     provenance:
       entropy.provenance.degraded &&
       entropy.provenance.seedOrigin === 'os' &&

@@ -32,6 +32,9 @@ function withBody(handshake: string, edit: (b: HandshakeBody) => void): string {
   return encodeMessage(encodeBody(b), signature);
 }
 
+/** The pair's peer.pinned records (written by the registries when makePair pins) are not under test here. */
+const notPeer = (r: { type: string }) => !r.type.startsWith('peer.');
+
 describe('hybrid handshake', () => {
   it.each<Posture>(['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'])(
     'both sides derive the same K under %s',
@@ -218,7 +221,7 @@ describe('hybrid handshake', () => {
     // The records written while dec_keys ran are taken back: no session, and the audit trail
     // says the accepted session was abandoned and why (not a bounded `session.rejected`).
     expect(await b.sessions.get(i.session_id)).toEqual([]);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.slice(-2).map((r) => [r.type, r.details.session_id])).toEqual([
       ['session.accepted', i.session_id],
       ['session.abandoned', i.session_id],
@@ -291,7 +294,7 @@ describe('hybrid handshake', () => {
     const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
     await a.audit.flush();
-    const recs = await a.audit.records();
+    const recs = (await a.audit.records()).filter(notPeer);
     expect(recs.map((r) => r.type)).toEqual(['session.initiated', 'session.confirmed', 'audit.seal']);
     expect(recs[0]!.details).toMatchObject({
       session_id: i.session_id,
@@ -301,8 +304,11 @@ describe('hybrid handshake', () => {
     const text = await a.audit.exportJsonLines();
     expect(text).not.toContain(toBase64url(i.key));
     expect(text).not.toContain(Buffer.from(i.key).toString('hex'));
-    expect(verifyAuditLog(recs, a.identity.signing.publicKey)).toMatchObject({ ok: true, unsealed: 0 });
-    const brecs = await b.audit.records();
+    expect(verifyAuditLog(await a.audit.records(), a.identity.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+    });
+    const brecs = (await b.audit.records()).filter(notPeer);
     expect(brecs.map((r) => r.type)).toEqual(['session.accepted']);
   });
 });
@@ -347,9 +353,36 @@ describe('sessions are bound to agents (issue #11 item 4)', () => {
       ['session.confirmed', 'alice'],
     ]);
     expect(recs[0]!.details).toMatchObject({ agent: 'alice', peer_agent: 'bob', node: a.identity.nodeId });
-    const brecs = await b.audit.records();
+    const brecs = (await b.audit.records()).filter(notPeer);
     expect(brecs.map((r) => [r.type, r.actor])).toEqual([['session.accepted', 'bob']]);
     expect(brecs[0]!.details).toMatchObject({ agent: 'bob', peer_agent: 'alice', peer: a.identity.nodeId });
+  });
+});
+
+describe('require_confirm keeps K unusable until the responder is confirmed (issue #11 item 7)', () => {
+  it('initiate returns no key; a matching confirm returns it once; a wrong tag or agent gets none', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      requireConfirm: true,
+    });
+    expect(i.key_pending).toBe(true);
+    expect(i.key).toHaveLength(0);
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await expectCode(
+      a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32)), 'alice'),
+      'CONFIRM_MISMATCH',
+    );
+    await expectCode(a.sessions.confirm(i.session_id, acc.confirm, 'mallory'), 'SESSION_NOT_FOUND');
+    const c = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(c.confirmed).toBe(true);
+    expect(Buffer.from(c.key!).equals(Buffer.from(acc.key))).toBe(true);
+    // Take-once: confirming again says confirmed, with no key.
+    const again = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(again).toEqual({ session_id: i.session_id, confirmed: true });
+    expect((await a.sessions.get(i.session_id))[0]).not.toHaveProperty('pending_key_id');
   });
 });
 
@@ -366,7 +399,7 @@ describe("the initiator's degraded / fallback / randomness reach the responder s
       fallback: true,
       pqc: { randomness: 'os', randomnessOrigin: 'initiator' },
     });
-    const [rec] = await b.audit.records();
+    const [rec] = (await b.audit.records()).filter(notPeer);
     expect(rec!.details).toMatchObject({ degraded: true, randomness: 'os' });
   });
 
@@ -649,7 +682,7 @@ describe.each([
     link.up = true;
     await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
     expect(link.calls.getKeysById).toBe(0);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.at(-1)).toMatchObject({
       type: 'session.rejected',
       details: { code: 'POSTURE_BELOW_MINIMUM' },
@@ -665,7 +698,7 @@ describe.each([
     expect(i.posture).toBe('QKD+PQC+QRNG');
     await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
     expect(link.calls.getKeysById).toBe(0);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.at(-1)).toMatchObject({
       type: 'session.rejected',
       details: { code: 'POSTURE_NOT_PERMITTED' },

@@ -79,7 +79,7 @@ describe('handshake known-answer vectors (test/vectors/handshake-kat.json)', () 
       const store = createMemoryBackend();
       const entropy = new FakeEntropy();
       const identity = katIdentity(v.inputs.responder);
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit: new AuditLog({ store }) });
       await peers.add(v.expected.initiator_bundle);
       const link = new FakeQkdLink();
       for (const q of v.inputs.qkd_keys) {

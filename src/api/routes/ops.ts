@@ -190,6 +190,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
       const { agent, token } = await opts.agents.add(
         request.body.name,
         request.body.scopes as Scope[] | undefined,
+        request.agent?.name ?? 'unknown',
         request.body.aid,
       );
       return reply.status(201).send({ agent, token });
@@ -205,15 +206,22 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         tags: ['agents'],
         security: [{ bearer: [] }],
         params: Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }),
-        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(404) },
+        querystring: Type.Object(
+          {
+            force: Type.Optional(
+              Type.Boolean({ description: 'revoke even the last agent with the admin scope' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(404, 409) },
       },
     },
     async (request) => {
-      const agent = await opts.agents.revoke(request.params.name);
-      await opts.audit?.append({
-        type: 'agent.revoked',
+      // The registry writes the audit record (agent.revoked), whoever calls it.
+      const agent = await opts.agents.revoke(request.params.name, {
         actor: request.agent?.name ?? 'unknown',
-        details: { name: agent.name },
+        ...(request.query.force ? { force: true } : {}),
       });
       return { agent };
     },

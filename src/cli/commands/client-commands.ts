@@ -144,9 +144,10 @@ export function registerClientCommands(program: Command): void {
   agent
     .command('revoke <name>')
     .description("revoke an agent's token")
-    .action(async (name: string, _o, cmd) => {
+    .option('--force', 'revoke even the last agent with the admin scope (see README, admin-token recovery)')
+    .action(async (name: string, o: { force?: boolean }, cmd) => {
       const opts = globals(cmd);
-      const a = await (await clientOf(opts, true)).agents.revoke(name);
+      const a = await (await clientOf(opts, true)).agents.revoke(name, o.force ? { force: true } : {});
       print(opts, a, () => `revoked ${a.name}`);
     });
 
