@@ -64,6 +64,12 @@ export const ERROR_CATALOGUE = {
   POLICY_INVALID: { status: 400, text: 'The contact policy rules are malformed or ambiguous' },
   CONTACT_NO_RULE: { status: 403, text: "No rule of the responder's contact policy matches the initiator" },
   CONTACT_BLOCKED: { status: 403, text: "The responder's most specific matching rule blocks the initiator" },
+  TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
+  TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
+  TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },
+  TOKEN_EXHAUSTED: { status: 429, text: "The access token's uses are spent" },
+  TOKEN_INVALID: { status: 401, text: 'The access token or its resume proof does not verify' },
+  TOKEN_REPLAYED: { status: 409, text: 'This resume request was already answered' },
   CONTACT_BUDGET_EXHAUSTED: {
     status: 429,
     text: 'The initiator has used its contact budget for this responder in this window',
