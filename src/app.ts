@@ -17,6 +17,8 @@ import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import { governanceRoutes } from './api/routes/governance.js';
+import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -69,6 +71,8 @@ export class Appliance {
   readonly startedAt = new Date();
   /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
   private readonly jobs: JobScheduler;
+  /** Contact policies of the governed agents (issue #12); set once in `start`. */
+  contacts!: ContactPolicies;
 
   private constructor(
     readonly config: QkmConfig,
@@ -276,6 +280,12 @@ export class Appliance {
         pqcWorker,
         simulatedQuantis,
       );
+      appliance.contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -351,6 +361,7 @@ export class Appliance {
             audit: this.audit,
           },
         },
+        { plugin: governanceRoutes, options: { contacts: this.contacts, audit: this.audit } },
       ],
     });
     this.app = app;

@@ -88,6 +88,7 @@ export interface AgentInfo {
   scopes: string[];
   created: string;
   revoked?: string;
+  aid?: string;
 }
 
 export class QkmClient {
@@ -226,9 +227,9 @@ export class QkmClient {
 
   readonly agents = {
     list: async () => (await this.request<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents,
-    add: (name: string, scopes?: string[]) =>
+    add: (name: string, scopes?: string[], aid?: string) =>
       this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
-        body: { name, ...(scopes ? { scopes } : {}) },
+        body: { name, ...(scopes ? { scopes } : {}), ...(aid ? { aid } : {}) },
       }),
     /** `force` revokes even the last agent with the admin scope (else 409 LAST_ADMIN). */
     revoke: async (name: string, options: { force?: boolean } = {}) =>
@@ -259,6 +260,18 @@ export class QkmClient {
       }),
     remove: (nodeId: string) =>
       this.request<{ removed: string }>('DELETE', `/v1/peers/${encodeURIComponent(nodeId)}`),
+  };
+
+  /** Contact policies of governed agents (issue #12); admin token. */
+  readonly contacts = {
+    get: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}`),
+    set: <T = Record<string, unknown>>(aid: string, rules: Array<{ pattern: string; budget: number }>) =>
+      this.request<T>('PUT', `/v1/contact-policies/${encodeURIComponent(aid)}`, { body: { rules } }),
+    decision: <T = Record<string, unknown>>(aid: string, initiator: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}/decision`, {
+        query: { initiator },
+      }),
   };
 
   readonly policy = {

@@ -132,6 +132,11 @@ export const ConfigSchema = Type.Object(
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
+    /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
+    governance: Type.Object(
+      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      { default: {}, additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );

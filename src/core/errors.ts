@@ -58,6 +58,16 @@ export const ERROR_CATALOGUE = {
     text: "The offered posture is not permitted by this node's jurisdiction rules",
   },
   CONFIRM_MISMATCH: { status: 400, text: 'The key-confirmation tag does not match' },
+  AID_INVALID: { status: 400, text: 'The agent id is not of the form user@domain:name' },
+  AID_EXISTS: { status: 409, text: 'Another agent of this node already has this agent id' },
+  AID_NOT_FOUND: { status: 404, text: 'No agent of this node has this agent id' },
+  POLICY_INVALID: { status: 400, text: 'The contact policy rules are malformed or ambiguous' },
+  CONTACT_NO_RULE: { status: 403, text: "No rule of the responder's contact policy matches the initiator" },
+  CONTACT_BLOCKED: { status: 403, text: "The responder's most specific matching rule blocks the initiator" },
+  CONTACT_BUDGET_EXHAUSTED: {
+    status: 429,
+    text: 'The initiator has used its contact budget for this responder in this window',
+  },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---
   QUANTUM_ENTROPY_UNAVAILABLE: {
