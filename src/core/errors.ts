@@ -64,6 +64,13 @@ export const ERROR_CATALOGUE = {
   POLICY_INVALID: { status: 400, text: 'The contact policy rules are malformed or ambiguous' },
   CONTACT_NO_RULE: { status: 403, text: "No rule of the responder's contact policy matches the initiator" },
   CONTACT_BLOCKED: { status: 403, text: "The responder's most specific matching rule blocks the initiator" },
+  PREKEY_INVALID: {
+    status: 400,
+    text: 'The prekey is malformed, bound to another agent or its signature does not verify',
+  },
+  PREKEY_NOT_FOUND: { status: 404, text: 'No such prekey on this node' },
+  PREKEY_CONSUMED: { status: 410, text: 'The one-time prekey was already used' },
+  PREKEY_EXPIRED: { status: 410, text: 'The prekey has expired' },
   TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
   TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
   TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },
