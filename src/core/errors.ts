@@ -71,6 +71,8 @@ export const ERROR_CATALOGUE = {
   PREKEY_NOT_FOUND: { status: 404, text: 'No such prekey on this node' },
   PREKEY_CONSUMED: { status: 410, text: 'The one-time prekey was already used' },
   PREKEY_EXPIRED: { status: 410, text: 'The prekey has expired' },
+  NODE_NOT_ENROLLED: { status: 403, text: 'The node is not enrolled with the Provider' },
+  PREKEYS_EXHAUSTED: { status: 409, text: 'The responder agent has no prekey left at the Provider' },
   TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
   TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
   TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },
