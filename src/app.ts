@@ -19,6 +19,7 @@ import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
+import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -73,6 +74,8 @@ export class Appliance {
   private readonly jobs: JobScheduler;
   /** Contact policies of the governed agents (issue #12); set once in `start`. */
   contacts!: ContactPolicies;
+  /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
+  prekeys!: PrekeyStore;
 
   private constructor(
     readonly config: QkmConfig,
@@ -286,6 +289,16 @@ export class Appliance {
         windowSeconds: config.governance.budgetWindowSeconds,
         isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
       });
+      appliance.prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -361,7 +374,17 @@ export class Appliance {
             audit: this.audit,
           },
         },
-        { plugin: governanceRoutes, options: { contacts: this.contacts, audit: this.audit } },
+        {
+          plugin: governanceRoutes,
+          options: {
+            contacts: this.contacts,
+            audit: this.audit,
+            prekeys: {
+              store: this.prekeys,
+              isLocalAid: async (aid: string) => (await this.agents.byAid(aid)) !== undefined,
+            },
+          },
+        },
       ],
     });
     this.app = app;

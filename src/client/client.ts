@@ -274,6 +274,20 @@ export class QkmClient {
       }),
   };
 
+  /** One-time and last-resort prekeys of this node's governed agents (issue #12); admin token. */
+  readonly prekeys = {
+    publish: async <T = Record<string, unknown>>(aid: string, count: number) =>
+      (
+        await this.request<{ prekeys: T[] }>('POST', `/v1/prekeys/${encodeURIComponent(aid)}`, {
+          body: { count },
+        })
+      ).prekeys,
+    list: async <T = Record<string, unknown>>(aid: string) =>
+      (await this.request<{ prekeys: T[] }>('GET', `/v1/prekeys/${encodeURIComponent(aid)}`)).prekeys,
+    lastResort: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {

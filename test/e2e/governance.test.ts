@@ -7,6 +7,9 @@ import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import { runCli } from '../cli/run-cli.js';
+import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
+import { type SignedPrekey, verifyPrekey } from '../../src/governance/prekeys.js';
+import { fromBase64url } from '../../src/session/encoding.js';
 
 /**
  * Governed agents on a real appliance over loopback HTTP (issue #12, layer 1): agent ids,
@@ -150,4 +153,34 @@ describe('governed agents and contact policies', () => {
       remaining: 1,
     });
   }, 60_000);
+
+  it('the node publishes signed one-time prekeys and a last-resort prekey for its governed agents', async () => {
+    const r = { prekeys: await admin.prekeys.publish<SignedPrekey>(BOB, 3) };
+    expect(r.prekeys).toHaveLength(3);
+    const bundle = await plain.identity<{ node_id: string; ml_dsa_65_public_key: string }>();
+    const dsa = fromBase64url(bundle.ml_dsa_65_public_key);
+    const [first] = r.prekeys;
+    const { publicKey } = verifyPrekey(first, dsa, { aid: BOB, nodeId: bundle.node_id });
+    const listed = { prekeys: await admin.prekeys.list<SignedPrekey>(BOB) };
+    expect(listed.prekeys.map((p) => p.id).sort()).toEqual(r.prekeys.map((p) => p.id).sort());
+    // Used once (through the node's store), it is gone from the list and refuses a second use.
+    const { cipherText, sharedSecret } = ml_kem768.encapsulate(publicKey);
+    const d = await appliance.prekeys.decapsulate(first!.id, cipherText);
+    expect(Buffer.from(d.sharedSecret).equals(Buffer.from(sharedSecret))).toBe(true);
+    await expect(appliance.prekeys.decapsulate(first!.id, cipherText)).rejects.toMatchObject({
+      code: 'PREKEY_CONSUMED',
+    });
+    expect(await admin.prekeys.list(BOB)).toHaveLength(2);
+    const lr = await admin.prekeys.lastResort<SignedPrekey>(BOB);
+    expect(verifyPrekey(lr, dsa, { aid: BOB, nodeId: bundle.node_id }).prekey.kind).toBe('last-resort');
+    expect(await apiError(admin.prekeys.publish('carol@example.com:x', 1))).toEqual({
+      status: 404,
+      code: 'AID_NOT_FOUND',
+    });
+    expect(await apiError(admin.prekeys.publish(BOB, 101))).toEqual({
+      status: 400,
+      code: 'BAD_REQUEST',
+    });
+    expect(await apiError(plain.prekeys.list(BOB))).toEqual({ status: 403, code: 'FORBIDDEN' });
+  });
 });

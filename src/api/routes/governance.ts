@@ -3,6 +3,9 @@ import { Type } from '@sinclair/typebox';
 import type { AuditSink } from '../../audit/types.js';
 import type { ContactPolicies } from '../../governance/contacts.js';
 import { MAX_BUDGET, MAX_RULES, MIN_BUDGET } from '../../governance/contact-policy.js';
+import { canonicalAid } from '../../governance/aid.js';
+import { MAX_BATCH, type PrekeyStore } from '../../governance/prekeys.js';
+import { QkmError } from '../../core/errors.js';
 import { errorResponses } from '../schemas.js';
 
 /** Contact policies of the node's governed agents (issue #12): set, read, explain. Admin only. */
@@ -10,7 +13,21 @@ import { errorResponses } from '../schemas.js';
 export interface GovernanceRouteOptions {
   contacts: ContactPolicies;
   audit?: AuditSink;
+  /** The node's prekeys and whether an aid belongs to one of its agents. */
+  prekeys?: { store: PrekeyStore; isLocalAid: (aid: string) => Promise<boolean> };
 }
+
+const SignedPrekeySchema = Type.Object({
+  v: Type.Literal(2),
+  kind: Type.Union([Type.Literal('otk'), Type.Literal('last-resort')]),
+  id: Type.String(),
+  aid: Type.String(),
+  node_id: Type.String(),
+  ml_kem_768_public_key: Type.String(),
+  created: Type.String(),
+  expires: Type.String(),
+  signature: Type.String(),
+});
 
 const AidParam = Type.Object({ aid: Type.String({ minLength: 1, maxLength: 384 }) });
 
@@ -113,5 +130,76 @@ export const governanceRoutes: FastifyPluginAsyncTypebox<GovernanceRouteOptions>
       },
     },
     async (request) => opts.contacts.explain(request.params.aid, request.query.initiator),
+  );
+
+  const prekeys = opts.prekeys;
+  if (!prekeys) return;
+  const local = async (aid: string): Promise<string> => {
+    const canonical = canonicalAid(aid);
+    if (!(await prekeys.isLocalAid(canonical)))
+      throw new QkmError('AID_NOT_FOUND', `no agent of this node has the id '${canonical}'`);
+    return canonical;
+  };
+
+  app.post(
+    '/v1/prekeys/:aid',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        summary:
+          "Make a batch of ML-KEM-768 one-time prekeys for a governed agent, signed by the node's identity",
+        tags: ['governance'],
+        security: [{ bearer: [] }],
+        params: AidParam,
+        body: Type.Object(
+          { count: Type.Integer({ minimum: 1, maximum: MAX_BATCH }) },
+          { additionalProperties: false },
+        ),
+        response: {
+          201: Type.Object({ prekeys: Type.Array(SignedPrekeySchema) }),
+          ...errorResponses(404, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const aid = await local(request.params.aid);
+      const batch = await prekeys.store.publishBatch(aid, request.body.count);
+      await opts.audit?.append({
+        type: 'governance.prekeys_published',
+        actor: request.agent?.name ?? 'unknown',
+        details: { aid, count: batch.length },
+      });
+      return reply.status(201).send({ prekeys: batch });
+    },
+  );
+
+  app.get(
+    '/v1/prekeys/:aid/last-resort',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        summary: "A governed agent's signed last-resort prekey (made on first use or when expired)",
+        tags: ['governance'],
+        security: [{ bearer: [] }],
+        params: AidParam,
+        response: { 200: SignedPrekeySchema, ...errorResponses(404, 503) },
+      },
+    },
+    async (request) => prekeys.store.lastResort(await local(request.params.aid)),
+  );
+
+  app.get(
+    '/v1/prekeys/:aid',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        summary: "A governed agent's one-time prekeys not used yet (public parts only)",
+        tags: ['governance'],
+        security: [{ bearer: [] }],
+        params: AidParam,
+        response: { 200: Type.Object({ prekeys: Type.Array(SignedPrekeySchema) }), ...errorResponses(404) },
+      },
+    },
+    async (request) => ({ prekeys: await prekeys.store.unused(await local(request.params.aid)) }),
   );
 };
