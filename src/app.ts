@@ -1,5 +1,3 @@
-import { join } from 'node:path';
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
 import { Etsi014Client } from '../drivers/qkd/etsi014/index.js';
@@ -13,10 +11,15 @@ import { createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
+import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import { governanceRoutes } from './api/routes/governance.js';
+import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
+import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -30,6 +33,7 @@ import {
   type EntropyServiceOptions,
 } from './entropy/service.js';
 import { loadOrCreateKek } from './keys/kek.js';
+import { KeyAuditJournal, type KeyIntent } from './keys/audit-journal.js';
 import { KeyService } from './keys/service.js';
 import {
   IdentityManager,
@@ -41,7 +45,7 @@ import {
   qkdAvailabilityFrom,
 } from './session/index.js';
 import type { StorageBackend } from './store/interface.js';
-import { openLevelBackend } from './store/level.js';
+import { openStore } from './store/open.js';
 
 /**
  * The appliance: opens the store, starts the entropy pipeline, restores agents and the node
@@ -64,10 +68,14 @@ export interface ApplianceOptions {
 }
 
 export class Appliance {
-  private readonly cronTasks: ScheduledTask[] = [];
   private readonly unwatchers: Array<() => void> = [];
-  private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
+  /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
+  private readonly jobs: JobScheduler;
+  /** Contact policies of the governed agents (issue #12); set once in `start`. */
+  contacts!: ContactPolicies;
+  /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
+  prekeys!: PrekeyStore;
 
   private constructor(
     readonly config: QkmConfig,
@@ -89,7 +97,9 @@ export class Appliance {
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
-  ) {}
+  ) {
+    this.jobs = new JobScheduler(logger);
+  }
 
   /** Where the API listens, once started. */
   get url(): string {
@@ -104,8 +114,7 @@ export class Appliance {
     const logger = options.logger ?? createLogger({ level: config.logLevel });
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
-    const store = await openLevelBackend({ path: join(config.dataDir, 'db'), kek });
-    kek.fill(0);
+    const store = await openStore(config, kek).finally(() => kek.fill(0));
     const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
     try {
       let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
@@ -152,7 +161,10 @@ export class Appliance {
       if (entropy.status().degraded) logDegraded({ degraded: true, reason: entropy.status().reason });
       cleanup.push(() => entropy.stop());
 
-      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'));
+      // Opened before the agents: the registry writes an audit record for every change it makes.
+      const audit = new AuditLog({ store, entropy });
+      cleanup.push(() => audit.close());
+      const agents = await AgentRegistry.open(store.records<AgentRecord>('agents'), audit);
       const tokenFiles: Record<string, string> = {};
       for (const { name, scopes } of BUILT_IN_AGENTS) {
         const file = tokenFile(config.dataDir, name);
@@ -169,10 +181,11 @@ export class Appliance {
         store: store.keys,
         entropy,
         defaultTtlSeconds: config.keys.defaultTtlSeconds,
+        retentionSeconds: config.keys.retentionSeconds,
         log: logger,
+        // key.created / key.taken go through an intent journal: audit and store agree after a crash.
+        journal: new KeyAuditJournal(store.records<KeyIntent>('key-intents'), audit),
       });
-      const audit = new AuditLog({ store, entropy });
-      cleanup.push(() => audit.close());
       const identities = new IdentityManager({ store, entropy });
       let identity = await identities.load();
       if (!identity) {
@@ -190,6 +203,11 @@ export class Appliance {
       const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
       cleanup.push(() => pqcWorker.close());
       audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
+      // Opened with the signer known, so the last seal's signature is checked; an unsealed tail
+      // left in the store is flagged (audit.unsealed_tail_found), never silently sealed.
+      const opened = await audit.open();
+      if (opened.unsealedTail)
+        logger.warn({ tail: opened.unsealedTail }, 'audit: unsealed records found on open');
       // QSC §3.7: every switch to and from degraded entropy is an audit event.
       entropy.on('degraded', (e) => {
         audit
@@ -206,6 +224,8 @@ export class Appliance {
         details: { version: VERSION, mode: config.mode, node_id: identity.nodeId },
       });
 
+      await keys.reconcileAudit();
+
       const qkd = config.qkd
         ? await Etsi014Client.fromFiles({
             kmeUrl: config.qkd.kmeUrl,
@@ -218,7 +238,7 @@ export class Appliance {
           })
         : undefined;
       if (qkd) cleanup.push(() => qkd.close());
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit });
       const links = qkd ? new QkdLinkBoard(qkd.kmeId, config.qkd?.kmeUrl ?? '') : undefined;
       const policy = new PosturePolicy({
         region: config.region,
@@ -263,6 +283,22 @@ export class Appliance {
         pqcWorker,
         simulatedQuantis,
       );
+      appliance.contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
+      appliance.prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -305,22 +341,11 @@ export class Appliance {
   private async listen(): Promise<void> {
     const { config } = this;
     const metrics = createMetrics(() => this.status());
-    this.cronTasks.push(
-      cron.schedule(config.keys.sweepCron, async () => {
-        try {
-          const n = await this.keys.sweep();
-          if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
-        } catch (err) {
-          this.logger.error({ err: { message: (err as Error).message } }, 'key expiry sweep failed');
-        }
-      }),
-    );
-    if (this.qkd) {
-      const poll = () => void this.pollQkdLinks();
-      poll();
-      this.linkTimer = setInterval(poll, 10_000);
-      this.linkTimer.unref();
-    }
+    this.jobs.cron('key-expiry-sweep', config.keys.sweepCron, async () => {
+      const n = await this.keys.sweep();
+      if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
+    });
+    if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -335,7 +360,10 @@ export class Appliance {
       maxEntropyBytes: config.entropy.maxRequestBytes,
       bodyLimit: config.api.bodyLimit,
       rateLimitPerMinute: config.api.rateLimitPerMinute,
+      requestTimeoutMs: config.api.requestTimeoutMs,
+      badTokensPerMinute: config.api.badTokensPerMinute,
       plugins: [
+        { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
         {
           plugin: sessionRoutes,
           options: {
@@ -344,6 +372,17 @@ export class Appliance {
             policy: this.policy,
             sessions: this.sessions,
             audit: this.audit,
+          },
+        },
+        {
+          plugin: governanceRoutes,
+          options: {
+            contacts: this.contacts,
+            audit: this.audit,
+            prekeys: {
+              store: this.prekeys,
+              isLocalAid: async (aid: string) => (await this.agents.byAid(aid)) !== undefined,
+            },
           },
         },
       ],
@@ -385,11 +424,20 @@ export class Appliance {
       degraded: reasons.length > 0,
       reasons,
       entropy,
-      keys: await this.keys.counts(),
+      keys: await this.keyCounts(),
       qkd,
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
     };
+  }
+
+  /**
+   * Keys by state, less the node identity's seed: it lives in the key store as an active key
+   * (encrypted at rest like the others) but it is the appliance's own, never an agent's to take.
+   */
+  private async keyCounts(): Promise<ApplianceStatus['keys']> {
+    const counts = await this.keys.counts();
+    return { ...counts, active: Math.max(0, counts.active - 1) };
   }
 
   async close(): Promise<void> {
@@ -397,8 +445,7 @@ export class Appliance {
     // audit log is closed before the sources anyway).
     this.entropy.removeAllListeners('degraded');
     for (const unwatch of this.unwatchers.splice(0)) unwatch();
-    for (const t of this.cronTasks) t.stop();
-    if (this.linkTimer) clearInterval(this.linkTimer);
+    this.jobs.stop();
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);

@@ -21,11 +21,12 @@ export const QKM_MESSAGES = {
   malformedJson: 'request body is not valid JSON',
   wrongContentType: 'Content-Type shall be application/json',
   notFound: 'no such route',
+  methodNotAllowed: 'method not allowed on this route',
   peerUnavailable: 'peer KME unavailable',
   internal: 'internal KME error',
 } as const;
 
-export type EtsiStatusCode = 400 | 401 | 404 | 503;
+export type EtsiStatusCode = 400 | 401 | 404 | 405 | 503;
 
 /**
  * A request the KME refuses. `status` 401 is sent without a body; every other status is sent

@@ -95,10 +95,22 @@ export function createMtlsServer(tls: TlsMaterial): FastifyInstance {
     return sendError(reply, new EtsiHttpError(503, QKM_MESSAGES.internal));
   });
 
-  app.setNotFoundHandler((_request, reply) =>
-    sendError(reply, new EtsiHttpError(404, QKM_MESSAGES.notFound)),
-  );
+  // A known path asked with another method is 405 with Allow (RFC 9110 §15.5.6), not 404.
+  app.setNotFoundHandler((request, reply) => {
+    const allow = allowedMethods(app, request.url);
+    if (allow.length === 0) return sendError(reply, new EtsiHttpError(404, QKM_MESSAGES.notFound));
+    reply.header('allow', allow.join(', '));
+    return sendError(reply, new EtsiHttpError(405, QKM_MESSAGES.methodNotAllowed));
+  });
   return app;
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+/** The methods some route of `app` answers on this URL's path (empty: no route has the path). */
+export function allowedMethods(app: FastifyInstance, url: string): string[] {
+  const path = url.split('?')[0] ?? '';
+  return METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
 }
 
 /** `https://127.0.0.1:<port>` of a listening server. */

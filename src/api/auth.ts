@@ -19,6 +19,46 @@ export interface AuthOptions {
   agents: AgentRegistry;
   /** Host header values accepted (with port), or a function of the listening port that yields them. */
   allowedHosts: string[] | ((port: number) => string[]);
+  /** Invalid tokens accepted per client address per minute before it is refused outright (default 60). */
+  badTokensPerMinute?: number;
+  /** Monotonic clock in ms (default performance.now); injectable for tests. */
+  now?: () => number;
+}
+
+/**
+ * Counts invalid tokens per client address. Once an address has sent `max` in a window, every
+ * token-bearing request from it is refused RATE_LIMITED until the window ends — before its
+ * token is even looked at, valid or not (fail closed: a guesser gets no answer either way).
+ * On loopback every local client shares one address, so a local process spraying bad tokens
+ * locks the others out for the rest of the minute; that is the price of failing closed.
+ */
+class BadTokenGate {
+  private readonly windows = new Map<string, { start: number; count: number }>();
+  constructor(
+    readonly max: number,
+    private readonly windowMs: number,
+    private readonly now: () => number,
+  ) {}
+  /** ms until `address` may try again, or 0. */
+  blockedFor(address: string): number {
+    const w = this.windows.get(address);
+    if (!w) return 0;
+    const left = w.start + this.windowMs - this.now();
+    if (left <= 0) {
+      this.windows.delete(address);
+      return 0;
+    }
+    return w.count >= this.max ? left : 0;
+  }
+  fail(address: string): void {
+    const t = this.now();
+    if (this.windows.size > 10_000) {
+      for (const [k, w] of this.windows) if (t - w.start >= this.windowMs) this.windows.delete(k);
+    }
+    const w = this.windows.get(address);
+    if (!w || t - w.start >= this.windowMs) this.windows.set(address, { start: t, count: 1 });
+    else w.count++;
+  }
 }
 
 /** The Host values a loopback listener on `port` answers to, plus configured extras. */
@@ -63,6 +103,11 @@ export const authPlugin = fp<AuthOptions>(
       if (port !== 0) allowed = set;
       return set;
     };
+    const gate = new BadTokenGate(
+      opts.badTokensPerMinute ?? 60,
+      60_000,
+      opts.now ?? (() => performance.now()),
+    );
     /** Why the request may not proceed, or undefined when it may. */
     const refusal = (request: FastifyRequest): QkmError | undefined => {
       const host = (request.headers.host ?? '').toLowerCase();
@@ -72,9 +117,26 @@ export const authPlugin = fp<AuthOptions>(
       const config = request.routeOptions.config;
       if (config?.auth === false) return undefined;
       const token = bearer(request);
-      if (!token) return new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
-      const agent = opts.agents.authenticate(token);
-      if (!agent) return new QkmError('UNAUTHORIZED', 'invalid or revoked token');
+      if (!token && request.headers.authorization === undefined) {
+        return new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
+      }
+      const wait = gate.blockedFor(request.ip);
+      if (wait > 0) {
+        return new QkmError(
+          'RATE_LIMITED',
+          `too many invalid tokens from this address; retry in ${Math.ceil(wait / 1000)} s`,
+        );
+      }
+      const agent = token ? opts.agents.authenticate(token) : undefined;
+      if (!agent) {
+        gate.fail(request.ip);
+        return new QkmError(
+          'UNAUTHORIZED',
+          token
+            ? 'invalid or revoked token'
+            : 'malformed Authorization header (Authorization: Bearer <token>)',
+        );
+      }
       request.agent = agent;
       const scope = config?.scope;
       if (scope && !agent.scopes.includes(scope) && !agent.scopes.includes('admin')) {

@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ERROR_CATALOGUE, type ErrorCode, QkmError } from '../core/errors.js';
 
@@ -20,6 +22,8 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_ASYNC_CONSTRAINT: 'BAD_REQUEST',
   FST_ERR_NOT_FOUND: 'NOT_FOUND',
 };
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 function codeForStatus(status: number): ErrorCode {
   switch (status) {
@@ -83,8 +87,73 @@ export function installErrorHandling(app: FastifyInstance<any, any, any, any, an
     reply.status(status).type('application/json').send(body);
   });
   app.setNotFoundHandler((request, reply) => {
+    // A known path asked with another method: 405 naming the methods it has (RFC 9110 §15.5.6).
+    const path = request.url.split('?')[0] ?? '';
+    const allow = HTTP_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+    if (allow.length > 0) {
+      reply
+        .status(405)
+        .header('allow', allow.join(', '))
+        .send({
+          error: 'METHOD_NOT_ALLOWED',
+          message: `${request.method} is not allowed on ${path}; use ${allow.join(', ')}`,
+        });
+      return;
+    }
     reply
       .status(404)
       .send({ error: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
+}
+
+/**
+ * Node's own HTTP parser errors (malformed request line or headers, oversized headers, a
+ * request or body that does not arrive within `requestTimeout`) never reach a route: fastify
+ * answers them from its `clientErrorHandler`. This one answers with catalogue codes, in the
+ * same `{error, message}` shape as everything else, and closes the connection (the parser
+ * cannot find the next request's start after an error).
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const code: ErrorCode =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? 'REQUEST_TIMEOUT'
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? 'HEADERS_TOO_LARGE'
+        : 'BAD_REQUEST';
+  const { status, text } = ERROR_CATALOGUE[code];
+  const body = JSON.stringify({ error: code, message: text });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
+}
+
+/**
+ * An onRequest hook: a request whose body has not fully arrived `ms` after its headers is
+ * answered 408 REQUEST_TIMEOUT and its connection closed, so a client cannot hold a connection
+ * (and a parser, and a pending handler) open forever by never finishing its body.
+ */
+export function bodyDeadlineHook(ms: number) {
+  return (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    const req = request.raw;
+    if (req.complete) {
+      done();
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (req.complete || reply.sent || reply.raw.headersSent) return;
+      const err = Object.assign(new Error('request body not received in time'), {
+        code: 'ERR_HTTP_REQUEST_TIMEOUT',
+      });
+      clientErrorHandler(err, req.socket);
+    }, ms);
+    timer.unref();
+    const clear = (): void => clearTimeout(timer);
+    req.once('end', clear);
+    req.once('close', clear);
+    done();
+  };
 }

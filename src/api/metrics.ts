@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { HttpMetrics } from './http-metrics.js';
 import type { ApplianceStatus } from '../core/status.js';
+import { VERSION } from '../core/version.js';
 
 /**
  * Prometheus metrics. Gauges that mirror appliance state are filled at scrape time from one
@@ -14,9 +15,26 @@ export interface QkmMetrics {
 
 const SOURCE_STATES = ['startup', 'healthy', 'quarantined', 'detached', 'closed'] as const;
 
+/**
+ * prom-client's default Node.js metrics, under their standard names (`process_*`, `nodejs_*`),
+ * as Node.js dashboards expect them — less the gauges it names `*_total`
+ * (`nodejs_active_{handles,requests,resources}_total`): Prometheus reserves the suffix for
+ * counters (`promtool check metrics` rejects them), and each is only the sum of the labelled
+ * gauge of the same name without the suffix, which stays.
+ */
+function registerProcessMetrics(registry: Registry): void {
+  const defaults = new Registry();
+  collectDefaultMetrics({ register: defaults });
+  for (const metric of defaults.getMetricsAsArray()) {
+    const { name, type } = metric as unknown as { name: string; type: string };
+    if (type === 'gauge' && name.endsWith('_total')) continue;
+    registry.registerMetric(metric as never);
+  }
+}
+
 export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'qkm_process_' });
+  registerProcessMetrics(registry);
 
   const http = new HttpMetrics(
     'qkm_http_requests_total',
@@ -37,11 +55,23 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
   };
 
   new Gauge({
+    name: 'qkm_build_info',
+    help: 'Always 1; the labels say which qkm and which Node.js serve these metrics',
+    labelNames: ['version', 'nodejs'] as const,
+    registers: [registry],
+    collect() {
+      this.set({ version: VERSION, nodejs: process.version }, 1);
+    },
+  });
+  new Gauge({
     name: 'qkm_degraded',
-    help: '1 when the appliance would serve degraded material now',
+    help: 'Degraded now, by component: entropy (served from the OS-seeded fallback DRBG) or qkd (a QKD link is down)',
+    labelNames: ['component'] as const,
     registers: [registry],
     async collect() {
-      this.set((await current()).degraded ? 1 : 0);
+      const s = await current();
+      this.set({ component: 'entropy' }, s.entropy.degraded ? 1 : 0);
+      this.set({ component: 'qkd' }, s.qkd.some((l) => !l.up) ? 1 : 0);
     },
   });
   new Gauge({
@@ -58,9 +88,21 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
       }
     },
   });
+  // Min-entropy is in bits per sample; the names carry no unit because Prometheus's base unit
+  // for information is the byte, and "bytes per sample" would misread the SP 800-90B figures.
   new Gauge({
-    name: 'qkm_entropy_source_min_entropy_bits',
-    help: 'Most-common-value min-entropy estimate per sample (SP 800-90B 6.3.1)',
+    name: 'qkm_entropy_source_min_entropy_claimed',
+    help: "Min-entropy the source claims, bits per sample (the health tests' cutoffs come from it)",
+    labelNames: ['source'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of (await current()).entropy.sources) this.set({ source: s.id }, s.claimedMinEntropy);
+    },
+  });
+  new Gauge({
+    name: 'qkm_entropy_source_min_entropy_estimated',
+    help: 'Most-common-value min-entropy estimate, bits per sample (SP 800-90B 6.3.1)',
     labelNames: ['source'] as const,
     registers: [registry],
     async collect() {
@@ -70,6 +112,7 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
       }
     },
   });
+  // Totals kept by the EntropyService since start: counters set from the snapshot.
   const entropyCounters: Array<[string, string, keyof ApplianceStatus['entropy']['counters']]> = [
     ['qkm_entropy_bytes_served_total', 'Entropy bytes served', 'bytesServed'],
     [
@@ -86,18 +129,19 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     ],
   ];
   for (const [name, help, field] of entropyCounters) {
-    new Gauge({
+    new Counter({
       name,
       help,
       registers: [registry],
       async collect() {
-        this.set((await current()).entropy.counters[field]);
+        this.reset();
+        this.inc((await current()).entropy.counters[field]);
       },
     });
   }
   new Gauge({
-    name: 'qkm_drbg_reseed_counter',
-    help: 'SP 800-90A reseed counter of the serving DRBG',
+    name: 'qkm_drbg_requests_since_reseed',
+    help: 'SP 800-90A reseed_counter of the serving DRBG: generate requests since it was last (re)seeded, plus one',
     registers: [registry],
     async collect() {
       this.set((await current()).entropy.drbg.reseedCounter);
@@ -105,7 +149,7 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
   });
   new Gauge({
     name: 'qkm_keys',
-    help: 'Stored keys by state',
+    help: 'Stored keys by state (the node identity seed is not counted)',
     labelNames: ['state'] as const,
     registers: [registry],
     async collect() {
@@ -125,13 +169,13 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
   });
   new Gauge({
     name: 'qkm_qkd_stored_keys',
-    help: 'stored_key_count reported by the KME for this peer SAE',
+    help: 'stored_key_count reported by the KME for this peer SAE (absent while the link is down)',
     labelNames: ['peer_sae'] as const,
     registers: [registry],
     async collect() {
       this.reset();
       for (const l of (await current()).qkd) {
-        if (l.storedKeyCount !== undefined) this.set({ peer_sae: l.peerSaeId }, l.storedKeyCount);
+        if (l.up && l.storedKeyCount !== undefined) this.set({ peer_sae: l.peerSaeId }, l.storedKeyCount);
       }
     },
   });
@@ -189,6 +233,12 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     (s) => Object.entries(s.abandoned).map(([code, n]) => [{ code }, n]),
   );
   sessionCounter(
+    'qkm_session_qkd_keys_wasted_total',
+    'QKD keys a KME released for sessions that never completed (initiator failed after enc_keys; handshake rejected or abandoned by this responder)',
+    [],
+    (s) => [[{}, s.qkdKeysWasted]],
+  );
+  sessionCounter(
     'qkm_session_mldsa_total',
     'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker had a long queue or failed)',
     ['where'],
@@ -210,6 +260,14 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     async collect() {
       const a = (await current()).audit;
       this.set(a.records - a.sealedThrough);
+    },
+  });
+  new Gauge({
+    name: 'qkm_audit_unsealed_tail_records',
+    help: 'Records found after the last valid seal when the audit log was opened (never signed; flagged by audit.unsealed_tail_found)',
+    registers: [registry],
+    async collect() {
+      this.set((await current()).audit.unsealedTail?.count ?? 0);
     },
   });
   new Counter({

@@ -9,8 +9,10 @@ import type { ApplianceStatus } from '../core/status.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import { authPlugin } from './auth.js';
 import { rateLimitPlugin } from './rate-limit.js';
-import { installErrorHandling } from './errors.js';
+import { strictInputHook } from './strict-input.js';
+import { bodyDeadlineHook, clientErrorHandler, installErrorHandling } from './errors.js';
 import type { QkmMetrics } from './metrics.js';
+import { DOCS_PAGE_HTML, finishOpenApi } from './openapi.js';
 import { entropyRoutes } from './routes/entropy.js';
 import { type KeyServiceApi, keyRoutes } from './routes/keys.js';
 import { opsRoutes } from './routes/ops.js';
@@ -30,6 +32,10 @@ export interface ApiDeps {
   maxEntropyBytes: number;
   bodyLimit: number;
   rateLimitPerMinute: number;
+  /** Invalid tokens per client address per minute before it is refused (default 60). */
+  badTokensPerMinute?: number;
+  /** Time for a whole request (headers and body) to arrive, ms (default 30 000). */
+  requestTimeoutMs?: number;
   /** Further route plugins (sessions, identity, peers, audit), registered after the core ones. */
   // biome-ignore lint/suspicious/noExplicitAny: each plugin has its own options type
   plugins?: Array<{ plugin: FastifyPluginAsync<any>; options: Record<string, unknown> }>;
@@ -56,10 +62,16 @@ export async function buildApi(deps: ApiDeps) {
         : new DeferredChildLogger(parent as Logger, bindings),
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     forceCloseConnections: true,
+    // An unfinished request (headers or body) is answered 408 REQUEST_TIMEOUT and closed, not
+    // held open; parser errors get catalogue codes (errors.ts).
+    requestTimeout: deps.requestTimeoutMs ?? 30_000,
+    clientErrorHandler,
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandling(app);
+  // Before validation: refuse what the coercing validator would bend (strict-input.ts).
+  app.addHook('preValidation', strictInputHook);
 
   await app.register(swagger, {
     openapi: {
@@ -75,8 +87,15 @@ export async function buildApi(deps: ApiDeps) {
     },
   });
 
-  await app.register(authPlugin, { agents: deps.agents, allowedHosts: deps.allowedHosts });
+  await app.register(authPlugin, {
+    agents: deps.agents,
+    allowedHosts: deps.allowedHosts,
+    ...(deps.badTokensPerMinute !== undefined ? { badTokensPerMinute: deps.badTokensPerMinute } : {}),
+  });
   await app.register(rateLimitPlugin, { max: deps.rateLimitPerMinute, windowMs: 60_000 });
+  // Node's own requestTimeout does not cover a body still arriving once the handler has the
+  // request: an unfinished body is answered 408 REQUEST_TIMEOUT and closed here (errors.ts).
+  app.addHook('onRequest', bodyDeadlineHook(deps.requestTimeoutMs ?? 30_000));
 
   // A callback-style hook (not async): it runs on every response, and a promise per request
   // is measurable at the request rates /v1/entropy sees.
@@ -111,6 +130,19 @@ export async function buildApi(deps: ApiDeps) {
   await app.register(keyRoutes, { keys: deps.keys, ...(deps.audit ? { audit: deps.audit } : {}) });
   for (const { plugin, options } of deps.plugins ?? []) await app.register(plugin, options);
 
-  app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async () => app.swagger());
+  // The Host header is allowlisted by the auth plugin, so it can name the server in the document.
+  app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async (request) =>
+    finishOpenApi(app.swagger(), request.headers.host ? `http://${request.headers.host}` : undefined),
+  );
+  app.get('/docs', { config: { auth: false }, schema: { hide: true } }, async (_request, reply) =>
+    reply
+      .type('text/html; charset=utf-8')
+      .header(
+        'content-security-policy',
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+      )
+      .header('x-frame-options', 'DENY')
+      .send(DOCS_PAGE_HTML),
+  );
   return app;
 }

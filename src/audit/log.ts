@@ -4,11 +4,11 @@ import { QkmError } from '../core/errors.js';
 import type { PqcWorkCounts } from '../core/pqc-worker.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
-import { toBase64url, toHex } from '../session/encoding.js';
+import { fromBase64url, toBase64url, toHex } from '../session/encoding.js';
 import { DSA_CONTEXT, type NodeIdentity } from '../session/identity.js';
 import { sanitizeDetails } from './canonical.js';
-import { type AuditEvent, type AuditRecord, type AuditSink, SEAL_TYPE } from './types.js';
-import { GENESIS_HASH, recordHash, sealMessage, toJsonLines } from './verify.js';
+import { type AuditEvent, type AuditRecord, type AuditSink, SEAL_TYPE, UNSEALED_TAIL_TYPE } from './types.js';
+import { GENESIS_HASH, chainError, recordHash, sealMessage, toJsonLines } from './verify.js';
 
 /**
  * Signs seals. `signerFromIdentity` makes one from the node identity that signs inline;
@@ -35,6 +35,22 @@ export interface AuditStats {
   sealedThrough: number;
   /** Seals signed since start (inline: the worker failed). */
   seals?: SealCounts;
+  /**
+   * Records found after the last valid seal when the log was opened (written before this start
+   * and never signed: a crash, or someone with write access to the store). Flagged by an
+   * `audit.unsealed_tail_found` record; later seals do not vouch for them.
+   */
+  unsealedTail?: UnsealedTail;
+}
+
+/** An unsealed tail found on open (see AuditStats.unsealedTail). */
+export interface UnsealedTail {
+  from_seq: number;
+  through_seq: number;
+  count: number;
+  /** The tail's prev_hash links and hashes check out against the last valid seal. */
+  chain_ok: boolean;
+  reason?: string;
 }
 
 export function signerFromIdentity(identity: NodeIdentity): AuditSigner {
@@ -69,6 +85,8 @@ const HEAD_EVERY = 64;
 /** Event ids are drawn in batches so an append costs no entropy round trip most of the time. */
 const ID_BATCH = 32;
 
+/** Point reads issued at once by a paged `records` call. */
+const PAGE_CHUNK = 64;
 const recKey = (seq: number) => `r:${String(seq).padStart(12, '0')}`;
 
 /**
@@ -96,6 +114,9 @@ export class AuditLog implements AuditSink {
   private queue: Promise<unknown> = Promise.resolve();
   private ids: { bytes: Uint8Array; used: number; source: 'quantum' | 'os' } | undefined;
   private closed = false;
+  private tail: UnsealedTail | undefined;
+  /** The tail found on open still has to be flagged (first thing written). */
+  private tailToFlag = false;
 
   constructor(private readonly opts: AuditLogOptions) {
     this.rs = opts.store.records('audit');
@@ -136,7 +157,20 @@ export class AuditLog implements AuditSink {
       records: head?.seq ?? 0,
       sealedThrough: head?.sealed_through ?? 0,
       ...(seals ? { seals: { ...seals } } : {}),
+      ...(this.tail ? { unsealedTail: { ...this.tail } } : {}),
     };
+  }
+
+  /**
+   * Opens the chain now (the head is otherwise loaded by the first append), so an unsealed tail
+   * left by the previous run is found, flagged and visible in `stats()` at start-up.
+   */
+  open(): Promise<AuditStats> {
+    return this.enqueue(async () => {
+      await this.loadHead();
+      await this.flagTail();
+      return this.stats();
+    });
   }
 
   /** Seals any unsealed records now (no-op without a signer or when nothing is unsealed). */
@@ -155,13 +189,47 @@ export class AuditLog implements AuditSink {
     await this.signer?.close?.().catch(() => undefined);
   }
 
-  /** Records in seq order, optionally from `fromSeq` and at most `limit`. */
+  /**
+   * Records in seq order, optionally from `fromSeq` and at most `limit`. With a `limit` (a page,
+   * as `GET /v1/audit` asks) it reads only that page: seqs have no gaps, so the page is fetched
+   * by key, O(limit) however long the log. Without one it reads the whole log (export).
+   */
   async records(opts: { fromSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
     await this.queue.catch(() => undefined);
+    if (opts.limit !== undefined) return this.page(Math.max(1, opts.fromSeq ?? 1), opts.limit);
     const rows = await this.rs.entries('r:');
     let out = rows.map(([, r]) => r as AuditRecord);
     if (opts.fromSeq !== undefined) out = out.filter((r) => r.seq >= opts.fromSeq!);
     if (opts.limit !== undefined) out = out.slice(0, opts.limit);
+    return out;
+  }
+
+  /** Up to `limit` records from `from` on, read by key in small parallel chunks; stops at the head. */
+  private async page(from: number, limit: number): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = [];
+    for (let s = from; out.length < limit; ) {
+      const n = Math.min(PAGE_CHUNK, limit - out.length);
+      const chunk = await Promise.all(
+        Array.from({ length: n }, (_, i) => this.rs.get(recKey(s + i)) as Promise<AuditRecord | undefined>),
+      );
+      for (const rec of chunk) {
+        if (!rec) return out;
+        out.push(rec);
+      }
+      s += n;
+    }
+    return out;
+  }
+
+  /** Records with seq > `seq`, in order, read one by one (cheap when `seq` is near the head). */
+  async recordsAfter(seq: number): Promise<AuditRecord[]> {
+    await this.queue.catch(() => undefined);
+    const out: AuditRecord[] = [];
+    for (let s = seq + 1; ; s++) {
+      const rec = (await this.rs.get(recKey(s))) as AuditRecord | undefined;
+      if (!rec) break;
+      out.push(rec);
+    }
     return out;
   }
 
@@ -189,13 +257,74 @@ export class AuditLog implements AuditSink {
       if (!next) break;
       h.seq = next.seq;
       h.hash = next.hash;
-      if (next.type === SEAL_TYPE) h.sealed_through = next.seq;
+    }
+    // Storage is untrusted: the hint's sealed_through is not believed. The last valid seal is
+    // found from the records (its signature checked when the signer is known); whatever follows
+    // it was never signed and is flagged, never silently covered by the next seal.
+    const tail: AuditRecord[] = [];
+    let seal: AuditRecord | undefined;
+    for (let seq = h.seq; seq >= 1; seq--) {
+      const rec = (await this.rs.get(recKey(seq))) as AuditRecord | undefined;
+      if (!rec) break;
+      if (rec.type === SEAL_TYPE && this.validSeal(rec)) {
+        seal = rec;
+        break;
+      }
+      tail.unshift(rec);
+    }
+    h.sealed_through = seal?.seq ?? 0;
+    if (tail.length) {
+      const why = chainError(tail, seal?.hash ?? GENESIS_HASH, h.sealed_through + 1);
+      this.tail = {
+        from_seq: tail[0]!.seq,
+        through_seq: tail.at(-1)!.seq,
+        count: tail.length,
+        chain_ok: why === undefined,
+        ...(why ? { reason: why } : {}),
+      };
+      this.tailToFlag = true;
     }
     this.head = h;
     return h;
   }
 
+  /** A seal whose coverage and (when the signer is known) signature check out. */
+  private validSeal(rec: AuditRecord): boolean {
+    const d = rec.details as Record<string, unknown>;
+    if (d.through_seq !== rec.seq - 1 || typeof d.through_hash !== 'string') return false;
+    if (rec.prev_hash !== d.through_hash || recordHash(rec) !== rec.hash) return false;
+    const signer = this.signer;
+    if (!signer || d.signer !== signer.nodeId) return signer === undefined;
+    try {
+      return ml_dsa65.verify(
+        fromBase64url(String(d.signature)),
+        sealMessage(rec.seq - 1, d.through_hash),
+        signer.publicKey,
+        { context: DSA_CONTEXT.audit },
+      );
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes the `audit.unsealed_tail_found` record once, before anything else this run writes. */
+  private async flagTail(): Promise<void> {
+    if (!this.tailToFlag || !this.tail) return;
+    this.tailToFlag = false;
+    await this.writeRecord(UNSEALED_TAIL_TYPE, 'system', { ...this.tail });
+  }
+
   private async write(type: string, actor: string, details: AuditRecord['details']): Promise<AuditRecord> {
+    await this.loadHead();
+    await this.flagTail();
+    return this.writeRecord(type, actor, details);
+  }
+
+  private async writeRecord(
+    type: string,
+    actor: string,
+    details: AuditRecord['details'],
+  ): Promise<AuditRecord> {
     const head = await this.loadHead();
     const { id, source } = await this.nextId();
     const unhashed: Omit<AuditRecord, 'hash'> = {
@@ -228,11 +357,12 @@ export class AuditLog implements AuditSink {
 
   private async sealNow(): Promise<AuditRecord | undefined> {
     const head = await this.loadHead();
+    await this.flagTail();
     const signer = this.signer;
     if (!signer || head.seq === 0 || head.sealed_through === head.seq) return undefined;
     // On the queue: no record can come between the one sealed and its seal.
     const sig = await signer.sign(sealMessage(head.seq, head.hash));
-    return this.write(SEAL_TYPE, signer.nodeId, {
+    return this.writeRecord(SEAL_TYPE, signer.nodeId, {
       through_seq: head.seq,
       through_hash: head.hash,
       signer: signer.nodeId,

@@ -42,6 +42,12 @@ export interface AuditRecord {
  */
 export const SEAL_TYPE = 'audit.seal';
 
+/**
+ * Written by AuditLog on open when records follow the last valid seal (`{from_seq, through_seq,
+ * count, chain_ok, reason?}`): they were never signed, so later seals cover but do not vouch for them.
+ */
+export const UNSEALED_TAIL_TYPE = 'audit.unsealed_tail_found';
+
 /** Where other subsystems send events. `AuditLog` implements it. */
 export interface AuditSink {
   append(event: AuditEvent): Promise<AuditRecord>;
@@ -55,5 +61,10 @@ export type AuditVerifyResult =
       sealedThrough: number;
       /** Records after the last seal: chained but not yet signed. */
       unsealed: number;
+      /**
+       * Ranges that an `audit.unsealed_tail_found` record says were found unsealed when the
+       * log was opened: later seals cover them, but do not vouch for them. Absent when none.
+       */
+      unattested?: Array<{ from_seq: number; through_seq: number }>;
     }
   | { ok: false; seq: number; reason: string };

@@ -3,7 +3,7 @@ import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { encodeFields, fromBase64url, fromHex, str, u64 } from '../session/encoding.js';
 import { DSA_CONTEXT, nodeIdOf } from '../session/identity.js';
 import { canonicalJson } from './canonical.js';
-import { type AuditRecord, type AuditVerifyResult, SEAL_TYPE } from './types.js';
+import { type AuditRecord, type AuditVerifyResult, SEAL_TYPE, UNSEALED_TAIL_TYPE } from './types.js';
 
 /**
  * Offline verification of an exported audit log. Pure: needs only the records and the node's
@@ -45,7 +45,10 @@ function shapeError(r: unknown): string | undefined {
 }
 
 export interface VerifyOptions {
-  /** Fail when records after the last seal exist (default false: report them as `unsealed`). */
+  /**
+   * Fail when records after the last seal exist, or records an `audit.unsealed_tail_found`
+   * names (default false: report them as `unsealed` / `unattested`).
+   */
   requireSealed?: boolean;
 }
 
@@ -66,6 +69,7 @@ export function verifyAuditLog(
   let prev = GENESIS_HASH;
   let sealedThrough = 0;
   let lastSealIndex = -1;
+  const unattested: Array<{ from_seq: number; through_seq: number }> = [];
   for (let i = 0; i < records.length; i++) {
     const expected = i + 1;
     const raw = records[i];
@@ -96,6 +100,12 @@ export function verifyAuditLog(
       sealedThrough = rec.seq - 1;
       lastSealIndex = i;
     }
+    if (rec.type === UNSEALED_TAIL_TYPE) {
+      const d = rec.details as Record<string, unknown>;
+      if (Number.isSafeInteger(d.from_seq) && Number.isSafeInteger(d.through_seq)) {
+        unattested.push({ from_seq: d.from_seq as number, through_seq: d.through_seq as number });
+      }
+    }
     prev = rec.hash;
   }
   const unsealed = records.length - (lastSealIndex + 1);
@@ -106,7 +116,21 @@ export function verifyAuditLog(
       reason: `${unsealed} record(s) after the last seal are not signed`,
     };
   }
-  return { ok: true, count: records.length, sealedThrough, unsealed };
+  if (opts.requireSealed && unattested.length) {
+    const r = unattested[0]!;
+    return {
+      ok: false,
+      seq: r.from_seq,
+      reason: `records ${r.from_seq}-${r.through_seq} were found unsealed when the log was opened; no seal vouches for them`,
+    };
+  }
+  return {
+    ok: true,
+    count: records.length,
+    sealedThrough,
+    unsealed,
+    ...(unattested.length ? { unattested } : {}),
+  };
 }
 
 function checkSeal(rec: AuditRecord, prev: string, keys: Map<string, Uint8Array>): string | undefined {
@@ -126,6 +150,33 @@ function checkSeal(rec: AuditRecord, prev: string, keys: Map<string, Uint8Array>
     ok = false;
   }
   return ok ? undefined : 'seal signature does not verify';
+}
+
+/**
+ * The first break in `records` read as a chain continuing from `prevHash` at `firstSeq`
+ * (consecutive seqs, prev_hash links, recomputed hashes), or undefined. No seal checks.
+ */
+export function chainError(
+  records: readonly AuditRecord[],
+  prevHash: string,
+  firstSeq: number,
+): string | undefined {
+  let prev = prevHash;
+  for (let i = 0; i < records.length; i++) {
+    const rec = records[i]!;
+    if (shapeError(rec)) return `record ${firstSeq + i}: ${shapeError(rec)}`;
+    if (rec.seq !== firstSeq + i) return `expected seq ${firstSeq + i}, found ${rec.seq}`;
+    if (rec.prev_hash !== prev) return `record ${rec.seq}: prev_hash does not match the previous record`;
+    let h: string | undefined;
+    try {
+      h = recordHash(rec);
+    } catch {
+      h = undefined;
+    }
+    if (h !== rec.hash) return `record ${rec.seq}: hash does not match the record content`;
+    prev = rec.hash;
+  }
+  return undefined;
 }
 
 /** One canonical JSON record per line (the export format of `qkm audit export`). */

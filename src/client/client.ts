@@ -61,7 +61,9 @@ export interface SessionProvenance {
 
 export interface InitiatedSession {
   session_id: string;
+  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
   key: Uint8Array;
+  key_pending?: boolean;
   handshake: string;
   posture: Posture;
   provenance: SessionProvenance;
@@ -75,6 +77,8 @@ export interface AcceptedSession {
   confirm: string;
   /** The initiator's node id. */
   peer: string;
+  /** The initiating agent, as the signed handshake names it. */
+  peer_agent: string;
   /** The initiator's context string, as bound into the transcript. */
   context: string;
 }
@@ -84,6 +88,7 @@ export interface AgentInfo {
   scopes: string[];
   created: string;
   revoked?: string;
+  aid?: string;
 }
 
 export class QkmClient {
@@ -222,12 +227,17 @@ export class QkmClient {
 
   readonly agents = {
     list: async () => (await this.request<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents,
-    add: (name: string, scopes?: string[]) =>
+    add: (name: string, scopes?: string[], aid?: string) =>
       this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
-        body: { name, ...(scopes ? { scopes } : {}) },
+        body: { name, ...(scopes ? { scopes } : {}), ...(aid ? { aid } : {}) },
       }),
-    revoke: async (name: string) =>
-      (await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`)).agent,
+    /** `force` revokes even the last agent with the admin scope (else 409 LAST_ADMIN). */
+    revoke: async (name: string, options: { force?: boolean } = {}) =>
+      (
+        await this.request<{ agent: AgentInfo }>('DELETE', `/v1/agents/${encodeURIComponent(name)}`, {
+          query: options.force ? { force: true } : {},
+        })
+      ).agent,
   };
 
   identity<T = Record<string, unknown>>(): Promise<T> {
@@ -252,6 +262,32 @@ export class QkmClient {
       this.request<{ removed: string }>('DELETE', `/v1/peers/${encodeURIComponent(nodeId)}`),
   };
 
+  /** Contact policies of governed agents (issue #12); admin token. */
+  readonly contacts = {
+    get: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}`),
+    set: <T = Record<string, unknown>>(aid: string, rules: Array<{ pattern: string; budget: number }>) =>
+      this.request<T>('PUT', `/v1/contact-policies/${encodeURIComponent(aid)}`, { body: { rules } }),
+    decision: <T = Record<string, unknown>>(aid: string, initiator: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}/decision`, {
+        query: { initiator },
+      }),
+  };
+
+  /** One-time and last-resort prekeys of this node's governed agents (issue #12); admin token. */
+  readonly prekeys = {
+    publish: async <T = Record<string, unknown>>(aid: string, count: number) =>
+      (
+        await this.request<{ prekeys: T[] }>('POST', `/v1/prekeys/${encodeURIComponent(aid)}`, {
+          body: { count },
+        })
+      ).prekeys,
+    list: async <T = Record<string, unknown>>(aid: string) =>
+      (await this.request<{ prekeys: T[] }>('GET', `/v1/prekeys/${encodeURIComponent(aid)}`)).prekeys,
+    lastResort: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
@@ -262,17 +298,23 @@ export class QkmClient {
   readonly sessions = {
     initiate: async (options: {
       peer: string;
+      /** The agent on the peer node that may accept (signed into the handshake). */
+      responderAgent: string;
       minPosture?: Posture;
+      /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
+      requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
+      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
+          responder_agent: options.responderAgent,
+          ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
         },
       });
-      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+      return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
       const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
@@ -284,16 +326,45 @@ export class QkmClient {
       );
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
-    confirm: (sessionId: string, confirm: string) =>
-      this.request<{ session_id: string; confirmed: boolean }>(
+    /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
+    confirm: async (
+      sessionId: string,
+      confirm: string,
+    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
+      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
         { body: { confirm } },
-      ),
+      );
+      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
+        session_id: string;
+        confirmed: boolean;
+        key?: Uint8Array;
+      };
+    },
   };
 
   readonly audit = {
     export: async <T = Record<string, unknown>>(options: { after?: number; limit?: number } = {}) =>
       (await this.request<{ records: T[] }>('GET', '/v1/audit', { query: options })).records,
   };
+
+  /** Fault injection into the simulated Quantis (admin token, simulator mode only). */
+  readonly sim = {
+    faults: async () => this.request<SimFaults>('GET', '/v1/sim/faults'),
+    fault: async (kind: string, fraction?: number) =>
+      this.request<SimFaults>('POST', '/v1/sim/faults', {
+        body: { kind, ...(fraction !== undefined ? { fraction } : {}) },
+      }),
+  };
+}
+
+export interface SimFaults {
+  stall: boolean;
+  shortPacket: boolean;
+  stuck: boolean;
+  bias: number;
+  statusNotReady: boolean;
+  attached: boolean;
+  ais31Pending: boolean;
 }

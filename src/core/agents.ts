@@ -1,11 +1,17 @@
 import { hash, randomBytes } from 'node:crypto';
 import { QkmError } from './errors.js';
+import type { AuditSink } from '../audit/types.js';
 import type { RecordStore } from '../store/interface.js';
+import { canonicalAid } from '../governance/aid.js';
 
 /**
  * Agents are the callers of the API. Each has a bearer token, stored only as its SHA-256 hash
  * (tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force),
  * and a set of scopes. The plaintext token is shown exactly once, when it is issued.
+ *
+ * Every change (add, rotate, revoke) is an audit record written here, by the registry that makes
+ * it, not by the route that asked: no caller can change an agent without leaving a record.
+ * The change is stored first and then recorded; should the record fail, the call fails.
  */
 
 export const SCOPES = ['entropy', 'keys', 'sessions', 'admin'] as const;
@@ -17,6 +23,8 @@ export interface AgentRecord {
   scopes: Scope[];
   created: string;
   revoked?: string;
+  /** Governed agent id `user@domain:name` (issue #12), canonical; unique among live agents. */
+  aid?: string;
 }
 
 export interface AgentInfo {
@@ -24,6 +32,8 @@ export interface AgentInfo {
   scopes: Scope[];
   created: string;
   revoked?: string;
+  /** Governed agent id `user@domain:name` (issue #12), canonical; unique among live agents. */
+  aid?: string;
 }
 
 const TOKEN_PREFIX = 'qkm_';
@@ -40,10 +50,13 @@ function newToken(): string {
 export class AgentRegistry {
   private readonly byHash = new Map<string, AgentRecord>();
 
-  private constructor(private readonly records: RecordStore<AgentRecord>) {}
+  private constructor(
+    private readonly records: RecordStore<AgentRecord>,
+    private readonly audit: AuditSink,
+  ) {}
 
-  static async open(records: RecordStore<AgentRecord>): Promise<AgentRegistry> {
-    const registry = new AgentRegistry(records);
+  static async open(records: RecordStore<AgentRecord>, audit: AuditSink): Promise<AgentRegistry> {
+    const registry = new AgentRegistry(records, audit);
     for (const [, rec] of await records.entries()) {
       if (!rec.revoked) registry.byHash.set(rec.tokenHash, rec);
     }
@@ -54,6 +67,8 @@ export class AgentRegistry {
   async add(
     name: string,
     scopes: Scope[] = ['entropy', 'keys', 'sessions'],
+    actor = 'system',
+    aidInput?: string,
   ): Promise<{ agent: AgentInfo; token: string }> {
     if (!NAME_RE.test(name)) {
       throw new QkmError(
@@ -63,21 +78,35 @@ export class AgentRegistry {
     }
     const existing = await this.records.get(name);
     if (existing && !existing.revoked) throw new QkmError('AGENT_EXISTS', `agent '${name}' already exists`);
+    const aid = aidInput === undefined ? undefined : canonicalAid(aidInput);
+    if (aid !== undefined && (await this.byAid(aid)))
+      throw new QkmError('AID_EXISTS', `another agent of this node already has the id '${aid}'`);
     const token = newToken();
     const rec: AgentRecord = {
       name,
       tokenHash: hashToken(token),
       scopes: [...new Set(scopes)],
       created: new Date().toISOString(),
+      ...(aid ? { aid } : {}),
     };
     await this.records.put(name, rec);
     if (existing) this.byHash.delete(existing.tokenHash);
     this.byHash.set(rec.tokenHash, rec);
+    await this.audit.append({
+      type: 'agent.created',
+      actor,
+      details: {
+        name,
+        scopes: rec.scopes,
+        ...(aid ? { aid } : {}),
+        ...(existing ? { replaced_revoked: true } : {}),
+      },
+    });
     return { agent: info(rec), token };
   }
 
   /** Replaces the token of an existing agent (e.g. when its token file was lost). */
-  async rotate(name: string): Promise<string> {
+  async rotate(name: string, actor = 'system'): Promise<string> {
     const rec = await this.records.get(name);
     if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
     const token = newToken();
@@ -85,15 +114,37 @@ export class AgentRegistry {
     await this.records.put(name, next);
     this.byHash.delete(rec.tokenHash);
     this.byHash.set(next.tokenHash, next);
+    await this.audit.append({ type: 'agent.token_rotated', actor, details: { name } });
     return token;
   }
 
-  async revoke(name: string): Promise<AgentInfo> {
+  /**
+   * Revokes an agent. Refuses (LAST_ADMIN) to revoke the last active agent with the `admin`
+   * scope unless `force`: without one nobody can manage agents over the API any more (recovery:
+   * README, "Admin token recovery").
+   */
+  async revoke(name: string, opts: { actor?: string; force?: boolean } = {}): Promise<AgentInfo> {
     const rec = await this.records.get(name);
     if (!rec || rec.revoked) throw new QkmError('AGENT_NOT_FOUND', `no agent '${name}'`);
+    if (rec.scopes.includes('admin') && !opts.force) {
+      const admins = (await this.records.entries()).filter(
+        ([, r]) => !r.revoked && r.scopes.includes('admin'),
+      );
+      if (admins.length <= 1) {
+        throw new QkmError(
+          'LAST_ADMIN',
+          `'${name}' is the last agent with the admin scope; revoke with force to do it anyway`,
+        );
+      }
+    }
     const next = { ...rec, revoked: new Date().toISOString() };
     await this.records.put(name, next);
     this.byHash.delete(rec.tokenHash);
+    await this.audit.append({
+      type: 'agent.revoked',
+      actor: opts.actor ?? 'system',
+      details: { name, scopes: rec.scopes, ...(opts.force ? { forced: true } : {}) },
+    });
     return info(next);
   }
 
@@ -104,6 +155,14 @@ export class AgentRegistry {
   async exists(name: string): Promise<boolean> {
     const rec = await this.records.get(name);
     return rec !== undefined && !rec.revoked;
+  }
+
+  /** The live agent with governed id `aid` (canonical form), or undefined. */
+  async byAid(aid: string): Promise<AgentInfo | undefined> {
+    for (const [, rec] of await this.records.entries()) {
+      if (!rec.revoked && rec.aid === aid) return info(rec);
+    }
+    return undefined;
   }
 
   /** The agent a presented token belongs to, or undefined. */
@@ -121,5 +180,6 @@ function info(rec: AgentRecord): AgentInfo {
     scopes: rec.scopes,
     created: rec.created,
     ...(rec.revoked ? { revoked: rec.revoked } : {}),
+    ...(rec.aid ? { aid: rec.aid } : {}),
   };
 }

@@ -40,6 +40,36 @@ const SerialSourceConfig = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * `store.backend: "etcd"`: several appliances share one key store on an etcd cluster. Every
+ * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
+ */
+const StoreConfigSchema = Type.Union([
+  Type.Object({ backend: Type.Literal('level') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      backend: Type.Literal('etcd'),
+      endpoints: Type.Array(Type.String({ pattern: '^https?://' }), { minItems: 1 }),
+      /**
+       * This appliance's name in the cluster (default: the host name): its audit chain and
+       * key-intent journal are kept per appliance (`audit.<node>`), everything else is shared.
+       */
+      node: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' })),
+      /** Key prefix of this deployment inside the cluster (default `qkm/`). */
+      prefix: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+/$' })),
+      requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60000 })),
+      /** CA of the etcd members, and this appliance's client certificate and key for mTLS. */
+      tls: Type.Optional(
+        Type.Object(
+          { ca: Type.String(), cert: Type.Optional(Type.String()), key: Type.Optional(Type.String()) },
+          { additionalProperties: false },
+        ),
+      ),
+    },
+    { additionalProperties: false },
+  ),
+]);
+
 export const ConfigSchema = Type.Object(
   {
     host: Type.String({ default: '127.0.0.1' }),
@@ -81,6 +111,8 @@ export const ConfigSchema = Type.Object(
       {
         defaultTtlSeconds: Type.Integer({ minimum: 0, default: 3600 }),
         sweepCron: Type.String({ default: '*/15 * * * * *' }),
+        /** Closed (taken/expired) keys' metadata is purged this long after closing; their audit records stay. */
+        retentionSeconds: Type.Integer({ minimum: 0, default: 604800 }),
       },
       { default: {}, additionalProperties: false },
     ),
@@ -88,12 +120,23 @@ export const ConfigSchema = Type.Object(
       {
         bodyLimit: Type.Integer({ minimum: 1024, default: 262144 }),
         rateLimitPerMinute: Type.Integer({ minimum: 1, default: 60000 }),
+        /** Time for a whole request (headers and body) to arrive before 408 REQUEST_TIMEOUT, ms. */
+        requestTimeoutMs: Type.Integer({ minimum: 100, default: 30000 }),
+        /** Invalid tokens per client address per minute before the address is refused (429). */
+        badTokensPerMinute: Type.Integer({ minimum: 1, default: 60 }),
       },
       { default: {}, additionalProperties: false },
     ),
     qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
+    store: Type.Optional(StoreConfigSchema),
+    /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
+    governance: Type.Object(
+      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      { default: {}, additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );

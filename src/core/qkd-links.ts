@@ -22,12 +22,13 @@ export class QkdLinkBoard {
     const prev = this.links.get(peerSaeId);
     const base = { ...prev, peerSaeId, kmeId: this.kmeId, kmeUrl: this.kmeUrl };
     const at = new Date().toISOString();
-    this.links.set(
-      peerSaeId,
-      seen.answered
-        ? { ...base, up: true, storedKeyCount: seen.storedKeyCount, lastOkAt: at }
-        : { ...base, up: false, lastError: seen.error, lastErrorAt: at },
-    );
+    if (seen.answered) {
+      this.links.set(peerSaeId, { ...base, up: true, storedKeyCount: seen.storedKeyCount, lastOkAt: at });
+      return;
+    }
+    // A KME that does not answer has no known stock: the last count would read as keys on hand.
+    const { storedKeyCount: _stale, ...rest } = base;
+    this.links.set(peerSaeId, { ...rest, up: false, lastError: seen.error, lastErrorAt: at });
   }
 
   list(): QkdLinkState[] {

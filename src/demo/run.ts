@@ -81,7 +81,12 @@ async function step(
 ): Promise<PostureRun> {
   try {
     const r = await establishAndExchange(
-      { initiator: setup.a.client, responder: setup.b.client, responderNodeId: setup.b.nodeId },
+      {
+        initiator: setup.a.client,
+        responder: setup.b.client,
+        responderNodeId: setup.b.nodeId,
+        responderAgent: 'default',
+      },
       minPosture ? { minPosture } : {},
     );
     return summarise(target, condition, r);

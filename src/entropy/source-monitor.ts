@@ -7,8 +7,11 @@
  *
  * Start-up samples are discarded, never credited or handed out (the conservative reading of
  * §4.3 req. 12). Reads happen in whole APT windows, so a failing window is discarded whole.
- * While healthy and idle the monitor keeps testing: it reads one window every
- * `sentinelIntervalMs` and rotates it into its pool, so faults are found without traffic.
+ * While healthy and idle the monitor keeps testing: it reads `sentinelWindows` fresh windows
+ * every `sentinelIntervalMs` and rotates them into its pool, so faults are found without
+ * traffic, and the verdict it holds is never older than one interval. With the defaults
+ * (4 windows every 250 ms, a read deadline of 200 ms) every simulator fault is visible in
+ * status and provenance well within a second (test/e2e/fault-latency.test.ts).
  */
 import { EventEmitter } from 'node:events';
 import type {
@@ -39,8 +42,20 @@ export interface SourceMonitorOptions {
   backoff?: Partial<BackoffOptions>;
   /** Tested bytes kept ready (default 4 APT windows). */
   poolBytes?: number;
-  /** While idle and healthy, one window is read and tested this often, ms (default 1000). */
+  /** While idle and healthy, `sentinelWindows` windows are read and tested this often, ms (default 250). */
   sentinelIntervalMs?: number;
+  /**
+   * APT windows per sentinel read (default 4: 4 KiB of a byte source). One window catches a
+   * stuck output (RCT); a biased one is caught by a window whose first sample is the favoured
+   * value, so more windows per interval make that near-certain within a second.
+   */
+  sentinelWindows?: number;
+  /**
+   * A read not complete after this many ms is a stall (read-error), whatever the driver's own
+   * timeout (Quantis: 1000 ms). Default: 20 × the read's duration at the source's nominal rate,
+   * at least 200 ms; no deadline when the source states no rate. 0 disables it.
+   */
+  readDeadlineMs?: number;
   /** Samples in the rolling MCV window (default 65 536). */
   mcvWindow?: number;
   /** −log2 of the health tests' false-positive probability per sample (default MONITOR_ALPHA_LOG2 = 40). */
@@ -115,6 +130,8 @@ export class SourceMonitor extends EventEmitter {
   private readonly openOptions: EntropySourceOpenOptions | undefined;
   private readonly backoffOpts: BackoffOptions;
   private readonly sentinelMs: number;
+  private readonly sentinelWindows: number;
+  private readonly readDeadlineMs: number | undefined;
   private readonly healthAlphaLog2: number;
   private readonly poolOption: number | undefined;
   private readonly mcvWindow: number;
@@ -166,7 +183,15 @@ export class SourceMonitor extends EventEmitter {
     }
     if (!(this.backoffOpts.factor >= 1)) throw new RangeError('backoff: factor must be ≥ 1');
     this.backoffMs = this.backoffOpts.initialMs;
-    this.sentinelMs = options.sentinelIntervalMs ?? 1000;
+    this.sentinelMs = options.sentinelIntervalMs ?? 250;
+    this.sentinelWindows = options.sentinelWindows ?? 4;
+    if (!(Number.isInteger(this.sentinelWindows) && this.sentinelWindows >= 1)) {
+      throw new RangeError('sentinelWindows must be a positive integer');
+    }
+    this.readDeadlineMs = options.readDeadlineMs;
+    if (this.readDeadlineMs !== undefined && !(this.readDeadlineMs >= 0)) {
+      throw new RangeError('readDeadlineMs must be ≥ 0');
+    }
     this.healthAlphaLog2 = options.healthAlphaLog2 ?? MONITOR_ALPHA_LOG2;
     this.poolOption = options.poolBytes;
     this.mcvWindow = options.mcvWindow ?? 65_536;
@@ -352,7 +377,13 @@ export class SourceMonitor extends EventEmitter {
     });
   }
 
+  /**
+   * Discarded bytes are wiped, not just dropped: they are raw device output a caller could have
+   * been handed, and a heap dump or a reused buffer must not recover them. (JavaScript cannot
+   * promise no copy survives elsewhere; this removes the copies this class holds.)
+   */
   private clearPool(): void {
+    for (const chunk of this.pool) chunk.fill(0);
     this.pool = [];
     this.poolLength = 0;
   }
@@ -364,6 +395,7 @@ export class SourceMonitor extends EventEmitter {
       const head = this.pool[0]!;
       const k = Math.min(head.length, n - off);
       out.set(head.subarray(0, k), off);
+      head.fill(0, 0, k); // handed out: the pool's copy goes
       off += k;
       if (k === head.length) this.pool.shift();
       else this.pool[0] = head.subarray(k);
@@ -479,21 +511,45 @@ export class SourceMonitor extends EventEmitter {
     }
   }
 
+  /** The stall deadline for a read of `n` bytes, or undefined for none. */
+  private deadlineFor(n: number): number | undefined {
+    if (this.readDeadlineMs !== undefined) return this.readDeadlineMs > 0 ? this.readDeadlineMs : undefined;
+    const rate = this.infoValue?.nominalRate;
+    if (rate === undefined || !(rate > 0)) return undefined;
+    return Math.max(200, Math.ceil((20 * n * 1000) / rate));
+  }
+
   /** Reads `n` raw bytes; returns null (and has already moved state) if the read failed or the state moved. */
   private async readRaw(n: number): Promise<Uint8Array | null> {
     const h = this.handle!;
     const gen = this.generationValue;
     const state = this.stateValue;
+    const deadline = this.deadlineFor(n);
+    let stalled = false;
+    let timer: NodeJS.Timeout | undefined;
+    let signal = this.abort.signal;
+    if (deadline !== undefined) {
+      const ac = new AbortController();
+      timer = setTimeout(() => {
+        stalled = true;
+        ac.abort();
+      }, deadline);
+      timer.unref();
+      signal = AbortSignal.any([this.abort.signal, ac.signal]);
+    }
     try {
-      const bytes = await h.read(n, this.abort.signal);
+      const bytes = await h.read(n, signal);
       // A detach/error event may have moved us while the read was in flight: discard.
       if (this.stopping || this.handle !== h || this.stateValue !== state || this.generationValue !== gen) {
+        bytes.fill(0);
         return null;
       }
       return bytes;
     } catch (err) {
       if (this.stopping || this.handle !== h || this.stateValue !== state) return null;
-      if (isSourceError(err) && err.disconnected) {
+      if (stalled) {
+        this.fail('read-error', `read timeout (source stalled: ${n} bytes not delivered in ${deadline} ms)`);
+      } else if (isSourceError(err) && err.disconnected) {
         this.fail('detached', 'device detached');
       } else if (isSourceError(err) && err.timeout) {
         this.fail('read-error', 'read timeout (source stalled)');
@@ -503,6 +559,8 @@ export class SourceMonitor extends EventEmitter {
         await this.closeHandle();
       }
       return null;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -543,6 +601,8 @@ export class SourceMonitor extends EventEmitter {
     if (!bytes) return;
     this.mcv!.feed(bytes);
     const failure = tester.feed(bytes);
+    // Start-up samples are tested and estimated, never served: wipe them either way.
+    bytes.fill(0);
     if (failure) {
       this.fail('health-failure', `start-up test: ${failure.message}`, failure.test);
       return;
@@ -556,20 +616,23 @@ export class SourceMonitor extends EventEmitter {
 
   private async healthyStep(): Promise<void> {
     const target = Math.max(this.poolTarget, this.demand());
+    const tester = this.tester!;
+    let windows = 1;
     if (this.poolLength >= target && this.waiters.length === 0) {
-      // Idle: sleep, then read one sentinel window so continuous testing never stops.
+      // Idle: sleep, then read fresh sentinel windows so continuous testing never stops.
       const gen = this.generationValue;
       await this.sleep(this.sentinelMs);
       if (this.stopping || this.stateValue !== 'healthy' || gen !== this.generationValue) return;
       if (this.waiters.length > 0) return; // woken by demand: the next step reads for it
+      windows = this.sentinelWindows;
     }
-    const tester = this.tester!;
-    const bytes = await this.readRaw(windowBytes(tester.sampleBits));
+    const bytes = await this.readRaw(windows * windowBytes(tester.sampleBits));
     if (!bytes) return;
     this.mcv!.feed(bytes);
     const failure = tester.feed(bytes);
     if (failure) {
       // The whole window is discarded, and so is the pool: it came from the same stream.
+      bytes.fill(0);
       this.fail('health-failure', failure.message, failure.test);
       return;
     }
@@ -583,7 +646,9 @@ export class SourceMonitor extends EventEmitter {
       this.pool.length > 1 &&
       this.poolLength - this.pool[0]!.length >= cap
     ) {
-      this.poolLength -= this.pool.shift()!.length;
+      const stale = this.pool.shift()!;
+      this.poolLength -= stale.length;
+      stale.fill(0);
     }
   }
 }

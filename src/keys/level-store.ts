@@ -5,15 +5,20 @@ import { QkmError } from '../core/errors.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { levelOp } from '../store/level-errors.js';
 import { KekError, StoreIntegrityError } from './errors.js';
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey } from './interface.js';
+import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
 import {
+  aborted,
   accessDecision,
+  alreadyDelivered,
+  checkHold,
   activeMetadata,
   checkKeyId,
   checkNow,
+  checkPurgeLimit,
   closedMetadata,
   emptyCounts,
   expired,
+  holdDigest,
   isDue,
   keyExists,
   listPlan,
@@ -41,9 +46,22 @@ interface SysRecord {
   dataKey?: string;
 }
 
-const FORMAT = 1;
+interface HeldRecord {
+  /** The key's sealed material, base64, still bound to its active metadata. */
+  sealed: string;
+  digest: string;
+  until: string;
+}
+
+/**
+ * Format 2 added the `st` and `closed` indexes; a format-1 store is upgraded in place on open
+ * (the indexes are built from `meta` in one pass, then the format is rewritten).
+ */
+const FORMAT = 2;
 /** How many keys `sweepExpired` closes per atomic batch. */
 const SWEEP_BATCH = 256;
+/** Upper bound of `purgeClosed`'s `limit`: one purge is one atomic batch of at most this many keys. */
+const MAX_PURGE_BATCH = 1000;
 
 /**
  * LevelDB layout of the key store (sublevels of the backend's one database):
@@ -52,6 +70,11 @@ const SWEEP_BATCH = 256;
  * - `mat`   id → sealed material (see sealing.ts)             — present only while active
  * - `order` seq (16 hex digits) → id                          — creation order for `list`
  * - `exp`   `<expires ISO> <id>` → id, for active keys only   — what `sweepExpired` scans
+ * - `held`  id → { sealed material, token digest, until }    — a taken key kept for one
+ *           redelivery (TakeOptions.hold), written in the take's own batch
+ * - `st`    `<state> <seq>` → id                               — creation order per state, so
+ *           listing one state (the usual: active keys) reads only that state's entries
+ * - `closed` `<closedAt ISO> <id>` → id, for closed keys only — what `purgeClosed` scans
  */
 function layout(root: RootDb) {
   return {
@@ -60,6 +83,9 @@ function layout(root: RootDb) {
     mat: root.sublevel<string, Uint8Array>('mat', { valueEncoding: 'view' }),
     order: root.sublevel<string, string>('order', { valueEncoding: 'utf8' }),
     exp: root.sublevel<string, string>('exp', { valueEncoding: 'utf8' }),
+    held: root.sublevel<string, HeldRecord>('held', { valueEncoding: 'json' }),
+    st: root.sublevel<string, string>('st', { valueEncoding: 'utf8' }),
+    closed: root.sublevel<string, string>('closed', { valueEncoding: 'utf8' }),
   };
 }
 type Layout = ReturnType<typeof layout>;
@@ -67,6 +93,10 @@ type Op = AbstractBatchOperation<RootDb, string, unknown>;
 
 const seqKey = (seq: number): string => seq.toString(16).padStart(16, '0');
 const expKey = (meta: KeyMetadata): string => `${new Date(meta.expires!).toISOString()} ${meta.id}`;
+const stKey = (state: KeyState, seq: number): string => `${state} ${seqKey(seq)}`;
+/** Closed keys without `closedAt` (none are written so) sort as closed at creation. */
+const closedKey = (meta: KeyMetadata): string =>
+  `${new Date(meta.closedAt ?? meta.created).toISOString()} ${meta.id}`;
 
 export interface LevelKeyStoreOptions {
   /**
@@ -141,7 +171,7 @@ export class LevelKeyStore implements KeyStore {
     return levelOp(path, async () => {
       const sys = (await db.sys.get('store')) ?? {};
       let dataKey: Uint8Array;
-      if (sys.format !== undefined && sys.format !== FORMAT) {
+      if (sys.format !== undefined && sys.format !== FORMAT && sys.format !== 1) {
         throw new QkmError(
           'STORE_UNAVAILABLE',
           `the store at ${path} has format ${sys.format}; this qkm reads format ${FORMAT}`,
@@ -175,7 +205,24 @@ export class LevelKeyStore implements KeyStore {
         }
       }
       const counts = emptyCounts();
-      for await (const meta of db.meta.values()) counts[meta.state]++;
+      const upgrade = sys.format === 1;
+      let ops: Op[] = [];
+      for await (const meta of db.meta.values()) {
+        counts[meta.state]++;
+        if (!upgrade) continue;
+        ops.push({ type: 'put', sublevel: db.st, key: stKey(meta.state, meta.seq), value: meta.id });
+        if (meta.state !== 'active')
+          ops.push({ type: 'put', sublevel: db.closed, key: closedKey(meta), value: meta.id });
+        if (ops.length >= 2 * SWEEP_BATCH) {
+          await root.batch<string, unknown>(ops, {});
+          ops = [];
+        }
+      }
+      if (upgrade) {
+        // The format is rewritten last, synced: a crash mid-upgrade redoes it (the puts are idempotent).
+        ops.push({ type: 'put', sublevel: db.sys, key: 'store', value: { ...sys, format: FORMAT } });
+        await root.batch<string, unknown>(ops, { sync: true });
+      }
       // Sequence numbers continue after the newest key in the order index. (A deleted newest
       // key's number may be reused; nothing refers to it any more.)
       const [last] = await db.order.keys({ reverse: true, limit: 1 }).all();
@@ -202,6 +249,7 @@ export class LevelKeyStore implements KeyStore {
           { type: 'put', sublevel: this.#db.meta, key: meta.id, value: stored },
           { type: 'put', sublevel: this.#db.mat, key: meta.id, value: sealed },
           { type: 'put', sublevel: this.#db.order, key: seqKey(seq), value: meta.id },
+          { type: 'put', sublevel: this.#db.st, key: stKey('active', seq), value: meta.id },
         ];
         if (meta.expires !== null)
           ops.push({ type: 'put', sublevel: this.#db.exp, key: expKey(meta), value: meta.id });
@@ -212,8 +260,52 @@ export class LevelKeyStore implements KeyStore {
     );
   }
 
-  take(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
-    return this.#guard(() => this.#access(id, now, true));
+  take(
+    id: string,
+    now: Date = new Date(),
+    options: TakeOptions = {},
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(() => {
+      checkHold(options.hold);
+      return this.#access(id, now, true, options);
+    });
+  }
+
+  redeliver(
+    id: string,
+    token: string,
+    now: Date = new Date(),
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    return this.#guard(async () => {
+      checkKeyId(id);
+      checkNow(now);
+      return this.#locks.run(id, () =>
+        this.#op(async () => {
+          const stored = await this.#db.meta.get(id);
+          if (stored === undefined) throw notFound(id);
+          const held = await this.#db.held.get(id);
+          if (
+            held === undefined ||
+            held.digest !== holdDigest(token) ||
+            Date.parse(held.until) <= now.getTime()
+          ) {
+            throw alreadyDelivered(id);
+          }
+          const { state: _s, closedAt: _c, ...active } = stored;
+          const material = this.#open(Buffer.from(held.sealed, 'base64'), { ...active, state: 'active' });
+          try {
+            await this.#root.batch<string, unknown>([{ type: 'del', sublevel: this.#db.held, key: id }], {
+              sync: true,
+            });
+          } catch (err) {
+            material.fill(0);
+            throw err;
+          }
+          this.#scheduleCompaction(id);
+          return { meta: publicMeta(stored), material };
+        }),
+      );
+    });
   }
 
   read(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
@@ -238,18 +330,37 @@ export class LevelKeyStore implements KeyStore {
   async #list(query?: KeyListQuery): Promise<KeyMetadata[]> {
     const plan = listPlan(query);
     return this.#op(async () => {
-      let gt: string | undefined;
+      let cursorSeq: number | undefined;
       if (plan.after !== undefined) {
         const cursor = await this.#db.meta.get(plan.after);
         if (cursor === undefined) throw unknownCursor(plan.after);
-        gt = seqKey(cursor.seq);
+        cursorSeq = cursor.seq;
       }
+      // One state: its own index, so closed keys cost an active listing nothing. All states:
+      // the creation-order index (bounded by the retention of closed keys, see purgeClosed).
+      const state = plan.state;
+      const index = state === undefined ? this.#db.order : this.#db.st;
+      const lt = state === undefined ? undefined : `${state}!`; // '!' sorts right after the space
+      let gt: string | undefined =
+        state === undefined
+          ? cursorSeq === undefined
+            ? undefined
+            : seqKey(cursorSeq)
+          : cursorSeq === undefined
+            ? `${state} `
+            : stKey(state, cursorSeq);
       const out: KeyMetadata[] = [];
-      // Walk the creation-order index in chunks, fetching metadata with getMany.
+      // Walk the index in chunks (no bigger than what is still wanted), fetching metadata with getMany.
       while (out.length < plan.limit) {
-        const entries = await this.#db.order
-          .iterator(gt === undefined ? { limit: 256 } : { gt, limit: 256 })
-          .all();
+        // Filters on purpose/owner may skip entries: read full chunks then; otherwise no more than wanted.
+        const chunk =
+          plan.purpose !== undefined || plan.owner !== undefined
+            ? 256
+            : Math.min(256, plan.limit - out.length);
+        const range: { gt?: string; lt?: string; limit: number } = { limit: chunk };
+        if (gt !== undefined) range.gt = gt;
+        if (lt !== undefined) range.lt = lt;
+        const entries = await index.iterator(range).all();
         if (entries.length === 0) break;
         const metas = await this.#db.meta.getMany(entries.map(([, id]) => id));
         for (const stored of metas) {
@@ -257,6 +368,7 @@ export class LevelKeyStore implements KeyStore {
           if (out.length >= plan.limit) break;
         }
         gt = entries[entries.length - 1]![0];
+        if (entries.length < chunk) break;
       }
       return out;
     });
@@ -276,8 +388,12 @@ export class LevelKeyStore implements KeyStore {
           { type: 'del', sublevel: this.#db.meta, key: id },
           { type: 'del', sublevel: this.#db.mat, key: id },
           { type: 'del', sublevel: this.#db.order, key: seqKey(stored.seq) },
+          { type: 'del', sublevel: this.#db.held, key: id },
+          { type: 'del', sublevel: this.#db.st, key: stKey(stored.state, stored.seq) },
         ];
         if (stored.expires !== null) ops.push({ type: 'del', sublevel: this.#db.exp, key: expKey(stored) });
+        if (stored.state !== 'active')
+          ops.push({ type: 'del', sublevel: this.#db.closed, key: closedKey(stored) });
         await this.#root.batch<string, unknown>(ops, { sync: true });
         this.#counts[stored.state]--;
         this.#scheduleCompaction(id);
@@ -291,6 +407,7 @@ export class LevelKeyStore implements KeyStore {
 
   async #sweepExpired(now: Date): Promise<number> {
     checkNow(now);
+    await this.#sweepHeld(now);
     // Every index entry at or before `now`: the ISO prefix sorts by time; '\x7f' sorts after
     // the space and any id character that follows it.
     const due = await this.#op(() => this.#db.exp.values({ lt: `${now.toISOString()}\x7f` }).all());
@@ -313,6 +430,54 @@ export class LevelKeyStore implements KeyStore {
       );
     }
     return n;
+  }
+
+  purgeClosed(before: Date, limit = MAX_PURGE_BATCH): Promise<number> {
+    return this.#guard(() => this.#purgeClosed(before, limit));
+  }
+
+  async #purgeClosed(before: Date, limit: number): Promise<number> {
+    checkNow(before);
+    checkPurgeLimit(limit, MAX_PURGE_BATCH);
+    const entries = await this.#op(() =>
+      this.#db.closed.iterator({ lt: `${before.toISOString()}\x7f`, limit }).all(),
+    );
+    if (entries.length === 0) return 0;
+    const due = entries.map(([, id]) => id);
+    return this.#locks.runMany(due, () =>
+      this.#op(async () => {
+        // Re-read under the locks: a delete may have removed some meanwhile (its own batch
+        // dropped their index entries too, so deleting them again here is harmless).
+        const metas = await this.#db.meta.getMany(due);
+        const gone = metas.filter((m): m is StoredMeta => m !== undefined && m.state !== 'active');
+        const ops: Op[] = entries.map(([key]): Op => ({ type: 'del', sublevel: this.#db.closed, key }));
+        for (const m of gone) {
+          ops.push(
+            { type: 'del', sublevel: this.#db.meta, key: m.id },
+            { type: 'del', sublevel: this.#db.order, key: seqKey(m.seq) },
+            { type: 'del', sublevel: this.#db.st, key: stKey(m.state, m.seq) },
+            { type: 'del', sublevel: this.#db.held, key: m.id },
+          );
+        }
+        await this.#root.batch<string, unknown>(ops, { sync: true });
+        for (const m of gone) this.#counts[m.state]--;
+        return gone.length;
+      }),
+    );
+  }
+
+  /** Destroys held material past its `until` (few records: holds last minutes). */
+  async #sweepHeld(now: Date): Promise<void> {
+    const held = await this.#op(() => this.#db.held.iterator().all());
+    const due = held.filter(([, h]) => Date.parse(h.until) <= now.getTime()).map(([id]) => id);
+    if (due.length === 0) return;
+    await this.#locks.runMany(due, () =>
+      this.#op(async () => {
+        const ops: Op[] = due.map((id) => ({ type: 'del', sublevel: this.#db.held, key: id }));
+        await this.#root.batch<string, unknown>(ops, { sync: true });
+        for (const id of due) this.#scheduleCompaction(id);
+      }),
+    );
   }
 
   async counts(): Promise<Record<KeyState, number>> {
@@ -339,6 +504,7 @@ export class LevelKeyStore implements KeyStore {
     id: string,
     now: Date,
     consume: boolean,
+    options: TakeOptions = {},
   ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
     checkKeyId(id);
     checkNow(now);
@@ -359,8 +525,22 @@ export class LevelKeyStore implements KeyStore {
         }
         const material = this.#open(sealed, stored);
         if (!consume) return { meta: publicMeta(stored), material };
+        const ops = this.#closeOps(stored, 'taken', now);
+        if (options.hold) {
+          const held: HeldRecord = {
+            sealed: Buffer.from(sealed).toString('base64'),
+            digest: holdDigest(options.hold.token),
+            until: options.hold.until.toISOString(),
+          };
+          ops.push({ type: 'put', sublevel: this.#db.held, key: id, value: held });
+        }
+        // Last moment to notice the requester is gone: after the batch there is no undo.
+        if (options.signal?.aborted) {
+          material.fill(0);
+          throw aborted(id);
+        }
         try {
-          await this.#root.batch<string, unknown>(this.#closeOps(stored, 'taken', now), { sync: true });
+          await this.#root.batch<string, unknown>(ops, { sync: true });
         } catch (err) {
           material.fill(0);
           throw err;
@@ -375,9 +555,13 @@ export class LevelKeyStore implements KeyStore {
 
   /** Batch that closes an active key: new state, material and expiry-index entry deleted. */
   #closeOps(stored: StoredMeta, state: 'taken' | 'expired', now: Date): Op[] {
+    const closed = closedMetadata(stored, state, now) as StoredMeta;
     const ops: Op[] = [
-      { type: 'put', sublevel: this.#db.meta, key: stored.id, value: closedMetadata(stored, state, now) },
+      { type: 'put', sublevel: this.#db.meta, key: stored.id, value: closed },
       { type: 'del', sublevel: this.#db.mat, key: stored.id },
+      { type: 'del', sublevel: this.#db.st, key: stKey('active', stored.seq) },
+      { type: 'put', sublevel: this.#db.st, key: stKey(state, stored.seq), value: stored.id },
+      { type: 'put', sublevel: this.#db.closed, key: closedKey(closed), value: stored.id },
     ];
     if (stored.expires !== null) ops.push({ type: 'del', sublevel: this.#db.exp, key: expKey(stored) });
     return ops;

@@ -1,12 +1,17 @@
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey } from './interface.js';
+import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
 import {
+  aborted,
   accessDecision,
+  alreadyDelivered,
+  checkHold,
   activeMetadata,
   checkKeyId,
   checkNow,
+  checkPurgeLimit,
   closedMetadata,
   emptyCounts,
   expired,
+  holdDigest,
   isDue,
   keyExists,
   listPlan,
@@ -20,6 +25,8 @@ interface Entry {
   meta: KeyMetadata;
   /** Plaintext copy owned by the store; zero-filled and dropped when the key closes. */
   material: Uint8Array | null;
+  /** Material kept after a take for one redelivery (TakeOptions.hold). */
+  held?: { material: Uint8Array; digest: string; until: number };
 }
 
 /**
@@ -41,13 +48,42 @@ export class MemoryKeyStore implements KeyStore {
     return structuredClone(meta);
   }
 
-  async take(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+  async take(
+    id: string,
+    now: Date = new Date(),
+    options: TakeOptions = {},
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    checkHold(options.hold);
     const entry = this.#access(id, now);
+    if (options.signal?.aborted) throw aborted(id);
     const material = entry.material!;
     entry.material = null;
     entry.meta = closedMetadata(entry.meta, 'taken', now);
+    if (options.hold) {
+      entry.held = {
+        material: Uint8Array.from(material),
+        digest: holdDigest(options.hold.token),
+        until: options.hold.until.getTime(),
+      };
+    }
     // Hand out the buffer itself: the store keeps no reference, so nothing is left to wipe.
     return { meta: structuredClone(entry.meta), material };
+  }
+
+  async redeliver(
+    id: string,
+    token: string,
+    now: Date = new Date(),
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
+    this.#assertOpen();
+    checkKeyId(id);
+    checkNow(now);
+    const entry = this.#keys.get(id);
+    if (!entry) throw notFound(id);
+    const held = entry.held;
+    if (!held || held.digest !== holdDigest(token) || held.until <= now.getTime()) throw alreadyDelivered(id);
+    entry.held = undefined;
+    return { meta: structuredClone(entry.meta), material: held.material };
   }
 
   async read(id: string, now: Date = new Date()): Promise<{ meta: KeyMetadata; material: Uint8Array }> {
@@ -86,6 +122,7 @@ export class MemoryKeyStore implements KeyStore {
     const entry = this.#keys.get(id);
     if (!entry) throw notFound(id);
     entry.material?.fill(0);
+    entry.held?.material.fill(0);
     this.#keys.delete(id);
   }
 
@@ -94,11 +131,31 @@ export class MemoryKeyStore implements KeyStore {
     checkNow(now);
     let n = 0;
     for (const entry of this.#keys.values()) {
+      if (entry.held && entry.held.until <= now.getTime()) {
+        entry.held.material.fill(0);
+        entry.held = undefined;
+      }
       if (!isDue(entry.meta, now)) continue;
       this.#expire(entry, now);
       n++;
     }
     return n;
+  }
+
+  async purgeClosed(before: Date, limit = 1000): Promise<number> {
+    this.#assertOpen();
+    checkNow(before);
+    checkPurgeLimit(limit, 1000);
+    // Oldest closed first, like the LevelDB store's index (a test store: a full scan is fine).
+    const due = [...this.#keys.values()]
+      .filter((e) => e.meta.state !== 'active' && Date.parse(e.meta.closedAt!) <= before.getTime())
+      .sort((a, b) => Date.parse(a.meta.closedAt!) - Date.parse(b.meta.closedAt!))
+      .slice(0, limit);
+    for (const entry of due) {
+      entry.held?.material.fill(0);
+      this.#keys.delete(entry.meta.id);
+    }
+    return due.length;
   }
 
   async counts(): Promise<Record<KeyState, number>> {
@@ -111,7 +168,10 @@ export class MemoryKeyStore implements KeyStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const entry of this.#keys.values()) entry.material?.fill(0);
+    for (const entry of this.#keys.values()) {
+      entry.material?.fill(0);
+      entry.held?.material.fill(0);
+    }
     this.#keys.clear();
   }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { QkmError } from '../core/errors.js';
 import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, NewKey } from './interface.js';
 
@@ -29,6 +30,27 @@ export function alreadyTaken(id: string): QkmError {
   return new QkmError('KEY_ALREADY_TAKEN', `Key ${id} was already taken; keys are single-use`, {
     details: { id },
   });
+}
+/** A redelivery that cannot happen: the key was taken and its one redelivery is spent or lapsed. */
+export function alreadyDelivered(id: string): QkmError {
+  return new QkmError('KEY_ALREADY_TAKEN', `Key ${id} was already taken and delivered`, {
+    details: { id, delivered: true },
+  });
+}
+export function aborted(id: string): QkmError {
+  return new QkmError('REQUEST_ABORTED', `the take of key ${id} was not committed: the connection closed`, {
+    details: { id },
+  });
+}
+/** Held tokens are stored hashed: the store never keeps what a requester could replay. */
+export function holdDigest(token: string): string {
+  return createHash('sha256').update(`qkm/v1 take-hold\0${token}`).digest('hex');
+}
+export function checkHold(hold: { token: string; until: Date } | undefined): void {
+  if (hold === undefined) return;
+  if (typeof hold.token !== 'string' || hold.token.length === 0)
+    throw invalid('hold.token must be a non-empty string');
+  checkNow(hold.until);
 }
 export function expired(id: string): QkmError {
   return new QkmError('KEY_EXPIRED', `Key ${id} has expired`, { details: { id } });
@@ -152,6 +174,14 @@ export function closedMetadata(meta: KeyMetadata, state: 'taken' | 'expired', no
 
 export function emptyCounts(): Record<KeyState, number> {
   return { active: 0, taken: 0, expired: 0 };
+}
+
+/** `purgeClosed`'s batch bound: an integer from 1 to the store's maximum. */
+export function checkPurgeLimit(limit: unknown, max: number): number {
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > max) {
+    throw invalid(`purge limit must be an integer from 1 to ${max}`);
+  }
+  return limit;
 }
 
 export function checkNow(now: Date): Date {

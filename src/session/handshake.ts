@@ -56,7 +56,7 @@ export interface SessionProvenance {
      * `os` (node:crypto). On the responder it is what the posture obliges the initiator to use.
      */
     randomness: 'quantum' | 'os';
-    /** `local`: this node drew it; `initiator`: asserted by the signed posture. */
+    /** `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake. */
     randomnessOrigin: 'local' | 'initiator';
   };
   qkd: {
@@ -84,6 +84,10 @@ export interface SessionRecord {
   role: 'initiator' | 'responder';
   /** The other node's id. */
   peer: string;
+  /** The agent on this node the session belongs to (initiator: it initiated; responder: it accepted). */
+  agent?: string;
+  /** The agent on the other node, as the signed handshake names it. */
+  peer_agent?: string;
   posture: Posture;
   created: string;
   /** The handshake's signed timestamp, ISO-8601. */
@@ -95,20 +99,33 @@ export interface SessionRecord {
   confirmed_at?: string;
   /** KeyStore id of K when `keepKeys` is configured. */
   key_id?: string;
+  /** Initiator with `require_confirm`: KeyStore id of K, handed out (once) by a successful confirm. */
+  pending_key_id?: string;
 }
 
 export interface InitiateRequest {
+  /** The authenticated agent initiating the session: the session's owner, the only one that may confirm. */
+  agent: string;
+  /** The one agent on the peer node that may accept the handshake (named in the signed transcript). */
+  responderAgent: string;
   /** Pinned peer's node id. */
   peer: string;
   minPosture?: Posture;
   /** Bound into the transcript (UTF-8, ≤ 1024 bytes) and returned to the responder. */
   context?: string;
+  /**
+   * Keep K unusable until the responder's tag is confirmed: `initiate` returns no key (empty,
+   * `key_pending: true`); K waits in the KeyStore (encrypted, take-once) and `confirm` returns it.
+   */
+  requireConfirm?: boolean;
 }
 
 export interface InitiateResult {
   session_id: string;
-  /** 32-byte session key K. Returned once; not stored unless `keepKeys`. */
+  /** 32-byte session key K. Returned once; not stored unless `keepKeys`. Empty when `key_pending`. */
   key: Uint8Array;
+  /** `requireConfirm`: K is handed out by `confirm`, not here. */
+  key_pending?: boolean;
   /** base64url handshake message for the peer. */
   handshake: string;
   posture: Posture;
@@ -126,6 +143,8 @@ export interface AcceptResult {
   confirm: string;
   /** Initiator's node id. */
   peer: string;
+  /** The initiating agent, as the signed handshake names it. */
+  peer_agent: string;
   context: string;
   key_id?: string;
 }
@@ -147,6 +166,12 @@ export interface SessionCounters {
   rejected: Record<string, number>;
   /** Accepted handshakes abandoned before the key was returned (dec_keys failed, …), by code. */
   abandoned: Record<string, number>;
+  /**
+   * QKD keys released by a KME for a session that never completed: on the initiator when it
+   * failed after enc_keys; on the responder for each QKD key id in a handshake it rejected (the
+   * initiator's KME released it; nobody will use it) or abandoned after dec_keys.
+   */
+  qkdKeysWasted: number;
   /**
    * Handshake signatures and verifications computed on the PQC worker, and on the event loop
    * (the worker's queue long, or the worker failing).
@@ -190,6 +215,8 @@ export const DEFAULT_QKD_TIMEOUT_MS = 5000;
 export const DEFAULT_QKD_FALLBACK_TIMEOUT_MS = 1000;
 
 export const DEFAULT_WINDOW_MS = 120_000;
+/** How long a `requireConfirm` key waits for its confirm (unless `keepKeys` says otherwise), s. */
+export const DEFAULT_CONFIRM_HOLD_SECONDS = 600;
 
 /**
  * Handshake ML-DSA goes to the PQC worker unless this many operations are queued there already;
@@ -255,6 +282,7 @@ export class SessionService {
     accepted: perPosture(),
     rejected: {},
     abandoned: {},
+    qkdKeysWasted: 0,
     mldsa: { worker: 0, inline: 0 },
   };
   private readonly clock: () => number;
@@ -286,6 +314,7 @@ export class SessionService {
       accepted: { ...t.accepted },
       rejected: { ...t.rejected },
       abandoned: { ...t.abandoned },
+      qkdKeysWasted: t.qkdKeysWasted,
       mldsa: { ...t.mldsa },
     };
   }
@@ -314,6 +343,14 @@ export class SessionService {
         'INVALID_PARAMETER',
         `context must be a string of at most ${MAX_CONTEXT_BYTES} UTF-8 bytes`,
       );
+    }
+    for (const [name, v] of [
+      ['agent', req.agent],
+      ['responder_agent', req.responderAgent],
+    ] as const) {
+      if (typeof v !== 'string' || !AGENT_NAME_RE.test(v)) {
+        throw new QkmError('INVALID_PARAMETER', `${name} must be an agent name (1-64 of A-Z a-z 0-9 . _ -)`);
+      }
     }
     const me = this.o.identity;
     const peer = await this.o.peers.require(req.peer);
@@ -419,6 +456,7 @@ export class SessionService {
 
     // 4. Transcript, signature, keys.
     const qkd = postureHasQkd(posture);
+    const fallback = decision.fallback || posture !== decision.posture;
     const timestamp = this.clock();
     const body: HandshakeBody = {
       version: HANDSHAKE_VERSION,
@@ -435,6 +473,11 @@ export class SessionService {
       timestamp,
       nonce,
       context,
+      initiatorAgent: req.agent,
+      responderAgent: req.responderAgent,
+      degraded,
+      fallback,
+      randomness,
     };
     const bodyBytes = encodeBody(body);
     // K and the session id depend on the body only, not on the signature, so the keys are derived
@@ -460,7 +503,7 @@ export class SessionService {
       posture,
       degraded,
       ...(notes.length ? { reason: notes.join('; ') } : {}),
-      fallback: decision.fallback || posture !== decision.posture,
+      fallback,
       pqc: {
         kem: 'ML-KEM-768',
         signature: 'ML-DSA-65',
@@ -480,15 +523,40 @@ export class SessionService {
     const created = new Date(this.clock()).toISOString();
     const recorded = this.o.audit.append({
       type: 'session.initiated',
-      actor: me.nodeId,
-      details: auditDetails(sessionId, peer.nodeId, provenance, decision.minimum),
+      actor: req.agent,
+      details: {
+        ...auditDetails(sessionId, peer.nodeId, provenance, decision.minimum),
+        node: me.nodeId,
+        agent: req.agent,
+        peer_agent: req.responderAgent,
+      },
     });
     const persisted = (async () => {
+      if (req.requireConfirm) {
+        const pendingKeyId = await this.hold(keys.key, sessionId, provenance, at);
+        await this.sessions.put(`initiator:${sessionId}`, {
+          session_id: sessionId,
+          role: 'initiator',
+          peer: peer.nodeId,
+          agent: req.agent,
+          peer_agent: req.responderAgent,
+          posture,
+          created,
+          handshake_at: at,
+          provenance,
+          expected_confirm: toBase64url(keys.confirmTag),
+          confirmed: false,
+          pending_key_id: pendingKeyId,
+        });
+        return undefined;
+      }
       const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
       await this.sessions.put(`initiator:${sessionId}`, {
         session_id: sessionId,
         role: 'initiator',
         peer: peer.nodeId,
+        agent: req.agent,
+        peer_agent: req.responderAgent,
         posture,
         created,
         handshake_at: at,
@@ -507,17 +575,28 @@ export class SessionService {
     // Either way the handshake (the only thing that lets a peer use the session) is released only
     // after both records are durable.
     let signature: Uint8Array;
-    if (signing) {
-      signature = await signing;
-    } else {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      this.tally.mldsa.inline++;
-      signature = signBody(bodyBytes, me.signing.secretKey);
+    let keyId: string | undefined;
+    try {
+      if (signing) {
+        signature = await signing;
+      } else {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.tally.mldsa.inline++;
+        signature = signBody(bodyBytes, me.signing.secretKey);
+      }
+      [keyId] = await Promise.all([persisted, recorded]);
+    } catch (err) {
+      // No handshake leaves this node, so K is never used: wipe it (and the QKD key it consumed
+      // on the KME is lost — counted).
+      keys.key.fill(0);
+      if (qkd) this.tally.qkdKeysWasted += body.qkdKeyIds.length;
+      throw err;
     }
-    const [keyId] = await Promise.all([persisted, recorded]);
+    if (req.requireConfirm) keys.key.fill(0); // held (encrypted) in the KeyStore until confirmed
     return {
       session_id: sessionId,
-      key: keys.key,
+      key: req.requireConfirm ? new Uint8Array(0) : keys.key,
+      ...(req.requireConfirm ? { key_pending: true } : {}),
       handshake: encodeMessage(bodyBytes, signature),
       posture,
       provenance,
@@ -536,17 +615,26 @@ export class SessionService {
    * (HANDSHAKE_REPLAYED). Then, overlapping: dec_keys, decapsulation and the replay entry's fsync;
    * reported in the order store failure, HANDSHAKE_DECAPSULATION, dec_keys (QKD_UNAVAILABLE).
    */
-  async accept(req: { handshake: string }): Promise<AcceptResult> {
+  async accept(req: { handshake: string; agent: string }): Promise<AcceptResult> {
     let initiator: string | undefined;
+    let qkdKeyCount = 0;
     try {
-      const checked = await this.checkHandshake(req.handshake, (id) => {
+      const checked = await this.checkHandshake(req.handshake, req.agent, (id, keyCount) => {
         initiator = id;
+        qkdKeyCount = keyCount;
       });
       const result = await this.complete(checked);
       this.tally.accepted[result.posture]++;
       return result;
     } catch (err) {
       const code = isQkmError(err) ? err.code : 'INTERNAL';
+      // The initiator's KME released these keys when the handshake was made. Counted when this
+      // authenticated handshake can never be accepted here (its rejection is final) or was
+      // abandoned; not for a forged copy, a replay or another agent, which leave the genuine
+      // handshake acceptable.
+      if (FINAL_REJECTIONS.has(code) || this.abandoned.has(err as object)) {
+        this.tally.qkdKeysWasted += qkdKeyCount;
+      }
       // An abandoned session has its own record already (see complete()).
       if (err instanceof Object && this.abandoned.has(err)) {
         this.tally.abandoned[code] = (this.tally.abandoned[code] ?? 0) + 1;
@@ -559,7 +647,11 @@ export class SessionService {
     }
   }
 
-  private async checkHandshake(text: string, seen: (initiator: string) => void): Promise<CheckedHandshake> {
+  private async checkHandshake(
+    text: string,
+    agent: string,
+    seen: (initiator: string, qkdKeyCount: number) => void,
+  ): Promise<CheckedHandshake> {
     const me = this.o.identity;
     let body: HandshakeBody;
     let bodyBytes: Uint8Array;
@@ -571,7 +663,7 @@ export class SessionService {
       if (e instanceof HandshakeDecodeError) throw new QkmError(e.code, e.message);
       throw e;
     }
-    seen(body.initiatorNodeId);
+    seen(body.initiatorNodeId, body.qkdKeyIds.length);
     if (body.responderNodeId !== me.nodeId) {
       throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the handshake is addressed to another node');
     }
@@ -596,7 +688,7 @@ export class SessionService {
       verdict = verifyBody(signature, bodyBytes, peer.dsaPublicKey);
     }
     try {
-      const { durable } = await this.checkVerified(body, peer, await verdict);
+      const { durable } = await this.checkVerified(body, peer, await verdict, agent);
       return { body, bodyBytes, peer, admission: durable, ...(decapsulated ? { decapsulated } : {}) };
     } catch (err) {
       decapsulated?.ss?.fill(0);
@@ -629,6 +721,7 @@ export class SessionService {
     body: HandshakeBody,
     peer: Peer,
     signatureValid: boolean,
+    agent: string,
   ): Promise<{ durable: Promise<void> }> {
     const me = this.o.identity;
     if (!signatureValid) {
@@ -636,6 +729,10 @@ export class SessionService {
         'HANDSHAKE_BAD_SIGNATURE',
         'the handshake signature does not verify against the pinned peer',
       );
+    }
+    // Checked before the replay entry, so a wrong agent cannot burn the intended one's handshake.
+    if (body.responderAgent !== agent) {
+      throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the handshake names another agent as its responder');
     }
     if (postureHasQkd(body.posture)) {
       if (body.initiatorSaeId !== peer.saeId || body.initiatorKmeId !== peer.kmeId) {
@@ -704,15 +801,20 @@ export class SessionService {
     const sessionId = sessionIdOf(th);
     const qkd = postureHasQkd(body.posture);
     const at = new Date(body.timestamp).toISOString();
+    // degraded / fallback / randomness are the initiator's signed word (v2 body), reported as
+    // such; the minimum this node applies to the posture was checked in checkVerified.
     const provenance: SessionProvenance = {
       posture: body.posture,
-      degraded: false,
-      fallback: false,
+      degraded: body.degraded,
+      ...(body.degraded || body.fallback
+        ? { reason: `the initiator reports ${body.degraded ? 'a degraded' : 'a fallback'} posture` }
+        : {}),
+      fallback: body.fallback,
       pqc: {
         kem: 'ML-KEM-768',
         signature: 'ML-DSA-65',
         kdf: 'HKDF-SHA-256',
-        randomness: postureHasQrng(body.posture) ? 'quantum' : 'os',
+        randomness: body.randomness,
         randomnessOrigin: 'initiator',
       },
       qkd: {
@@ -731,6 +833,8 @@ export class SessionService {
           session_id: sessionId,
           role: 'responder',
           peer: peer.nodeId,
+          agent: body.responderAgent,
+          peer_agent: body.initiatorAgent,
           posture: body.posture,
           created: new Date(this.clock()).toISOString(),
           handshake_at: at,
@@ -739,8 +843,12 @@ export class SessionService {
         }),
         this.o.audit.append({
           type: 'session.accepted',
-          actor: peer.nodeId,
-          details: auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
+          actor: body.responderAgent,
+          details: {
+            ...auditDetails(sessionId, peer.nodeId, provenance, this.o.policy.minimumFor(peer)),
+            agent: body.responderAgent,
+            peer_agent: body.initiatorAgent,
+          },
         }),
       ]);
     // The records are written now, while dec_keys and the decapsulation run, so their fsync is
@@ -771,7 +879,7 @@ export class SessionService {
           await this.o.audit
             .append({
               type: 'session.abandoned',
-              actor: peer.nodeId,
+              actor: body.responderAgent,
               details: {
                 session_id: sessionId,
                 code: isQkmError(err) ? err.code : 'INTERNAL',
@@ -842,6 +950,7 @@ export class SessionService {
       provenance,
       confirm: toBase64url(keys.confirmTag),
       peer: peer.nodeId,
+      peer_agent: body.initiatorAgent,
       context: readStr(body.context, 'context'),
       ...(keyId ? { key_id: keyId } : {}),
     };
@@ -854,10 +963,13 @@ export class SessionService {
   async confirm(
     sessionId: string,
     tag: string | Uint8Array,
-  ): Promise<{ session_id: string; confirmed: true }> {
+    agent: string,
+  ): Promise<{ session_id: string; confirmed: true; key?: Uint8Array }> {
     const key = `initiator:${sessionId}`;
     const rec = typeof sessionId === 'string' ? await this.sessions.get(key) : undefined;
-    if (!rec || rec.expected_confirm === undefined) {
+    // Another agent's session answers as a missing one: no agent learns which sessions exist.
+    // Records written before handshake v2 name no agent and can no longer be confirmed.
+    if (!rec || rec.expected_confirm === undefined || rec.agent !== agent) {
       throw new QkmError('SESSION_NOT_FOUND', 'no session initiated by this node has that id');
     }
     let got: Uint8Array;
@@ -869,24 +981,35 @@ export class SessionService {
     if (!constantTimeEqual(got, fromBase64url(rec.expected_confirm))) {
       await this.o.audit.append({
         type: 'session.confirm_failed',
-        actor: rec.peer,
-        details: { session_id: sessionId },
+        actor: agent,
+        details: { session_id: sessionId, peer: rec.peer },
       });
       throw new QkmError('CONFIRM_MISMATCH', 'the key-confirmation tag does not match');
     }
-    if (!rec.confirmed) {
+    let held: Uint8Array | undefined;
+    if (rec.pending_key_id) {
+      // Take-once: a second confirm (or a race) gets no key.
+      held = await this.o.store.keys.take(rec.pending_key_id, new Date(this.clock())).then(
+        (k) => k.material,
+        () => undefined,
+      );
+    }
+    if (!rec.confirmed || rec.pending_key_id) {
+      const { pending_key_id: _taken, ...rest } = rec;
       await this.sessions.put(key, {
-        ...rec,
+        ...rest,
         confirmed: true,
-        confirmed_at: new Date(this.clock()).toISOString(),
-      });
-      await this.o.audit.append({
-        type: 'session.confirmed',
-        actor: rec.peer,
-        details: { session_id: sessionId },
+        confirmed_at: rec.confirmed_at ?? new Date(this.clock()).toISOString(),
       });
     }
-    return { session_id: sessionId, confirmed: true };
+    if (!rec.confirmed) {
+      await this.o.audit.append({
+        type: 'session.confirmed',
+        actor: agent,
+        details: { session_id: sessionId, peer: rec.peer, peer_agent: rec.peer_agent },
+      });
+    }
+    return { session_id: sessionId, confirmed: true, ...(held ? { key: held } : {}) };
   }
 
   /** Stored metadata for a session id (one record per role this node played). */
@@ -924,6 +1047,31 @@ export class SessionService {
     return keys;
   }
 
+  /** `requireConfirm`: K into the KeyStore (take-once) until the confirm hands it out. */
+  private async hold(
+    key: Uint8Array,
+    sessionId: string,
+    provenance: SessionProvenance,
+    at: string,
+  ): Promise<string> {
+    const id = randomUUID();
+    const created = new Date(this.clock());
+    const ttl = this.o.keepKeys?.ttlSeconds ?? DEFAULT_CONFIRM_HOLD_SECONDS;
+    await this.o.store.keys.put({
+      meta: {
+        id,
+        size: KEY_BYTES,
+        purpose: 'session',
+        created: created.toISOString(),
+        expires: new Date(created.getTime() + ttl * 1000).toISOString(),
+        label: `session ${sessionId} (initiator, until confirmed)`,
+        provenance: keyProvenance(provenance, at),
+      },
+      material: key,
+    });
+    return id;
+  }
+
   private async keep(
     key: Uint8Array,
     sessionId: string,
@@ -949,6 +1097,17 @@ export class SessionService {
     return id;
   }
 }
+
+/** Rejections of an authenticated handshake that any later attempt would meet again. */
+const FINAL_REJECTIONS = new Set([
+  'HANDSHAKE_STALE',
+  'POSTURE_BELOW_MINIMUM',
+  'POSTURE_NOT_PERMITTED',
+  'QKD_UNAVAILABLE',
+]);
+
+/** Agent names as the registry allows them (src/core/agents.ts). */
+const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** QKD error kinds for which the KME gave no answer: a status re-check would only wait again. */
 const UNREACHABLE_KME = new Set(['network', 'timeout', 'gateway-timeout', 'tls', 'canceled']);

@@ -1,3 +1,4 @@
+import type { AuditSink } from '../audit/types.js';
 import { QkmError } from '../core/errors.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
 import { type IdentityBundle, type VerifiedBundle, verifyBundle } from './identity.js';
@@ -24,6 +25,8 @@ export interface Peer extends VerifiedBundle {
 export interface PinOptions {
   label?: string;
   minPosture?: Posture;
+  /** Who pins, for the audit record (default `system`). */
+  actor?: string;
 }
 
 /**
@@ -45,8 +48,12 @@ export class PeerRegistry {
   /** Bumped by every add/remove, so a lookup that raced one does not cache what it read. */
   private generation = 0;
 
-  constructor(opts: { store: StorageBackend; clock?: () => number }) {
+  /** Every pin and unpin is an audit record written here (not by the routes), so none goes unrecorded. */
+  private readonly audit: AuditSink;
+
+  constructor(opts: { store: StorageBackend; audit: AuditSink; clock?: () => number }) {
     this.records = opts.store.records<PeerRecord>('peers');
+    this.audit = opts.audit;
     this.clock = opts.clock ?? Date.now;
   }
 
@@ -66,10 +73,20 @@ export class PeerRegistry {
     };
     if (!(await this.records.putIfAbsent(v.nodeId, rec))) {
       const existing = await this.records.get(v.nodeId);
+      // Re-pinning the same bundle changes nothing: no record.
       if (existing && sameKeys(existing.bundle, v.bundle))
         return toPeer(existing, verifyBundle(existing.bundle));
       throw new QkmError('PEER_EXISTS', `a different identity is already pinned as ${v.nodeId}`);
     }
+    await this.audit.append({
+      type: 'peer.pinned',
+      actor: opts.actor ?? 'system',
+      details: {
+        node_id: v.nodeId,
+        region: v.bundle.region,
+        ...(opts.minPosture === undefined ? {} : { min_posture: opts.minPosture }),
+      },
+    });
     return toPeer(rec, v);
   }
 
@@ -105,13 +122,14 @@ export class PeerRegistry {
   }
 
   /** Throws PEER_NOT_FOUND if absent. */
-  async remove(nodeId: string): Promise<void> {
+  async remove(nodeId: string, actor = 'system'): Promise<void> {
     if ((await this.records.get(nodeId)) === undefined) {
       throw new QkmError('PEER_NOT_FOUND', `no pinned peer ${String(nodeId).slice(0, 64)}`);
     }
     this.forget(nodeId);
     await this.records.del(nodeId);
     this.forget(nodeId);
+    await this.audit.append({ type: 'peer.removed', actor, details: { node_id: nodeId } });
   }
 
   private forget(nodeId: string): void {

@@ -16,7 +16,7 @@ import {
   u64,
   u8,
 } from './encoding.js';
-import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd } from './posture.js';
+import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd, postureHasQrng } from './posture.js';
 
 /**
  * The qkm/v1 handshake: pure functions only (no I/O), so the known-answer vectors in
@@ -24,7 +24,11 @@ import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd } from './po
  * The construction is specified in the README, "Session protocol (qkm/v1)" §4.
  */
 
-export const HANDSHAKE_VERSION = 1;
+/**
+ * 2: the body names the initiating and the intended responder agent, and carries the initiator's
+ * degraded / fallback flags and the origin of its randomness (issue #11, items 4 and 6).
+ */
+export const HANDSHAKE_VERSION = 2;
 /** "QKMH": first field of every handshake body, so a body cannot be mistaken for other signed data. */
 export const HANDSHAKE_MAGIC = str('QKMH');
 export const KDF_LABEL = str('qkm/v1');
@@ -38,7 +42,14 @@ export const QKD_KEY_BITS = 256;
 export const MAX_CONTEXT_BYTES = 1024;
 export const MAX_QKD_KEYS = 8;
 /** The body has exactly this many fields. */
-const BODY_FIELDS = 15;
+const BODY_FIELDS = 19;
+/** Agent names as the registry allows them (src/core/agents.ts). */
+const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** `flags` bits. */
+export const FLAG_DEGRADED = 0x01;
+export const FLAG_FALLBACK = 0x02;
+/** `randomness` codes: where the initiator drew m, r and the nonce. */
+export const RANDOMNESS_CODE = { os: 0, quantum: 1 } as const;
 
 /** Everything the initiator signs; field order is the wire order. */
 export interface HandshakeBody {
@@ -62,6 +73,15 @@ export interface HandshakeBody {
   nonce: Uint8Array;
   /** Caller-supplied binding (UTF-8 of the API's `context`), ≤ 1024 bytes, may be empty. */
   context: Uint8Array;
+  /** The agent (on the initiator node) that initiated the session; only it may confirm. */
+  initiatorAgent: string;
+  /** The only agent on the responder node that may accept the handshake. */
+  responderAgent: string;
+  /** The initiator's own verdict: a stronger posture was skipped for an outage / it fell back. */
+  degraded: boolean;
+  fallback: boolean;
+  /** Where the initiator drew m, r and the nonce. */
+  randomness: 'quantum' | 'os';
 }
 
 export function encodeBody(b: HandshakeBody): Uint8Array {
@@ -81,6 +101,10 @@ export function encodeBody(b: HandshakeBody): Uint8Array {
     u64(b.timestamp),
     b.nonce,
     b.context,
+    str(b.initiatorAgent),
+    str(b.responderAgent),
+    u8((b.degraded ? FLAG_DEGRADED : 0) | (b.fallback ? FLAG_FALLBACK : 0)),
+    u8(RANDOMNESS_CODE[b.randomness]),
   ]);
 }
 
@@ -128,7 +152,24 @@ export function decodeBody(bytes: Uint8Array): HandshakeBody {
       timestamp: readU64(f[12]!, 'timestamp'),
       nonce: f[13]!.slice(),
       context: f[14]!.slice(),
+      initiatorAgent: readStr(f[15]!, 'initiator agent'),
+      responderAgent: readStr(f[16]!, 'responder agent'),
+      degraded: false,
+      fallback: false,
+      randomness: 'os',
     };
+    const flags = readU8(f[17]!, 'flags');
+    if (flags & ~(FLAG_DEGRADED | FLAG_FALLBACK)) bad('unknown flags');
+    body.degraded = (flags & FLAG_DEGRADED) !== 0;
+    body.fallback = (flags & FLAG_FALLBACK) !== 0;
+    const rnd = readU8(f[18]!, 'randomness');
+    if (rnd === RANDOMNESS_CODE.quantum) body.randomness = 'quantum';
+    else if (rnd !== RANDOMNESS_CODE.os) bad('unknown randomness code');
+    if (!AGENT_NAME_RE.test(body.initiatorAgent) || !AGENT_NAME_RE.test(body.responderAgent)) {
+      bad('bad agent name');
+    }
+    // A QRNG posture obliges quantum randomness; an initiator claiming otherwise is malformed.
+    if (postureHasQrng(posture) && body.randomness !== 'quantum') bad('QRNG posture with os randomness');
     const nodeIdRe = /^[0-9a-f]{32}$/;
     if (!nodeIdRe.test(body.initiatorNodeId) || !nodeIdRe.test(body.responderNodeId)) bad('bad node id');
     if (body.kemCiphertext.length !== ml_kem768.lengths.cipherText)

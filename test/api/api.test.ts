@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent, AuditRecord, AuditSink } from '../../src/audit/types.js';
 import { AgentRegistry } from '../../src/core/agents.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -20,8 +21,17 @@ let adminToken: string;
 const entropy = new FakeEntropy();
 const logLines: string[] = [];
 
+/** What the agent registry wrote to the audit log (issue #11 item 5: the service audits, not the route). */
+const auditRecords: AuditEvent[] = [];
+const auditSink: AuditSink = {
+  append: async (e) => {
+    auditRecords.push(e);
+    return {} as AuditRecord;
+  },
+};
+
 beforeAll(async () => {
-  const agents = await AgentRegistry.open(new MapRecords());
+  const agents = await AgentRegistry.open(new MapRecords(), auditSink);
   token = (await agents.add('agent-1', ['entropy', 'keys'])).token;
   limitedToken = (await agents.add('agent-2', ['entropy'])).token;
   adminToken = (await agents.add('admin', ['admin'])).token;
@@ -44,6 +54,7 @@ beforeAll(async () => {
       accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 },
       rejected: {},
       abandoned: {},
+      qkdKeysWasted: 0,
       mldsa: { worker: 3, inline: 1 },
     },
     audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
@@ -138,6 +149,44 @@ describe('authentication and host checks', () => {
       headers: auth(adminToken),
     });
     expect(again.json()).toMatchObject({ error: 'AGENT_NOT_FOUND' });
+    // The registry audited both changes, naming the admin as the actor (no audit sink on the routes).
+    expect(auditRecords.filter((r) => r.details?.name === 'new-agent').map((r) => [r.type, r.actor])).toEqual(
+      [
+        ['agent.created', 'admin'],
+        ['agent.revoked', 'admin'],
+      ],
+    );
+  });
+
+  it('refuses to revoke the last admin without force (409 LAST_ADMIN), and audits the forced revocation', async () => {
+    const refused = await app.inject({
+      method: 'DELETE',
+      url: '/v1/agents/admin',
+      headers: auth(adminToken),
+    });
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json()).toMatchObject({ error: 'LAST_ADMIN' });
+    expect((await app.inject({ url: '/v1/agents', headers: auth(adminToken) })).statusCode).toBe(200);
+    // Service level (the route passes `force` through): with a second admin the first may go; the
+    // second is then the last one again, and only force revokes it — audited as forced.
+    const events: AuditEvent[] = [];
+    const reg = await AgentRegistry.open(new MapRecords(), {
+      append: async (e) => {
+        events.push(e);
+        return {} as AuditRecord;
+      },
+    });
+    await reg.add('root', ['admin']);
+    await reg.add('root2', ['admin'], 'root');
+    await reg.revoke('root', { actor: 'root2' });
+    await expect(reg.revoke('root2', { actor: 'root2' })).rejects.toMatchObject({ code: 'LAST_ADMIN' });
+    await reg.revoke('root2', { actor: 'root2', force: true });
+    expect(events.map((e) => [e.type, e.actor, e.details?.name, e.details?.forced])).toEqual([
+      ['agent.created', 'system', 'root', undefined],
+      ['agent.created', 'root', 'root2', undefined],
+      ['agent.revoked', 'root2', 'root', undefined],
+      ['agent.revoked', 'root2', 'root2', true],
+    ]);
   });
 });
 
@@ -259,6 +308,51 @@ describe('keys', () => {
 });
 
 describe('operations routes', () => {
+  it('OpenAPI: servers, a unique operationId per operation, one shared Error component, entropy as octets', async () => {
+    const doc = (await app.inject({ url: '/docs/json', headers: { host: HOST } })).json();
+    expect(doc.servers).toEqual([{ url: `http://${HOST}`, description: 'this appliance' }]);
+    const ops = Object.values(doc.paths).flatMap((item) =>
+      Object.values(item as Record<string, unknown>),
+    ) as Array<{
+      operationId?: string;
+      responses: Record<string, { content?: Record<string, { schema: unknown }> }>;
+    }>;
+    const ids = ops.map((o) => o.operationId);
+    expect(ids.every((id) => typeof id === 'string' && /^[a-z][A-Za-z]+$/.test(id))).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(doc.paths['/v1/keys/{id}/take'].post.operationId).toBe('postKeysByIdTake');
+    expect(doc.components.schemas.Error.required).toEqual(['error', 'message']);
+    let errorRefs = 0;
+    for (const o of ops) {
+      for (const [status, r] of Object.entries(o.responses)) {
+        if (Number(status) < 400) continue;
+        expect(r.content?.['application/json']?.schema, status).toEqual({
+          $ref: '#/components/schemas/Error',
+        });
+        errorRefs++;
+      }
+    }
+    expect(errorRefs).toBeGreaterThan(ops.length);
+    const entropy200 = doc.paths['/v1/entropy'].get.responses['200'];
+    expect(entropy200.content['application/octet-stream'].schema).toEqual({
+      type: 'string',
+      format: 'binary',
+    });
+    expect(Object.keys(entropy200.headers)).toEqual(
+      expect.arrayContaining(['X-QKM-Degraded', 'X-QKM-Seed-Origin', 'X-QKM-Provenance']),
+    );
+  });
+
+  it('serves a docs page that renders the OpenAPI document from this origin only', async () => {
+    const r = await app.inject({ url: '/docs', headers: { host: HOST } });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toMatch(/^text\/html/);
+    expect(r.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(r.headers['content-security-policy']).toContain("connect-src 'self'");
+    expect(r.body).toContain("fetch('/docs/json')");
+    expect(r.body).not.toMatch(/https?:\/\//);
+  });
+
   it('serves OpenAPI JSON naming every route', async () => {
     const r = await app.inject({ url: '/docs/json', headers: { host: HOST } });
     expect(r.statusCode).toBe(200);
@@ -280,7 +374,7 @@ describe('operations routes', () => {
     expect((await app.inject({ url: '/metrics', headers: { host: HOST } })).statusCode).toBe(401);
     const r = await app.inject({ url: '/metrics', headers: auth() });
     expect(r.statusCode).toBe(200);
-    expect(r.body).toContain('qkm_degraded 0');
+    expect(r.body).toContain('qkm_degraded{component="entropy"} 0');
     expect(r.body).toMatch(/qkm_entropy_source_state\{source="fake-qrng"[^}]*state="healthy"\} 1/);
     expect(r.body).toContain('qkm_http_requests_total');
     expect(r.body).toContain('qkm_audit_records 9');
@@ -289,6 +383,29 @@ describe('operations routes', () => {
     expect(r.body).toContain('qkm_audit_seals_total{signed="inline"} 1');
     expect(r.body).toContain('qkm_session_mldsa_total{where="worker"} 3');
     expect(r.body).toContain('qkm_session_mldsa_total{where="inline"} 1');
+  });
+
+  it('POST /v1/keys with no body creates a key with the defaults', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/keys', headers: auth() });
+    expect(r.statusCode, r.body).toBe(201);
+    expect(r.json()).toMatchObject({ size: 32, state: 'active', owner: 'agent-1' });
+  });
+
+  it('answers a known path with a wrong method 405, naming the allowed methods in Allow', async () => {
+    for (const [method, url, allow] of [
+      ['DELETE', '/v1/status', 'GET, HEAD'],
+      ['GET', '/v1/keys/7f1d2c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6/take', 'POST'],
+      ['PUT', '/v1/keys', 'GET, HEAD, POST'],
+      ['POST', '/metrics?x=1', 'GET, HEAD'],
+    ] as const) {
+      const r = await app.inject({ method, url, headers: auth() });
+      expect(r.statusCode, `${method} ${url}`).toBe(405);
+      expect(r.headers.allow).toBe(allow);
+      expect(r.json()).toEqual({
+        error: 'METHOD_NOT_ALLOWED',
+        message: `${method} is not allowed on ${url.split('?')[0]}; use ${allow}`,
+      });
+    }
   });
 
   it('answers unknown routes with a JSON 404 (after auth)', async () => {

@@ -4,6 +4,8 @@ import type { AuditRecord } from '../../src/audit/types.js';
 import { canonicalJson } from '../../src/audit/canonical.js';
 import { parseJsonLines, recordHash, toJsonLines, verifyAuditLog } from '../../src/audit/verify.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
+import { auditVerdict } from '../../src/cli/commands/session-commands.js';
+import { toBase64url } from '../../src/session/encoding.js';
 import { identityFromSeed } from '../../src/session/identity.js';
 import { FakeEntropy, fakeProvenance } from '../session/fakes.js';
 
@@ -137,7 +139,9 @@ describe('audit log', () => {
     const newer = new AuditLog({ store });
     await expect(older.append({ type: 'b', actor: 'x' })).rejects.toMatchObject({ code: 'INTERNAL' });
     const rec = await newer.append({ type: 'c', actor: 'x' });
-    expect(rec.seq).toBe(records.length + 2);
+    // The older instance's 'a' was never sealed: the newer one flags it before writing 'c'.
+    expect(rec.seq).toBe(records.length + 3);
+    expect(newer.stats().unsealedTail).toMatchObject({ from_seq: records.length + 1, count: 1 });
     expect(verifyAuditLog(await newer.records(), alice.signing.publicKey)).toMatchObject({ ok: true });
   });
 
@@ -186,6 +190,127 @@ describe('audit log', () => {
     expect(verifyAuditLog(await log.records(), alice.signing.publicKey)).toMatchObject({
       ok: true,
       unsealed: 0,
+    });
+  });
+});
+
+describe('audit log: storage is untrusted (issue #11 item 1)', () => {
+  /** Appends a correctly chained record straight into the store, as an attacker with write access can. */
+  async function forge(store: ReturnType<typeof createMemoryBackend>, type = 'agent.created') {
+    const rs = store.records<AuditRecord>('audit');
+    const rows = await rs.entries('r:');
+    const last = rows.at(-1)![1];
+    const unhashed: Omit<AuditRecord, 'hash'> = {
+      v: 1,
+      seq: last.seq + 1,
+      id: 'ab'.repeat(16),
+      id_source: 'quantum',
+      at: new Date().toISOString(),
+      type,
+      actor: 'admin',
+      details: { name: 'backdoor' },
+      prev_hash: last.hash,
+    };
+    const rec = { ...unhashed, hash: recordHash(unhashed) };
+    await rs.put(`r:${String(rec.seq).padStart(12, '0')}`, rec);
+    return rec;
+  }
+
+  it('a record forged after the last seal is flagged on restart, never silently vouched for', async () => {
+    const { store, records } = await filledLog(3);
+    const forged = await forge(store);
+    const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
+    const stats = await log2.open();
+    expect(stats.unsealedTail).toEqual({
+      from_seq: forged.seq,
+      through_seq: forged.seq,
+      count: 1,
+      chain_ok: true,
+    });
+    expect(stats.sealedThrough).toBe(records.length);
+    await log2.append({ type: 'after.restart', actor: 'system' });
+    await log2.flush();
+    const all = await log2.records();
+    expect(all[forged.seq]).toMatchObject({
+      type: 'audit.unsealed_tail_found',
+      actor: 'system',
+      details: { from_seq: forged.seq, through_seq: forged.seq, count: 1, chain_ok: true },
+    });
+    expect(verifyAuditLog(all, alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+      unattested: [{ from_seq: forged.seq, through_seq: forged.seq }],
+    });
+    // What used to say OK now fails: no seal vouches for the forged record.
+    expect(verifyAuditLog(all, alice.signing.publicKey, { requireSealed: true })).toMatchObject({
+      ok: false,
+      seq: forged.seq,
+    });
+  });
+
+  it('a lying head hint (sealed_through raised) does not hide the tail', async () => {
+    const { store } = await filledLog(3);
+    const forged = await forge(store);
+    const rs = store.records<Record<string, unknown>>('audit');
+    await rs.put('head', { seq: forged.seq, hash: forged.hash, sealed_through: forged.seq });
+    const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
+    expect((await log2.open()).unsealedTail).toMatchObject({ from_seq: forged.seq, count: 1 });
+  });
+
+  it('a forged seal (bad signature) counts as part of the tail, not as a seal', async () => {
+    const { store, records } = await filledLog(3);
+    const forged = await forge(store);
+    const rs = store.records<AuditRecord>('audit');
+    const unhashed: Omit<AuditRecord, 'hash'> = {
+      ...forged,
+      seq: forged.seq + 1,
+      type: 'audit.seal',
+      actor: alice.nodeId,
+      details: {
+        through_seq: forged.seq,
+        through_hash: forged.hash,
+        signer: alice.nodeId,
+        signature: toBase64url(new Uint8Array(3309)),
+      },
+      prev_hash: forged.hash,
+    };
+    delete (unhashed as { hash?: string }).hash;
+    const fakeSeal = { ...unhashed, hash: recordHash(unhashed) };
+    await rs.put(`r:${String(fakeSeal.seq).padStart(12, '0')}`, fakeSeal);
+    const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
+    expect((await log2.open()).unsealedTail).toMatchObject({
+      from_seq: records.length + 1,
+      through_seq: fakeSeal.seq,
+      count: 2,
+    });
+  });
+
+  it('stripping every seal and rehashing verifies as UNSEALED, loudly', async () => {
+    const { records } = await filledLog(6);
+    const kept = records.filter((r) => r.type !== 'audit.seal');
+    let prev = '0'.repeat(64);
+    const rehashed = kept.map((r, i) => {
+      const unhashed = { ...r, seq: i + 1, prev_hash: prev } as Omit<AuditRecord, 'hash'> & { hash?: string };
+      delete unhashed.hash;
+      const rec = { ...unhashed, hash: recordHash(unhashed) } as AuditRecord;
+      prev = rec.hash;
+      return rec;
+    });
+    const result = verifyAuditLog(rehashed, alice.signing.publicKey);
+    expect(result).toMatchObject({ ok: true, sealedThrough: 0, unsealed: 6 });
+    expect(auditVerdict(result)).toMatch(/^audit log UNSEALED: none of its 6 records/);
+    expect(auditVerdict(result)).not.toMatch(/OK/);
+  });
+
+  it('a tail with a broken chain is flagged with chain_ok false and the reason', async () => {
+    const { store } = await filledLog(3);
+    const forged = await forge(store);
+    const rs = store.records<AuditRecord>('audit');
+    await rs.put(`r:${String(forged.seq).padStart(12, '0')}`, { ...forged, details: { name: 'edited' } });
+    const log2 = new AuditLog({ store, signer: signerFromIdentity(alice) });
+    expect((await log2.open()).unsealedTail).toMatchObject({
+      chain_ok: false,
+      reason: expect.stringMatching(/hash/),
     });
   });
 });

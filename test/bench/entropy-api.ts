@@ -74,7 +74,12 @@ export default async function run(): Promise<BenchRecord[]> {
         dataDir: dir,
         port: 0,
         logLevel: 'warn',
-        api: { bodyLimit: 262144, rateLimitPerMinute: 100_000_000 },
+        api: {
+          bodyLimit: 262144,
+          rateLimitPerMinute: 100_000_000,
+          requestTimeoutMs: 30_000,
+          badTokensPerMinute: 60,
+        },
       },
     }),
   });

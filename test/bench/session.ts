@@ -247,7 +247,7 @@ interface SliceResult {
 
 async function establishOnce(setup: TwoNodeSetup): Promise<{ ms: number; posture: Posture }> {
   const t = performance.now();
-  const init = await setup.a.client.sessions.initiate({ peer: setup.b.nodeId });
+  const init = await setup.a.client.sessions.initiate({ responderAgent: 'default', peer: setup.b.nodeId });
   const acc = await setup.b.client.sessions.accept(init.handshake);
   const ms = performance.now() - t;
   if (!Buffer.from(init.key).equals(Buffer.from(acc.key))) throw new Error('keys differ');
@@ -275,8 +275,12 @@ async function kmeExchangeOnce(setup: TwoNodeSetup): Promise<number> {
 /** initiate on A's SessionService + accept on B's, no HTTP: where the HTTP layer's share shows. */
 async function establishInProcess(setup: TwoNodeSetup): Promise<number> {
   const t = performance.now();
-  const init = await setup.a.appliance.sessions.initiate({ peer: setup.b.nodeId });
-  const acc = await setup.b.appliance.sessions.accept({ handshake: init.handshake });
+  const init = await setup.a.appliance.sessions.initiate({
+    agent: 'alice',
+    responderAgent: 'bob',
+    peer: setup.b.nodeId,
+  });
+  const acc = await setup.b.appliance.sessions.accept({ agent: 'bob', handshake: init.handshake });
   const ms = performance.now() - t;
   init.key.fill(0);
   acc.key.fill(0);
@@ -347,7 +351,14 @@ export default async function run(): Promise<BenchRecord[]> {
   const setup = await startTwoNodeSetup({
     kmeProcess: true,
     timeScale: 100,
-    configOverrides: { api: { bodyLimit: 262_144, rateLimitPerMinute: 1_000_000 } },
+    configOverrides: {
+      api: {
+        bodyLimit: 262_144,
+        rateLimitPerMinute: 1_000_000,
+        requestTimeoutMs: 30_000,
+        badTokensPerMinute: 60,
+      },
+    },
   });
   const records: BenchRecord[] = [];
   try {

@@ -93,16 +93,20 @@ describe('a PQC worker that dies', () => {
     const { a, b } = await makePair();
     const w = new PqcWorker({ signingKey: a.identity.signing.secretKey });
     a.restart({ pqcWorker: w });
-    const started = a.sessions.initiate({ peer: b.identity.nodeId });
+    const started = a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     // Kill it while the signature is (or is about to be) on it.
     setImmediate(
       () => void (w as unknown as { worker?: { terminate(): Promise<number> } }).worker?.terminate(),
     );
     const i = await started;
-    const acc = await b.sessions.accept({ handshake: i.handshake });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
-    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
-    await expect(b.sessions.accept({ handshake: next.handshake })).resolves.toMatchObject({
+    const next = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
+    await expect(b.sessions.accept({ agent: 'bob', handshake: next.handshake })).resolves.toMatchObject({
       session_id: next.session_id,
     });
     expect(a.sessions.counters().mldsa.inline).toBeGreaterThanOrEqual(1);
@@ -116,10 +120,12 @@ describe('sessions with a PQC worker', () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link, worker: true });
     for (let n = 0; n < 3; n++) {
-      const i = await a.sessions.initiate({ peer: b.identity.nodeId });
-      const acc = await b.sessions.accept({ handshake: i.handshake });
+      const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+      const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
       expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
-      await expect(a.sessions.confirm(i.session_id, acc.confirm)).resolves.toMatchObject({ confirmed: true });
+      await expect(a.sessions.confirm(i.session_id, acc.confirm, 'alice')).resolves.toMatchObject({
+        confirmed: true,
+      });
     }
     expect(a.sessions.counters().mldsa).toEqual({ worker: 3, inline: 0 });
     expect(b.sessions.counters().mldsa).toEqual({ worker: 3, inline: 0 });
@@ -129,8 +135,13 @@ describe('sessions with a PQC worker', () => {
     const { a, b } = await makePair({ worker: true });
     const handshakes = [];
     for (let n = 0; n < 6; n++)
-      handshakes.push((await a.sessions.initiate({ peer: b.identity.nodeId })).handshake);
-    const results = await Promise.all(handshakes.map((handshake) => b.sessions.accept({ handshake })));
+      handshakes.push(
+        (await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId }))
+          .handshake,
+      );
+    const results = await Promise.all(
+      handshakes.map((handshake) => b.sessions.accept({ agent: 'bob', handshake })),
+    );
     expect(new Set(results.map((r) => r.session_id)).size).toBe(6);
     const { worker, inline } = b.sessions.counters().mldsa;
     expect(worker + inline).toBe(6);
@@ -145,15 +156,15 @@ describe('sessions with a PQC worker', () => {
     const broken = () => new PqcWorker({ moduleUrl: 'file:///nonexistent/ml-dsa.js' });
     a.restart({ pqcWorker: broken() });
     b.restart({ pqcWorker: broken() });
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     const forged = i.handshake.slice(0, -8) + (i.handshake.endsWith('AAAAAAAA') ? 'BBBBBBBB' : 'AAAAAAAA');
-    const err = await b.sessions.accept({ handshake: forged }).then(
+    const err = await b.sessions.accept({ agent: 'bob', handshake: forged }).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(isQkmError(err) ? err.code : err).toBe('HANDSHAKE_BAD_SIGNATURE');
     expect(link.calls.getKeysById).toBe(0);
-    const acc = await b.sessions.accept({ handshake: i.handshake });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
     expect(a.sessions.counters().mldsa.worker).toBe(0);
     expect(b.sessions.counters().mldsa.worker).toBe(0);

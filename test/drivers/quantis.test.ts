@@ -157,6 +157,22 @@ describe('reading', () => {
     expect(device.stats.bytesDelivered).toBeLessThanOrEqual(16 * 1024 + 8 * 1024 + 4096);
   });
 
+  it('fetches only what reads lack, and never serves buffered output older than 100 ms', async () => {
+    const { open, device } = setup();
+    const src = await open();
+    const before = device.stats.bytesDelivered;
+    await new Promise((r) => setTimeout(r, 200));
+    // No idle read-ahead: nothing was fetched while nobody read.
+    expect(device.stats.bytesDelivered).toBe(before);
+    expect((await src.read(100)).length).toBe(100);
+    // One packet for a 100-byte read, not a whole 8 KiB transfer.
+    expect(device.stats.bytesDelivered - before).toBe(512);
+    await new Promise((r) => setTimeout(r, 150));
+    device.setFaults({ stuck: true });
+    // The 412 bytes left over from before the fault are stale: the read sees the device as it is now.
+    expect([...(await src.read(64))].every((b) => b === 0x5a)).toBe(true);
+  });
+
   it('checks module status before bulk reads and fails io when not ready', async () => {
     const { open, device } = setup();
     const src = await open();

@@ -186,7 +186,7 @@ describe('fault injection on the simulated Quantis', () => {
             },
           })
         ).text();
-        expect(metrics).toContain('qkm_degraded 1');
+        expect(metrics).toContain('qkm_degraded{component="entropy"} 1');
       } finally {
         device.clearFaults();
       }

@@ -70,13 +70,13 @@ describe('a KME that dies while sessions run', () => {
     const s = await startTwoNodeSetup({ timeScale: 50, kmeProcess: true });
     try {
       await waitForQkdKeys(s);
-      const before = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const before = await s.a.client.sessions.initiate({ responderAgent: 'default', peer: s.b.nodeId });
       expect(before.posture).toBe('QKD+PQC+QRNG');
       await s.b.client.sessions.accept(before.handshake);
       expect((await s.a.client.status()).degraded).toBe(false);
 
       process.kill(s.kme.pid!, 'SIGKILL');
-      const after = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const after = await s.a.client.sessions.initiate({ responderAgent: 'default', peer: s.b.nodeId });
       expect(after.posture).toBe('PQC+QRNG');
       expect(after.provenance).toMatchObject({ degraded: true, fallback: true });
       const acc = await s.b.client.sessions.accept(after.handshake);
@@ -96,14 +96,14 @@ describe('a KME that dies while sessions run', () => {
     const pid = s.kme.pid!;
     try {
       await waitForQkdKeys(s);
-      const before = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const before = await s.a.client.sessions.initiate({ responderAgent: 'default', peer: s.b.nodeId });
       expect(before.posture).toBe('QKD+PQC+QRNG');
       await s.b.client.sessions.accept(before.handshake);
 
       // Frozen, not dead: connections stay open and requests are taken in, but nothing answers.
       process.kill(pid, 'SIGSTOP');
       const t0 = performance.now();
-      const first = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const first = await s.a.client.sessions.initiate({ responderAgent: 'default', peer: s.b.nodeId });
       const firstMs = performance.now() - t0;
       expect(first.posture).toBe('PQC+QRNG');
       expect(first.provenance).toMatchObject({ degraded: true, fallback: true });
@@ -115,7 +115,7 @@ describe('a KME that dies while sessions run', () => {
 
       // The unanswered enc_keys is the "down" answer: the next session does not wait at all
       // for the KME (nor for a status request to it).
-      const second = await s.a.client.sessions.initiate({ peer: s.b.nodeId });
+      const second = await s.a.client.sessions.initiate({ responderAgent: 'default', peer: s.b.nodeId });
       expect(second.posture).toBe('PQC+QRNG');
       expect((await s.a.client.status()).degraded).toBe(true);
     } finally {

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QkmApiError, type QkmClient } from '../../src/client/client.js';
+import { QkmApiError, QkmClient } from '../../src/client/client.js';
 import { SecureMessageError, open, seal } from '../../src/client/secure-message.js';
 import {
   SessionChannelError,
@@ -27,6 +27,7 @@ import {
   waitForQkdKeys,
   waitForQrng,
 } from '../../src/demo/index.js';
+import { promtoolAvailable, promtoolCheck } from '../helpers/promtool.js';
 
 let setup: TwoNodeSetup;
 let a: QkmClient;
@@ -93,7 +94,7 @@ describe('two nodes on loopback', () => {
 
   it('QKD+PQC+QRNG: equal keys, QKD leg used with the same key ID on both sides, confirm succeeds', async () => {
     const r = await establishAndExchange(
-      { initiator: a, responder: b, responderNodeId: peerB },
+      { initiator: a, responder: b, responderNodeId: peerB, responderAgent: 'default' },
       { minPosture: 'QKD+PQC+QRNG' },
     );
     expect(r.posture).toBe('QKD+PQC+QRNG');
@@ -113,8 +114,35 @@ describe('two nodes on loopback', () => {
     expect(pi.pqc.randomness).toBe('quantum');
   });
 
+  it('over HTTP only the named responder agent accepts and only the initiating agent confirms', async () => {
+    const adminToken = async (n: 'a' | 'b') =>
+      (await readFile(setup[n].appliance.tokenFiles.admin!, 'utf8')).trim();
+    const bAdmin = new QkmClient({ url: setup.b.appliance.url, token: await adminToken('b') });
+    const aAdmin = new QkmClient({ url: setup.a.appliance.url, token: await adminToken('a') });
+    const carol = new QkmClient({
+      url: setup.b.appliance.url,
+      token: (await bAdmin.agents.add('carol')).token,
+    });
+    const dave = new QkmClient({
+      url: setup.a.appliance.url,
+      token: (await aAdmin.agents.add('dave')).token,
+    });
+    const init = await a.sessions.initiate({ responderAgent: 'default', peer: peerB });
+    const wrong = await apiError(carol.sessions.accept(init.handshake));
+    expect([wrong.status, wrong.code]).toEqual([403, 'HANDSHAKE_WRONG_AGENT']);
+    const acc = await b.sessions.accept(init.handshake);
+    expect(acc.peer_agent).toBe('default');
+    const other = await apiError(dave.sessions.confirm(init.session_id, acc.confirm));
+    expect([other.status, other.code]).toEqual([404, 'SESSION_NOT_FOUND']);
+    expect((await a.sessions.confirm(init.session_id, acc.confirm)).confirmed).toBe(true);
+  });
+
   it('a tampered handshake is rejected with a specific 4xx code and burns no QKD key; a replay gets 409', async () => {
-    const init = await a.sessions.initiate({ peer: peerB, minPosture: 'QKD+PQC+QRNG' });
+    const init = await a.sessions.initiate({
+      responderAgent: 'default',
+      peer: peerB,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     expect(prov(init.provenance).qkd.used).toBe(true);
     // Last byte: inside the ML-DSA signature.
     const badSig = await apiError(b.sessions.accept(flipByte(init.handshake, (n) => n - 1)));
@@ -141,7 +169,7 @@ describe('two nodes on loopback', () => {
   });
 
   it('a wrong confirm tag is not accepted', async () => {
-    const init = await a.sessions.initiate({ peer: peerB });
+    const init = await a.sessions.initiate({ responderAgent: 'default', peer: peerB });
     const acc = await b.sessions.accept(init.handshake);
     const wrong = Buffer.from(acc.confirm, 'base64url');
     wrong[0] = (wrong[0] ?? 0) ^ 1;
@@ -154,7 +182,11 @@ describe('two nodes on loopback', () => {
   it('sealed messages round-trip both ways; tampered, replayed or mis-announced ones are rejected', async () => {
     const iKeys = generateAgentKeys();
     const rKeys = generateAgentKeys();
-    const init = await a.sessions.initiate({ peer: peerB, context: agentKeyContext(iKeys.publicKey) });
+    const init = await a.sessions.initiate({
+      responderAgent: 'default',
+      peer: peerB,
+      context: agentKeyContext(iKeys.publicKey),
+    });
     const acc = (await b.sessions.accept(init.handshake)) as Awaited<
       ReturnType<QkmClient['sessions']['accept']>
     > & {
@@ -211,7 +243,12 @@ describe('two nodes on loopback', () => {
   it('QKD out of keys: falls back to PQC+QRNG, degraded, with the reason; a QKD minimum gets 503', async () => {
     await exhaustQkd(setup);
     try {
-      const r = await establishAndExchange({ initiator: a, responder: b, responderNodeId: peerB });
+      const r = await establishAndExchange({
+        initiator: a,
+        responder: b,
+        responderNodeId: peerB,
+        responderAgent: 'default',
+      });
       expect(r.posture).toBe('PQC+QRNG');
       expect(r.keysEqual).toBe(true);
       expect(r.confirmed).toBe(true);
@@ -220,12 +257,14 @@ describe('two nodes on loopback', () => {
       expect(p.reason).toMatch(/no keys in stock/);
       expect(p.qkd.used).toBe(false);
       expect(p.qrng.used).toBe(true);
-      const refused = await apiError(a.sessions.initiate({ peer: peerB, minPosture: 'QKD+PQC+QRNG' }));
+      const refused = await apiError(
+        a.sessions.initiate({ responderAgent: 'default', peer: peerB, minPosture: 'QKD+PQC+QRNG' }),
+      );
       expect(refused).toMatchObject({ status: 503, code: 'POSTURE_UNAVAILABLE' });
     } finally {
       await restoreQkd(setup);
     }
-    const back = await a.sessions.initiate({ peer: peerB });
+    const back = await a.sessions.initiate({ responderAgent: 'default', peer: peerB });
     expect(back.posture).toBe('QKD+PQC+QRNG');
     await b.sessions.accept(back.handshake);
   });
@@ -233,7 +272,12 @@ describe('two nodes on loopback', () => {
   it('Quantis on node A stuck: quarantined, next session is PQC with OS randomness and degraded; a QRNG minimum gets 503', async () => {
     await quarantineQrng(setup);
     try {
-      const r = await establishAndExchange({ initiator: a, responder: b, responderNodeId: peerB });
+      const r = await establishAndExchange({
+        initiator: a,
+        responder: b,
+        responderNodeId: peerB,
+        responderAgent: 'default',
+      });
       expect(r.posture).toBe('PQC');
       expect(r.keysEqual).toBe(true);
       expect(r.confirmed).toBe(true);
@@ -243,12 +287,18 @@ describe('two nodes on loopback', () => {
       expect(p.reason).toMatch(/quantum entropy/);
       expect(p.qrng.used).toBe(false);
       expect(p.pqc.randomness).toBe('os');
-      const refused = await apiError(a.sessions.initiate({ peer: peerB, minPosture: 'PQC+QRNG' }));
+      const refused = await apiError(
+        a.sessions.initiate({ responderAgent: 'default', peer: peerB, minPosture: 'PQC+QRNG' }),
+      );
       expect(refused).toMatchObject({ status: 503, code: 'POSTURE_UNAVAILABLE' });
     } finally {
       await restoreQrng(setup);
     }
-    const back = await a.sessions.initiate({ peer: peerB, minPosture: 'PQC+QRNG' });
+    const back = await a.sessions.initiate({
+      responderAgent: 'default',
+      peer: peerB,
+      minPosture: 'PQC+QRNG',
+    });
     expect(prov(back.provenance).qrng.used).toBe(true);
     await b.sessions.accept(back.handshake);
   }, 20_000);
@@ -289,5 +339,8 @@ describe('two nodes on loopback', () => {
       `qkm_sessions_initiated_total{posture="PQC+QRNG",degraded="true"} ${sa.initiatedDegraded['PQC+QRNG']}`,
     );
     expect(metrics).toMatch(new RegExp(`^qkm_sessions_refused_total ${sa.refused}$`, 'm'));
+    expect(metrics).toMatch(/^qkm_qkd_link_up\{peer_sae="[^"]+"\} 1$/m);
+    // With QKD links, sessions and seals filled in, the exposition is still Prometheus-clean.
+    if (promtoolAvailable()) expect(await promtoolCheck(metrics)).toEqual({ code: 0, output: '' });
   });
 });

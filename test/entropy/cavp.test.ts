@@ -1,28 +1,23 @@
 /**
  * CAVP runner and the DRBG known answers.
  *
- * - The full CTR_DRBG.rsp and HMAC_DRBG.rsp (NIST CAVP drbgvectors_pr_false, CAVS 14.3) from
- *   ../shared/vectors/cavp-drbg/: every section must pass.
+ * - The full CTR_DRBG.rsp and HMAC_DRBG.rsp (NIST CAVP drbgtestvectors.zip, drbgvectors_pr_false,
+ *   CAVS 14.3, unmodified) in test/vectors/cavp-drbg-full/: every section must pass.
  * - Excerpts of the other published layouts (no reseed, prediction resistance) and of
  *   Hash_DRBG in test/vectors/cavp-drbg/ (each file names its source).
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { type CavpReport, detectCavpMechanism, formatCavpReport, runCavp } from '../../src/entropy/cavp.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const sharedDir = path.resolve(repoRoot, '../shared/vectors/cavp-drbg');
 const excerptDir = path.resolve(repoRoot, 'test/vectors/cavp-drbg');
+const fullDir = path.resolve(repoRoot, 'test/vectors/cavp-drbg-full');
 
-function readShared(file: string): string {
-  if (!existsSync(sharedDir)) {
-    throw new Error(
-      `CAVP vectors not found at ${sharedDir}: clone the shared/ directory beside the repository (../shared/vectors/cavp-drbg)`,
-    );
-  }
-  return readFileSync(path.join(sharedDir, file), 'utf8');
+function readFull(file: string): string {
+  return readFileSync(path.join(fullDir, file), 'utf8');
 }
 
 function expectAllPassed(report: CavpReport): void {
@@ -38,9 +33,9 @@ function expectAllPassed(report: CavpReport): void {
   }
 }
 
-describe('NIST CAVP DRBG vectors (../shared/vectors/cavp-drbg)', () => {
+describe('NIST CAVP DRBG vectors (test/vectors/cavp-drbg-full)', () => {
   it('CTR_DRBG.rsp: all 8 sections (AES-128/192/256 and 3KeyTDEA, use df and no df) pass', () => {
-    const report = runCavp(readShared('CTR_DRBG.rsp'));
+    const report = runCavp(readFull('CTR_DRBG.rsp'));
     expect(report.mechanism).toBe('CTR_DRBG');
     expectAllPassed(report);
     expect(report.sections.map((s) => s.name).sort()).toEqual(
@@ -60,7 +55,7 @@ describe('NIST CAVP DRBG vectors (../shared/vectors/cavp-drbg)', () => {
   });
 
   it('HMAC_DRBG.rsp: all 7 sections (SHA-1 … SHA-512/256) pass', () => {
-    const report = runCavp(readShared('HMAC_DRBG.rsp'));
+    const report = runCavp(readFull('HMAC_DRBG.rsp'));
     expect(report.mechanism).toBe('HMAC_DRBG');
     expectAllPassed(report);
     expect(report.sections.map((s) => s.name)).toEqual([

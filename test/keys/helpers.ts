@@ -5,8 +5,10 @@ import { join } from 'node:path';
 import type { Provenance } from '../../src/core/provenance.js';
 import type { KeyMetadata, NewKey } from '../../src/keys/interface.js';
 import type { StorageBackend } from '../../src/store/interface.js';
+import { openEtcdBackend } from '../../src/store/etcd.js';
 import { openLevelBackend } from '../../src/store/level.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
+import { EtcdCluster, etcdUnavailableReason } from '../helpers/etcd-cluster.js';
 
 export function provenance(overrides: Partial<Provenance> = {}): Provenance {
   return {
@@ -103,6 +105,49 @@ export const BACKENDS: Array<{ name: string; make: () => Promise<BackendHarness>
     },
   },
 ];
+
+/**
+ * The etcd backend runs on one 3-member cluster shared by every harness of a test file (each
+ * harness under its own key prefix); the file stops it with `stopSharedEtcd` in `afterAll`.
+ * Absent etcd binary: the backend is left out (with the reason in `ETCD_SKIP`), except under
+ * CI=true, where `etcdUnavailableReason` throws.
+ */
+export const ETCD_SKIP = etcdUnavailableReason();
+let sharedCluster: Promise<EtcdCluster> | undefined;
+let harnessNo = 0;
+
+export function sharedEtcd(): Promise<EtcdCluster> {
+  sharedCluster ??= EtcdCluster.start();
+  return sharedCluster;
+}
+
+export async function stopSharedEtcd(): Promise<void> {
+  const c = sharedCluster;
+  sharedCluster = undefined;
+  if (c) await (await c).stop();
+}
+
+if (ETCD_SKIP === undefined) {
+  BACKENDS.push({
+    name: 'etcd',
+    make: async () => {
+      const cluster = await sharedEtcd();
+      const kek = randomBytes(32);
+      const prefix = `t${process.pid}-${++harnessNo}-${randomUUID().slice(0, 8)}/`;
+      const open = () => openEtcdBackend({ endpoints: cluster.endpoints, kek, prefix });
+      return {
+        name: 'etcd',
+        durable: true,
+        open,
+        reopen: async (backend) => {
+          await backend.close();
+          return open();
+        },
+        cleanup: async () => undefined,
+      };
+    },
+  });
+}
 
 /** Strips fields that legitimately differ between what was put and what is returned. */
 export function immutablePart(meta: KeyMetadata): Omit<KeyMetadata, 'state' | 'closedAt'> {

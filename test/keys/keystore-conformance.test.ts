@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQkmError, QkmError } from '../../src/core/errors.js';
 import type { KeyMetadata, KeyStore } from '../../src/keys/interface.js';
 import type { StorageBackend } from '../../src/store/interface.js';
-import { BACKENDS, type BackendHarness, immutablePart, newKey, T0 } from './helpers.js';
+import {
+  BACKENDS,
+  type BackendHarness,
+  ETCD_SKIP,
+  stopSharedEtcd,
+  immutablePart,
+  newKey,
+  T0,
+} from './helpers.js';
 
 /** One KeyStore contract, run against every backend (STYLE.md: one conformance suite per interface). */
 
@@ -20,6 +28,14 @@ async function code(p: Promise<unknown>): Promise<string> {
 
 const at = (seconds: number): Date => new Date(T0.getTime() + seconds * 1000);
 const iso = (seconds: number): string => at(seconds).toISOString();
+
+afterAll(() => stopSharedEtcd(), 30_000);
+
+if (ETCD_SKIP !== undefined) {
+  describe('KeyStore conformance: etcd', () => {
+    it.skip(`skipped: ${ETCD_SKIP}`, () => undefined);
+  });
+}
 
 describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
   let harness: BackendHarness;
@@ -280,6 +296,97 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     expect(await store.list({ limit: 1000 })).toHaveLength(n);
   });
 
+  it("list by state: the state's keys in creation order, paged with after from any key", async () => {
+    const keys = Array.from({ length: 7 }, () => newKey());
+    for (const k of keys) await store.put(k);
+    const ids = keys.map((k) => k.meta.id);
+    await store.take(ids[1]!, T0);
+    await store.take(ids[4]!, T0);
+    await store.sweepExpired(at(3600)); // the five still active expire
+    expect((await store.list({ state: 'taken' })).map((m) => m.id)).toEqual([ids[1], ids[4]]);
+    expect((await store.list({ state: 'expired', limit: 2 })).map((m) => m.id)).toEqual([ids[0], ids[2]]);
+    expect((await store.list({ state: 'expired', after: ids[2]! })).map((m) => m.id)).toEqual([
+      ids[3],
+      ids[5],
+      ids[6],
+    ]);
+    // A cursor in another state still positions in creation order.
+    expect((await store.list({ state: 'expired', after: ids[4]! })).map((m) => m.id)).toEqual([
+      ids[5],
+      ids[6],
+    ]);
+    expect(await store.list({ state: 'active' })).toEqual([]);
+  });
+
+  describe('purgeClosed (retention of closed keys)', () => {
+    it('removes closed keys closed at or before the cutoff, oldest first, bounded by limit', async (ctx) => {
+      if (!store.purgeClosed) return ctx.skip();
+      const keys = Array.from({ length: 6 }, () => newKey({ expires: null }));
+      for (const k of keys) await store.put(k);
+      const ids = keys.map((k) => k.meta.id);
+      // Closed at T0+10, +20, +30, +40 (ids[0..3]); ids[4], ids[5] stay active.
+      for (let i = 0; i < 4; i++) await store.take(ids[i]!, at(10 * (i + 1)));
+      expect(await store.purgeClosed(at(5))).toBe(0);
+      expect(await store.purgeClosed(at(30), 2)).toBe(2);
+      expect(await code(store.meta(ids[0]!))).toBe('KEY_NOT_FOUND');
+      expect(await code(store.meta(ids[1]!))).toBe('KEY_NOT_FOUND');
+      expect((await store.meta(ids[2]!)).state).toBe('taken');
+      expect(await store.counts()).toEqual({ active: 2, taken: 2, expired: 0 });
+      expect(await store.purgeClosed(at(30), 2)).toBe(1); // the cutoff is inclusive
+      expect(await store.purgeClosed(at(1e6))).toBe(1);
+      expect(await store.purgeClosed(at(1e6))).toBe(0);
+      expect((await store.list()).map((m) => m.id)).toEqual([ids[4], ids[5]]);
+      expect(await store.counts()).toEqual({ active: 2, taken: 0, expired: 0 });
+      // Active keys are never purged, and still serve.
+      expect((await store.take(ids[4]!, at(1e6))).meta.state).toBe('taken');
+      // A purged id is unknown, and free again.
+      expect(await code(store.take(ids[0]!, at(1e6)))).toBe('KEY_NOT_FOUND');
+      await store.put(newKey({ id: ids[0]! }));
+    });
+
+    it('purges expired keys too, and drops held material with them', async (ctx) => {
+      if (!store.purgeClosed) return ctx.skip();
+      const a = newKey();
+      const b = newKey({ expires: null });
+      await store.put(a);
+      await store.put(b);
+      await store.sweepExpired(at(3600));
+      await store.take(b.meta.id, at(3600), { hold: { token: 't', until: at(7200) } });
+      expect(await store.purgeClosed(at(3600))).toBe(2);
+      expect(await store.counts()).toEqual({ active: 0, taken: 0, expired: 0 });
+      const redeliver = store.redeliver?.bind(store);
+      if (redeliver) expect(await code(redeliver(b.meta.id, 't', at(3601)))).toBe('KEY_NOT_FOUND');
+      expect(await store.list()).toEqual([]);
+    });
+
+    it('rejects a bad limit or clock with INVALID_PARAMETER', async (ctx) => {
+      if (!store.purgeClosed) return ctx.skip();
+      for (const limit of [0, -1, 1.5, 1001, Number.NaN]) {
+        expect(await code(store.purgeClosed(T0, limit))).toBe('INVALID_PARAMETER');
+      }
+      expect(await code(store.purgeClosed(new Date(Number.NaN)))).toBe('INVALID_PARAMETER');
+    });
+
+    it('survives reopen: purged keys stay gone, the rest are listed by state (durable backends)', async (ctx) => {
+      if (!store.purgeClosed || !harness.durable) return ctx.skip();
+      const keys = Array.from({ length: 4 }, () => newKey({ expires: null }));
+      for (const k of keys) await store.put(k);
+      await store.take(keys[0]!.meta.id, at(1));
+      await store.take(keys[1]!.meta.id, at(100));
+      expect(await store.purgeClosed(at(50))).toBe(1);
+      backend = await harness.reopen(backend);
+      store = backend.keys;
+      expect(await code(store.meta(keys[0]!.meta.id))).toBe('KEY_NOT_FOUND');
+      expect((await store.list({ state: 'taken' })).map((m) => m.id)).toEqual([keys[1]!.meta.id]);
+      expect((await store.list({ state: 'active' })).map((m) => m.id)).toEqual([
+        keys[2]!.meta.id,
+        keys[3]!.meta.id,
+      ]);
+      expect(await store.counts()).toEqual({ active: 2, taken: 1, expired: 0 });
+      expect(await store.purgeClosed!(at(100))).toBe(1);
+    });
+  });
+
   it('after close, operations reject STORE_UNAVAILABLE', async () => {
     const key = newKey();
     await store.put(key);
@@ -349,11 +456,53 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     expect((await store.list()).at(-1)!.id).toBe(next.id);
   });
 
+  it('a take whose signal has aborted does not commit: REQUEST_ABORTED, the key stays active', async () => {
+    const key = newKey();
+    await store.put(key);
+    const ac = new AbortController();
+    ac.abort();
+    expect(await code(store.take(key.meta.id, T0, { signal: ac.signal }))).toBe('REQUEST_ABORTED');
+    expect((await store.meta(key.meta.id)).state).toBe('active');
+    const got = await store.take(key.meta.id, T0, { signal: new AbortController().signal });
+    expect(Buffer.from(got.material).equals(Buffer.from(key.material))).toBe(true);
+  });
+
+  it('a held take is redelivered once to its token, before its deadline, durably', async (ctx) => {
+    if (!store.redeliver) ctx.skip('this store does not hold takes');
+    const key = newKey();
+    const other = newKey();
+    const lapsed = newKey();
+    for (const k of [key, other, lapsed]) await store.put(k);
+    const hold = { token: 'agent-a\0req-1', until: at(60) };
+    const first = await store.take(key.meta.id, T0, { hold });
+    expect(Buffer.from(first.material).equals(Buffer.from(key.material))).toBe(true);
+    await store.take(other.meta.id, T0, { hold: { token: 'x', until: at(60) } });
+    await store.take(lapsed.meta.id, T0, { hold: { token: 'y', until: at(5) } });
+    // A plain take of a held key is still refused: holding is not un-taking.
+    expect(await code(store.take(key.meta.id, T0))).toBe('KEY_ALREADY_TAKEN');
+    expect(await code(store.redeliver!(key.meta.id, 'agent-b\0req-1', at(1)))).toBe('KEY_ALREADY_TAKEN');
+    if (harness.durable) {
+      backend = await harness.reopen(backend);
+      store = backend.keys;
+    }
+    const again = await store.redeliver!(key.meta.id, hold.token, at(1));
+    expect(again.meta).toMatchObject({ id: key.meta.id, state: 'taken' });
+    expect(Buffer.from(again.material).equals(Buffer.from(key.material))).toBe(true);
+    const err = await store.redeliver!(key.meta.id, hold.token, at(2)).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'KEY_ALREADY_TAKEN', details: { delivered: true } });
+    expect(await code(store.redeliver!(lapsed.meta.id, 'y', at(5)))).toBe('KEY_ALREADY_TAKEN');
+    // The sweep destroys holds past their deadline.
+    await store.sweepExpired(at(61));
+    expect(await code(store.redeliver!(other.meta.id, 'x', at(10)))).toBe('KEY_ALREADY_TAKEN');
+    expect(await store.counts()).toEqual({ active: 0, taken: 3, expired: 0 });
+  });
+
   it('behaves like a simple model under random put/take/read/delete/sweep sequences', async () => {
     type Op =
       | { kind: 'put'; slot: number; ttl: number | null }
       | { kind: 'take' | 'read' | 'delete'; slot: number; t: number }
-      | { kind: 'sweep'; t: number };
+      | { kind: 'sweep'; t: number }
+      | { kind: 'purge'; t: number };
     const slot = fc.integer({ min: 0, max: 5 });
     const t = fc.integer({ min: 0, max: 100 });
     const op: fc.Arbitrary<Op> = fc.oneof(
@@ -364,6 +513,7 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
       }),
       fc.record({ kind: fc.constantFrom('take' as const, 'read' as const, 'delete' as const), slot, t }),
       fc.record({ kind: fc.constant('sweep' as const), t }),
+      ...(store.purgeClosed ? [fc.record({ kind: fc.constant('purge' as const), t })] : []),
     );
     const ids = Array.from({ length: 6 }, () => newKey().meta.id);
     let run = 0;
@@ -373,7 +523,12 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
         // A fresh id space per run, so runs share the store without interfering.
         run++;
         const id = (s: number) => `${ids[s]}-${run}`;
-        type ModelKey = { state: 'active' | 'taken' | 'expired'; expires: number | null; material: Buffer };
+        type ModelKey = {
+          state: 'active' | 'taken' | 'expired';
+          expires: number | null;
+          material: Buffer;
+          closedAt?: number;
+        };
         const model = new Map<string, ModelKey>();
         const outcome = async (p: Promise<unknown>) => {
           try {
@@ -401,11 +556,21 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
             for (const m of model.values()) {
               if (m.state === 'active' && m.expires !== null && m.expires <= o.t) {
                 m.state = 'expired';
+                m.closedAt = o.t;
                 due++;
               }
             }
             // Other runs' keys were closed or deleted at their end, so only this run's count.
             expect(await store.sweepExpired(at(o.t))).toBe(due);
+          } else if (o.kind === 'purge') {
+            let gone = 0;
+            for (const [k, m] of model) {
+              if (m.closedAt !== undefined && m.closedAt <= o.t) {
+                model.delete(k);
+                gone++;
+              }
+            }
+            expect(await store.purgeClosed!(at(o.t))).toBe(gone);
           } else {
             const k = id(o.slot);
             const m = model.get(k);
@@ -425,11 +590,15 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
               expect(r).toEqual({ err: 'KEY_ALREADY_TAKEN' });
             } else if (m.state === 'expired' || (m.expires !== null && m.expires <= o.t)) {
               expect(r).toEqual({ err: 'KEY_EXPIRED' });
+              if (m.state === 'active') m.closedAt = o.t;
               m.state = 'expired';
             } else {
               const got = (r as { ok: { material: Uint8Array } }).ok;
               expect(Buffer.from(got.material).equals(m.material)).toBe(true);
-              if (o.kind === 'take') m.state = 'taken';
+              if (o.kind === 'take') {
+                m.state = 'taken';
+                m.closedAt = o.t;
+              }
             }
           }
         }
@@ -439,6 +608,10 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
           expect((await store.meta(k)).state).toBe(m.state);
         }
         expect(await store.counts()).toEqual(counts);
+        for (const state of ['active', 'taken', 'expired'] as const) {
+          const want = [...model].filter(([, m]) => m.state === state).map(([k]) => k);
+          expect((await store.list({ state })).map((m) => m.id)).toEqual(want);
+        }
         // Leave nothing behind for the next run.
         for (const k of model.keys()) await store.delete(k);
       }),

@@ -7,7 +7,13 @@ import type {
   EntropyResult,
   EntropyStatus,
 } from '../../src/entropy/types.js';
-import { KeyService, type KeyServiceLogger } from '../../src/keys/service.js';
+import {
+  DEFAULT_RETENTION_SECONDS,
+  KeyService,
+  type KeyServiceLogger,
+  PURGE_BATCH,
+  PURGE_BATCHES_PER_SWEEP,
+} from '../../src/keys/service.js';
 import type { StorageBackend } from '../../src/store/interface.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { provenance, T0 } from './helpers.js';
@@ -147,6 +153,54 @@ describe('KeyService', () => {
     expect(await service.sweep()).toBe(1);
     expect((await service.list({ state: 'expired' })).map((m) => m.id)).toEqual([short.id, long.id]);
     expect(await service.counts()).toEqual({ active: 0, taken: 0, expired: 2 });
+  });
+
+  it('sweep purges closed keys past the retention (default 7 days), never active ones', async () => {
+    expect(DEFAULT_RETENTION_SECONDS).toBe(7 * 24 * 3600);
+    const taken = await service.create({ size: 16, ttlSeconds: 3600 });
+    const kept = await service.create({ size: 16, ttlSeconds: null, purpose: 'identity' });
+    await service.take(taken.id);
+    clock = new Date(T0.getTime() + 3600_000); // the third key is created and expires an hour later
+    await service.create({ size: 16, ttlSeconds: 3600 });
+    clock = new Date(T0.getTime() + 7200_000);
+    expect(await service.sweep()).toBe(1);
+    // Taken at T0: purged once 7 days have passed since T0 (inclusive); expired at T0+2h: later.
+    clock = new Date(T0.getTime() + DEFAULT_RETENTION_SECONDS * 1000 - 1);
+    await service.sweep();
+    expect(await service.counts()).toEqual({ active: 1, taken: 1, expired: 1 });
+    clock = new Date(T0.getTime() + DEFAULT_RETENTION_SECONDS * 1000);
+    await service.sweep();
+    expect(await code(backend.keys.meta(taken.id))).toBe('KEY_NOT_FOUND');
+    expect(await service.counts()).toEqual({ active: 1, taken: 0, expired: 1 });
+    clock = new Date(T0.getTime() + 7200_000 + DEFAULT_RETENTION_SECONDS * 1000);
+    await service.sweep();
+    expect((await service.list()).map((m) => m.id)).toEqual([kept.id]);
+    expect(log.lines.some((l) => l.includes('closed keys past retention purged'))).toBe(true);
+  });
+
+  it('a purge backlog drains in bounded batches over several sweeps', async () => {
+    const svc = new KeyService({ store: backend.keys, entropy, now: () => clock, retentionSeconds: 0 });
+    const perSweep = PURGE_BATCH * PURGE_BATCHES_PER_SWEEP;
+    const calls: number[] = [];
+    const purge = backend.keys.purgeClosed!.bind(backend.keys);
+    backend.keys.purgeClosed = async (before, limit) => {
+      calls.push(limit!);
+      return purge(before, limit);
+    };
+    const total = perSweep + 10;
+    for (let i = 0; i < total; i++) await svc.take((await svc.create({ size: 16 })).id);
+    await svc.sweep();
+    expect(calls.every((l) => l === PURGE_BATCH)).toBe(true);
+    expect(calls).toHaveLength(PURGE_BATCHES_PER_SWEEP);
+    expect((await svc.counts()).taken).toBe(10);
+    await svc.sweep();
+    expect((await svc.counts()).taken).toBe(0);
+  });
+
+  it('rejects a negative or fractional retention', () => {
+    for (const retentionSeconds of [-1, 1.5]) {
+      expect(() => new KeyService({ store: backend.keys, entropy, retentionSeconds })).toThrow(RangeError);
+    }
   });
 
   it('startSweeper sweeps on its interval and stops', async () => {

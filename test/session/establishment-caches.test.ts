@@ -117,17 +117,30 @@ describe('QKD availability cache', () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
     link.up = false;
-    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const first = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(first.posture).toBe('PQC+QRNG');
     const statusAfterFirst = link.calls.status;
-    const second = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const second = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(second.posture).toBe('PQC+QRNG');
     expect(second.provenance).toMatchObject({ degraded: true, fallback: true });
     expect(second.provenance.reason).toMatch(/KME status failed/);
     expect(link.calls.status).toBe(statusAfterFirst);
     // The link is back: a QKD minimum does not rest on the cached "down".
     link.up = true;
-    const strict = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    const strict = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     expect(strict.posture).toBe('QKD+PQC+QRNG');
     expect(link.calls.status).toBe(statusAfterFirst + 1);
   });
@@ -173,21 +186,29 @@ describe('QKD availability cache', () => {
   it('a stale "up" ends in the enc_keys fallback: degraded, the live reason, no QKD key used', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const first = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(first.posture).toBe('QKD+PQC+QRNG'); // the KME said "up": now cached
     link.up = false;
     const getKeysBefore = link.calls.getKeys;
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(link.calls.getKeys).toBe(getKeysBefore + 1); // tried (cached "up") and failed
     expect(i.posture).toBe('PQC+QRNG');
     expect(i.provenance).toMatchObject({ degraded: true, fallback: true });
     expect(i.provenance.reason).toMatch(/QKD key request failed \(unavailable\): KME status failed/);
-    const acc = await b.sessions.accept({ handshake: i.handshake });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
     // The failure dropped the cached "up" and asked the KME live (the reason above): the next
     // decision reuses that "down" answer and never tries enc_keys.
     const statusBefore = link.calls.status;
-    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const next = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(next.posture).toBe('PQC+QRNG');
     expect(link.calls.status).toBe(statusBefore);
     expect(link.calls.getKeys).toBe(getKeysBefore + 1);
@@ -196,32 +217,50 @@ describe('QKD availability cache', () => {
   it('an enc_keys the KME never answered becomes the cached "down": the next sessions do not wait', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    await a.sessions.initiate({ peer: b.identity.nodeId }); // "up" cached
+    await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId }); // "up" cached
     const orig = a.qkd!.getKeys.bind(a.qkd);
     a.qkd!.getKeys = async () => {
       throw Object.assign(new Error('x'), { kind: 'timeout' });
     };
     const statusBefore = link.calls.status;
-    const first = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const first = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(first.posture).toBe('PQC+QRNG');
     expect(first.provenance.reason).toMatch(/QKD key request failed \(timeout\)/);
     a.qkd!.getKeys = orig;
-    const next = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const next = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(next.posture).toBe('PQC+QRNG');
     expect(next.provenance.reason).toMatch(/KME did not answer enc_keys \(timeout\)/);
     expect(link.calls.status).toBe(statusBefore); // neither session asked the KME for status
     // A caller that needs QKD does not take that answer: it asks live, and the link is fine.
-    const strict = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    const strict = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     expect(strict.posture).toBe('QKD+PQC+QRNG');
   });
 
   it('a stale "up" with a QKD minimum is still refused (fail closed)', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    await a.sessions.initiate({ peer: b.identity.nodeId });
+    await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     link.up = false;
     await expect(
-      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+      a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: b.identity.nodeId,
+        minPosture: 'QKD+PQC+QRNG',
+      }),
     ).rejects.toMatchObject({ code: 'POSTURE_UNAVAILABLE' });
   });
 });
@@ -233,7 +272,9 @@ describe('pinned-peer cache', () => {
     expect((await a.peers.get(id))?.nodeId).toBe(id); // now cached
     await a.peers.remove(id);
     expect(await a.peers.get(id)).toBeUndefined();
-    await expect(a.sessions.initiate({ peer: id })).rejects.toMatchObject({ code: 'PEER_NOT_FOUND' });
+    await expect(
+      a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: id }),
+    ).rejects.toMatchObject({ code: 'PEER_NOT_FOUND' });
     await a.peers.add(b.identity.bundle, { label: 'again', minPosture: 'PQC+QRNG' });
     expect(await a.peers.get(id)).toMatchObject({ nodeId: id, label: 'again', minPosture: 'PQC+QRNG' });
   });
@@ -261,14 +302,24 @@ describe('audit head written lazily', () => {
     // No close/flush: the stored head is up to 64 records behind.
     const second = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
     const rec = await second.append({ type: 't', actor: 'cli', details: { i: 70 } });
-    expect(rec.seq).toBe(71);
+    // The 70 records the crash left unsealed are flagged first (issue #11 item 1), as seq 71.
+    expect(rec.seq).toBe(72);
     await second.close();
     const records = await second.records();
-    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 72 }, (_, i) => i + 1));
-    expect(verifyAuditLog(records, alice.signing.publicKey)).toMatchObject({ ok: true, count: 72 });
-    // close() stored the head: a third instance starts where the chain ends.
+    expect(records[70]).toMatchObject({
+      type: 'audit.unsealed_tail_found',
+      details: { from_seq: 1, through_seq: 70, count: 70, chain_ok: true },
+    });
+    expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 73 }, (_, i) => i + 1));
+    expect(verifyAuditLog(records, alice.signing.publicKey)).toMatchObject({
+      ok: true,
+      count: 73,
+      unattested: [{ from_seq: 1, through_seq: 70 }],
+    });
+    // close() stored the head: a third instance starts where the chain ends, with nothing to flag.
     const third = new AuditLog({ store, entropy: new FakeEntropy(), signer });
-    expect((await third.append({ type: 't', actor: 'cli' })).seq).toBe(73);
+    expect((await third.append({ type: 't', actor: 'cli' })).seq).toBe(74);
+    expect(third.stats().unsealedTail).toBeUndefined();
   });
 });
 

@@ -32,6 +32,9 @@ function withBody(handshake: string, edit: (b: HandshakeBody) => void): string {
   return encodeMessage(encodeBody(b), signature);
 }
 
+/** The pair's peer.pinned records (written by the registries when makePair pins) are not under test here. */
+const notPeer = (r: { type: string }) => !r.type.startsWith('peer.');
+
 describe('hybrid handshake', () => {
   it.each<Posture>(['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'])(
     'both sides derive the same K under %s',
@@ -39,6 +42,8 @@ describe('hybrid handshake', () => {
       const link = new FakeQkdLink();
       const { a, b } = await makePair({ link });
       const init = await a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
         peer: b.identity.nodeId,
         minPosture: posture,
         context: 'job-42',
@@ -49,20 +54,25 @@ describe('hybrid handshake', () => {
       const run = async () => {
         if (posture === 'PQC') a.entropy.quantum = false;
         if (posture === 'PQC+QRNG') link.up = false;
-        const i = await a.sessions.initiate({ peer: b.identity.nodeId, context: 'job-42' });
+        const i = await a.sessions.initiate({
+          agent: 'alice',
+          responderAgent: 'bob',
+          peer: b.identity.nodeId,
+          context: 'job-42',
+        });
         link.up = true;
         return i;
       };
       const i = posture === 'QKD+PQC+QRNG' ? init : await run();
       expect(i.posture).toBe(posture);
-      const acc = await b.sessions.accept({ handshake: i.handshake });
+      const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
       expect(acc.session_id).toBe(i.session_id);
       expect(acc.key).toHaveLength(32);
       expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
       expect(acc.posture).toBe(posture);
       expect(acc.peer).toBe(a.identity.nodeId);
       expect(acc.context).toBe('job-42');
-      await expect(a.sessions.confirm(i.session_id, acc.confirm)).resolves.toEqual({
+      await expect(a.sessions.confirm(i.session_id, acc.confirm, 'alice')).resolves.toEqual({
         session_id: i.session_id,
         confirmed: true,
       });
@@ -77,7 +87,7 @@ describe('hybrid handshake', () => {
     const { a, b } = await makePair();
     a.entropy.quantum = false;
     a.entropy.calls.length = 0;
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('PQC');
     expect(a.entropy.calls.filter((c) => c.require === 'quantum')).toEqual([]);
     expect(i.provenance.pqc.randomness).toBe('os');
@@ -89,7 +99,7 @@ describe('hybrid handshake', () => {
   it('QRNG postures require quantum entropy for m, r and the nonce', async () => {
     const { a, b } = await makePair();
     a.entropy.calls.length = 0;
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('PQC+QRNG');
     // One draw of m ‖ r ‖ nonce (80 bytes), quantum only; the audit log's id draws are `any`.
     expect(a.entropy.calls.filter((c) => c.require === 'quantum')).toEqual([{ n: 80, require: 'quantum' }]);
@@ -102,7 +112,7 @@ describe('hybrid handshake', () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
     link.up = false;
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('PQC+QRNG');
     expect(i.provenance.fallback).toBe(true);
     expect(i.provenance.degraded).toBe(true);
@@ -117,51 +127,78 @@ describe('hybrid handshake', () => {
     a.qkd!.getKeys = async () => {
       throw Object.assign(new Error('x'), { kind: 'gateway-timeout' });
     };
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     a.qkd!.getKeys = orig;
     expect(i.posture).toBe('PQC+QRNG');
     expect(i.provenance.reason).toMatch(/gateway-timeout/);
-    const acc = await b.sessions.accept({ handshake: i.handshake });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
   });
 
   it('enc_keys: no retry and the short deadline when a fallback is permitted; both in full when the minimum needs QKD', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    await a.sessions.initiate({ peer: b.identity.nodeId });
+    await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 1000 });
-    await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     expect(link.lastGetKeysOptions).toEqual({ timeoutMs: 5000 });
 
     a.restart({ qkdTimeoutMs: 3000, qkdFallbackTimeoutMs: 250 });
-    await a.sessions.initiate({ peer: b.identity.nodeId });
+    await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 250 });
-    await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     expect(link.lastGetKeysOptions).toEqual({ timeoutMs: 3000 });
     // The fallback deadline never exceeds the full one.
     a.restart({ qkdTimeoutMs: 400, qkdFallbackTimeoutMs: 2000 });
-    await a.sessions.initiate({ peer: b.identity.nodeId });
+    await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(link.lastGetKeysOptions).toEqual({ retries: 0, timeoutMs: 400 });
   });
 
   it('counts what the sessions came to: postures, degraded fallbacks, refusals, rejections, abandons', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    const q = await a.sessions.initiate({ peer: b.identity.nodeId });
-    await b.sessions.accept({ handshake: q.handshake });
+    const q = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    await b.sessions.accept({ agent: 'bob', handshake: q.handshake });
     link.up = false;
-    const fallback = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const fallback = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
     expect(fallback.provenance.degraded).toBe(true);
     await expectCode(
-      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+      a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: b.identity.nodeId,
+        minPosture: 'QKD+PQC+QRNG',
+      }),
       'POSTURE_UNAVAILABLE',
     );
-    await b.sessions.accept({ handshake: fallback.handshake });
-    await expectCode(b.sessions.accept({ handshake: fallback.handshake }), 'HANDSHAKE_REPLAYED');
+    await b.sessions.accept({ agent: 'bob', handshake: fallback.handshake });
+    await expectCode(
+      b.sessions.accept({ agent: 'bob', handshake: fallback.handshake }),
+      'HANDSHAKE_REPLAYED',
+    );
     link.up = true;
-    const lost = await a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' });
+    const lost = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
     link.up = false;
-    await expectCode(b.sessions.accept({ handshake: lost.handshake }), 'QKD_UNAVAILABLE');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: lost.handshake }), 'QKD_UNAVAILABLE');
     expect(a.sessions.counters()).toMatchObject({
       initiated: { 'QKD+PQC+QRNG': 2, 'PQC+QRNG': 1, PQC: 0 },
       initiatedDegraded: { 'QKD+PQC+QRNG': 0, 'PQC+QRNG': 1, PQC: 0 },
@@ -177,14 +214,14 @@ describe('hybrid handshake', () => {
   it('dec_keys failing on the responder abandons the session, visibly, and the nonce stays spent', async () => {
     const link = new FakeQkdLink();
     const { a, b } = await makePair({ link });
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('QKD+PQC+QRNG');
     link.up = false;
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'QKD_UNAVAILABLE');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'QKD_UNAVAILABLE');
     // The records written while dec_keys ran are taken back: no session, and the audit trail
     // says the accepted session was abandoned and why (not a bounded `session.rejected`).
     expect(await b.sessions.get(i.session_id)).toEqual([]);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.slice(-2).map((r) => [r.type, r.details.session_id])).toEqual([
       ['session.accepted', i.session_id],
       ['session.abandoned', i.session_id],
@@ -193,7 +230,7 @@ describe('hybrid handshake', () => {
     expect(recs.some((r) => r.type === 'session.rejected')).toBe(false);
     // The KME has released the key id; the handshake cannot be retried.
     link.up = true;
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
   });
 
   it('minimum above what is available → POSTURE_UNAVAILABLE', async () => {
@@ -201,42 +238,63 @@ describe('hybrid handshake', () => {
     const { a, b } = await makePair({ link });
     link.up = false;
     await expectCode(
-      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'QKD+PQC+QRNG' }),
+      a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: b.identity.nodeId,
+        minPosture: 'QKD+PQC+QRNG',
+      }),
       'POSTURE_UNAVAILABLE',
     );
     a.entropy.quantum = false;
     await expectCode(
-      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'PQC+QRNG' }),
+      a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: b.identity.nodeId,
+        minPosture: 'PQC+QRNG',
+      }),
       'POSTURE_UNAVAILABLE',
     );
     // A quantum draw failing mid-handshake with a QRNG minimum fails closed too.
     a.entropy.quantum = true;
     a.entropy.failQuantumDraws = true;
     await expectCode(
-      a.sessions.initiate({ peer: b.identity.nodeId, minPosture: 'PQC+QRNG' }),
+      a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: b.identity.nodeId,
+        minPosture: 'PQC+QRNG',
+      }),
       'POSTURE_UNAVAILABLE',
     );
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('PQC');
     expect(i.provenance.qrng.reason).toMatch(/during the handshake/);
   });
 
   it('unknown peer on initiate → PEER_NOT_FOUND; confirm mismatch and unknown session', async () => {
     const { a, b } = await makePair();
-    await expectCode(a.sessions.initiate({ peer: 'f'.repeat(32) }), 'PEER_NOT_FOUND');
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
-    await b.sessions.accept({ handshake: i.handshake });
-    await expectCode(a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32))), 'CONFIRM_MISMATCH');
-    await expectCode(a.sessions.confirm('0'.repeat(32), 'AAAA'), 'SESSION_NOT_FOUND');
+    await expectCode(
+      a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: 'f'.repeat(32) }),
+      'PEER_NOT_FOUND',
+    );
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await expectCode(
+      a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32)), 'alice'),
+      'CONFIRM_MISMATCH',
+    );
+    await expectCode(a.sessions.confirm('0'.repeat(32), 'AAAA', 'alice'), 'SESSION_NOT_FOUND');
   });
 
   it('writes the session events to a verifiable audit log, without key bytes', async () => {
     const { a, b } = await makePair();
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
-    const acc = await b.sessions.accept({ handshake: i.handshake });
-    await a.sessions.confirm(i.session_id, acc.confirm);
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
     await a.audit.flush();
-    const recs = await a.audit.records();
+    const recs = (await a.audit.records()).filter(notPeer);
     expect(recs.map((r) => r.type)).toEqual(['session.initiated', 'session.confirmed', 'audit.seal']);
     expect(recs[0]!.details).toMatchObject({
       session_id: i.session_id,
@@ -246,9 +304,114 @@ describe('hybrid handshake', () => {
     const text = await a.audit.exportJsonLines();
     expect(text).not.toContain(toBase64url(i.key));
     expect(text).not.toContain(Buffer.from(i.key).toString('hex'));
-    expect(verifyAuditLog(recs, a.identity.signing.publicKey)).toMatchObject({ ok: true, unsealed: 0 });
-    const brecs = await b.audit.records();
+    expect(verifyAuditLog(await a.audit.records(), a.identity.signing.publicKey)).toMatchObject({
+      ok: true,
+      unsealed: 0,
+    });
+    const brecs = (await b.audit.records()).filter(notPeer);
     expect(brecs.map((r) => r.type)).toEqual(['session.accepted']);
+  });
+});
+
+describe('sessions are bound to agents (issue #11 item 4)', () => {
+  it('only the responder agent named in the signed handshake may accept; a wrong one burns nothing', async () => {
+    const link = new FakeQkdLink();
+    const { a, b } = await makePair({ link });
+    const i = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      minPosture: 'QKD+PQC+QRNG',
+    });
+    await expectCode(b.sessions.accept({ agent: 'carol', handshake: i.handshake }), 'HANDSHAKE_WRONG_AGENT');
+    expect(link.calls.getKeysById).toBe(0);
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    expect(Buffer.from(acc.key).equals(Buffer.from(i.key))).toBe(true);
+    expect(acc.peer_agent).toBe('alice');
+    expect(await b.sessions.get(i.session_id)).toMatchObject([{ agent: 'bob', peer_agent: 'alice' }]);
+  });
+
+  it('only the initiating agent may confirm; to any other the session does not exist', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await expectCode(a.sessions.confirm(i.session_id, acc.confirm, 'mallory'), 'SESSION_NOT_FOUND');
+    expect((await a.sessions.get(i.session_id))[0]!.confirmed).toBe(false);
+    await expect(a.sessions.confirm(i.session_id, acc.confirm, 'alice')).resolves.toMatchObject({
+      confirmed: true,
+    });
+  });
+
+  it('names the agents as the actors of the audit records', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    const recs = (await a.audit.records()).filter((r) => r.type.startsWith('session.'));
+    expect(recs.map((r) => [r.type, r.actor])).toEqual([
+      ['session.initiated', 'alice'],
+      ['session.confirmed', 'alice'],
+    ]);
+    expect(recs[0]!.details).toMatchObject({ agent: 'alice', peer_agent: 'bob', node: a.identity.nodeId });
+    const brecs = (await b.audit.records()).filter(notPeer);
+    expect(brecs.map((r) => [r.type, r.actor])).toEqual([['session.accepted', 'bob']]);
+    expect(brecs[0]!.details).toMatchObject({ agent: 'bob', peer_agent: 'alice', peer: a.identity.nodeId });
+  });
+});
+
+describe('require_confirm keeps K unusable until the responder is confirmed (issue #11 item 7)', () => {
+  it('initiate returns no key; a matching confirm returns it once; a wrong tag or agent gets none', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      requireConfirm: true,
+    });
+    expect(i.key_pending).toBe(true);
+    expect(i.key).toHaveLength(0);
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await expectCode(
+      a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32)), 'alice'),
+      'CONFIRM_MISMATCH',
+    );
+    await expectCode(a.sessions.confirm(i.session_id, acc.confirm, 'mallory'), 'SESSION_NOT_FOUND');
+    const c = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(c.confirmed).toBe(true);
+    expect(Buffer.from(c.key!).equals(Buffer.from(acc.key))).toBe(true);
+    // Take-once: confirming again says confirmed, with no key.
+    const again = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(again).toEqual({ session_id: i.session_id, confirmed: true });
+    expect((await a.sessions.get(i.session_id))[0]).not.toHaveProperty('pending_key_id');
+  });
+});
+
+describe("the initiator's degraded / fallback / randomness reach the responder signed (item 6)", () => {
+  it('a fallback for a quantum-entropy outage is reported by the responder as degraded, os randomness', async () => {
+    const { a, b } = await makePair();
+    a.entropy.quantum = false;
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    expect(i.posture).toBe('PQC');
+    expect(i.provenance).toMatchObject({ degraded: true, fallback: true });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    expect(acc.provenance).toMatchObject({
+      degraded: true,
+      fallback: true,
+      pqc: { randomness: 'os', randomnessOrigin: 'initiator' },
+    });
+    const [rec] = (await b.audit.records()).filter(notPeer);
+    expect(rec!.details).toMatchObject({ degraded: true, randomness: 'os' });
+  });
+
+  it('a healthy session is reported as such, quantum randomness by the initiator', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    expect(acc.provenance).toMatchObject({
+      degraded: false,
+      fallback: i.provenance.fallback,
+      pqc: { randomness: 'quantum', randomnessOrigin: 'initiator' },
+    });
   });
 });
 
@@ -261,7 +424,12 @@ describe.each([
   async function qkdPair() {
     const link = new FakeQkdLink();
     const pair = await makePair({ link, worker });
-    const i = await pair.a.sessions.initiate({ peer: pair.b.identity.nodeId, context: 'ctx' });
+    const i = await pair.a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: pair.b.identity.nodeId,
+      context: 'ctx',
+    });
     expect(i.posture).toBe('QKD+PQC+QRNG');
     return { ...pair, link, i };
   }
@@ -271,7 +439,7 @@ describe.each([
       'version',
       'HANDSHAKE_VERSION',
       (b) => {
-        b.version = 2;
+        b.version = 3;
       },
     ],
     [
@@ -367,14 +535,42 @@ describe.each([
         b.context = new TextEncoder().encode('ctY');
       },
     ],
+    [
+      'initiator agent',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.initiatorAgent = 'mallory';
+      },
+    ],
+    [
+      'responder agent (re-addressed to another agent)',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.responderAgent = 'mallory';
+      },
+    ],
+    [
+      'degraded flag (cleared by a downgrader)',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.degraded = !b.degraded;
+      },
+    ],
+    [
+      'fallback flag',
+      'HANDSHAKE_BAD_SIGNATURE',
+      (b) => {
+        b.fallback = !b.fallback;
+      },
+    ],
   ];
 
   it.each(fieldEdits)('tampered %s → %s', async (_name, code, edit) => {
     const { b, link, i } = await qkdPair();
-    await expectCode(b.sessions.accept({ handshake: withBody(i.handshake, edit) }), code);
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: withBody(i.handshake, edit) }), code);
     expect(link.calls.getKeysById).toBe(0);
     // The untouched handshake still works afterwards (the rejection did not burn its nonce or key).
-    await b.sessions.accept({ handshake: i.handshake });
+    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(link.calls.getKeysById).toBe(1);
   });
 
@@ -384,20 +580,32 @@ describe.each([
     const [body, sig] = decodeFields(raw, 2) as [Uint8Array, Uint8Array];
     const magic = body.slice();
     magic[4]! ^= 1; // first byte of "QKMH" (after its 4-byte length)
-    await expectCode(b.sessions.accept({ handshake: encodeMessage(magic, sig) }), 'HANDSHAKE_MALFORMED');
+    await expectCode(
+      b.sessions.accept({ agent: 'bob', handshake: encodeMessage(magic, sig) }),
+      'HANDSHAKE_MALFORMED',
+    );
     const badSig = sig.slice();
     badSig[1234]! ^= 4;
     await expectCode(
-      b.sessions.accept({ handshake: encodeMessage(body, badSig) }),
+      b.sessions.accept({ agent: 'bob', handshake: encodeMessage(body, badSig) }),
       'HANDSHAKE_BAD_SIGNATURE',
     );
     await expectCode(
-      b.sessions.accept({ handshake: toBase64url(encodeFields([body])) }),
+      b.sessions.accept({ agent: 'bob', handshake: toBase64url(encodeFields([body])) }),
       'HANDSHAKE_MALFORMED',
     );
-    await expectCode(b.sessions.accept({ handshake: `${i.handshake}A` }), 'HANDSHAKE_MALFORMED');
-    await expectCode(b.sessions.accept({ handshake: i.handshake.replace(/.$/, '=') }), 'HANDSHAKE_MALFORMED');
-    await expectCode(b.sessions.accept({ handshake: 42 as unknown as string }), 'HANDSHAKE_MALFORMED');
+    await expectCode(
+      b.sessions.accept({ agent: 'bob', handshake: `${i.handshake}A` }),
+      'HANDSHAKE_MALFORMED',
+    );
+    await expectCode(
+      b.sessions.accept({ agent: 'bob', handshake: i.handshake.replace(/.$/, '=') }),
+      'HANDSHAKE_MALFORMED',
+    );
+    await expectCode(
+      b.sessions.accept({ agent: 'bob', handshake: 42 as unknown as string }),
+      'HANDSHAKE_MALFORMED',
+    );
     expect(link.calls.getKeysById).toBe(0);
   });
 
@@ -408,7 +616,7 @@ describe.each([
       const m = raw.slice();
       const pos = (k * 2654435761) % m.length;
       m[pos]! ^= 1 << (k % 8);
-      const err = await b.sessions.accept({ handshake: toBase64url(m) }).then(
+      const err = await b.sessions.accept({ agent: 'bob', handshake: toBase64url(m) }).then(
         () => undefined,
         (e: unknown) => e,
       );
@@ -423,7 +631,7 @@ describe.each([
     await b.peers.add(mallory.identity.bundle); // even a pinned node cannot sign as another
     const { body } = decodeMessage(i.handshake);
     const forged = encodeMessage(body, signBody(body, mallory.identity.signing.secretKey));
-    await expectCode(b.sessions.accept({ handshake: forged }), 'HANDSHAKE_BAD_SIGNATURE');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: forged }), 'HANDSHAKE_BAD_SIGNATURE');
     expect(ml_dsa65.verify(decodeMessage(forged).signature, body, a.identity.signing.publicKey)).toBe(false);
     expect(link.calls.getKeysById).toBe(0);
   });
@@ -431,26 +639,26 @@ describe.each([
   it('stale or future timestamps → HANDSHAKE_STALE', async () => {
     const { b, link, i, clock } = await qkdPair();
     clock.now += 120_001;
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_STALE');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
     clock.now -= 2 * 120_001;
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_STALE');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
     clock.now += 120_001 + 120_000; // exactly at the window edge: accepted
-    await b.sessions.accept({ handshake: i.handshake });
+    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(link.calls.getKeysById).toBe(1);
   });
 
   it('replayed nonce → HANDSHAKE_REPLAYED, also after a restart over the same store', async () => {
     const { b, link, i } = await qkdPair();
-    await b.sessions.accept({ handshake: i.handshake });
+    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
     expect(link.calls.getKeysById).toBe(1);
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
     b.restart();
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
     // Concurrent duplicates: exactly one wins.
     const { a: a2, b: b2, link: l2, i: i2 } = await qkdPair();
     void a2;
     const results = await Promise.allSettled(
-      [1, 2, 3].map(() => b2.sessions.accept({ handshake: i2.handshake })),
+      [1, 2, 3].map(() => b2.sessions.accept({ agent: 'bob', handshake: i2.handshake })),
     );
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     expect(l2.calls.getKeysById).toBe(1);
@@ -460,7 +668,7 @@ describe.each([
   it('unknown initiator → HANDSHAKE_UNKNOWN_PEER', async () => {
     const { a, b, link, i } = await qkdPair();
     await b.peers.remove(a.identity.nodeId);
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_UNKNOWN_PEER');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_UNKNOWN_PEER');
     expect(link.calls.getKeysById).toBe(0);
   });
 
@@ -469,12 +677,12 @@ describe.each([
     const { a, b } = await makePair({ link, worker });
     b.rebuildPolicy({ peers: { [a.identity.nodeId]: { minPosture: 'QKD+PQC+QRNG' } } });
     link.up = false;
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('PQC+QRNG');
     link.up = true;
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
     expect(link.calls.getKeysById).toBe(0);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.at(-1)).toMatchObject({
       type: 'session.rejected',
       details: { code: 'POSTURE_BELOW_MINIMUM' },
@@ -486,18 +694,18 @@ describe.each([
     const { a, b } = await makePair({ link, worker });
     // The initiator's rules allow QKD within the EU; the responder has an agreement forbidding it.
     b.rebuildPolicy({ pairs: [{ a: 'EU', b: 'EU', qkd: false, note: 'national rule' }] });
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.posture).toBe('QKD+PQC+QRNG');
-    await expectCode(b.sessions.accept({ handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
+    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
     expect(link.calls.getKeysById).toBe(0);
-    const recs = await b.audit.records();
+    const recs = (await b.audit.records()).filter(notPeer);
     expect(recs.at(-1)).toMatchObject({
       type: 'session.rejected',
       details: { code: 'POSTURE_NOT_PERMITTED' },
     });
     // Not a replay afterwards: once the rule allows it, the same handshake is accepted.
     b.rebuildPolicy({});
-    await expect(b.sessions.accept({ handshake: i.handshake })).resolves.toMatchObject({
+    await expect(b.sessions.accept({ agent: 'bob', handshake: i.handshake })).resolves.toMatchObject({
       posture: 'QKD+PQC+QRNG',
     });
   });
@@ -506,7 +714,10 @@ describe.each([
     const { a, link, i } = await qkdPair();
     const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c', worker });
     await c.peers.add(a.identity.bundle);
-    await expectCode(c.sessions.accept({ handshake: i.handshake }), 'HANDSHAKE_WRONG_RECIPIENT');
+    await expectCode(
+      c.sessions.accept({ agent: 'bob', handshake: i.handshake }),
+      'HANDSHAKE_WRONG_RECIPIENT',
+    );
     expect(link.calls.getKeysById).toBe(0);
   });
 });
@@ -515,7 +726,7 @@ describe('kept session keys', () => {
   it('keepKeys stores K take-once in the KeyStore with a TTL; records never hold K', async () => {
     const { a, b } = await makePair();
     a.restart({ keepKeys: { ttlSeconds: 60 } });
-    const i = await a.sessions.initiate({ peer: b.identity.nodeId });
+    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
     expect(i.key_id).toBeDefined();
     const meta = await a.store.keys.meta(i.key_id!);
     expect(meta).toMatchObject({ purpose: 'session', size: 32, state: 'active' });

@@ -49,7 +49,7 @@ export async function makeNode(
     ...(qkd ? { saeId: qkd.saeId, kmeId: qkd.kmeId } : {}),
   });
   const audit = new AuditLog({ store, entropy, signer: signerFromIdentity(identity), clock: now });
-  const peers = new PeerRegistry({ store, clock: now });
+  const peers = new PeerRegistry({ store, audit, clock: now });
   const pqcWorker = opts.worker ? new PqcWorker({ signingKey: identity.signing.secretKey }) : undefined;
   if (pqcWorker) startedWorkers.push(pqcWorker);
   const mkPolicy = (config?: Partial<PolicyConfig>) =>

@@ -1,5 +1,6 @@
 import { sha3_256 } from '@noble/hashes/sha3.js';
 import { describe, expect, it } from 'vitest';
+import { AuditLog } from '../../src/audit/log.js';
 import { isQkmError } from '../../src/core/errors.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { fromBase64url, toBase64url } from '../../src/session/encoding.js';
@@ -95,7 +96,9 @@ describe('peer registry', () => {
     const e = new FakeEntropy();
     const a = await new IdentityManager({ store: createMemoryBackend(), entropy: e }).init({ region: 'EU' });
     const b = await new IdentityManager({ store: createMemoryBackend(), entropy: e }).init({ region: 'US' });
-    const reg = new PeerRegistry({ store: createMemoryBackend() });
+    const store = createMemoryBackend();
+    const audit = new AuditLog({ store });
+    const reg = new PeerRegistry({ store, audit });
     const p = await reg.add(a.bundle, { label: 'alpha', minPosture: 'PQC+QRNG' });
     expect(p).toMatchObject({ nodeId: a.nodeId, region: 'EU', label: 'alpha', minPosture: 'PQC+QRNG' });
     await reg.add(a.bundle); // idempotent
@@ -117,6 +120,12 @@ describe('peer registry', () => {
     await expect(reg.add(a.bundle, { minPosture: 'X' as never })).rejects.toMatchObject({
       code: 'INVALID_PARAMETER',
     });
+    // The registry audits each change itself (idempotent re-pin and refusals write nothing).
+    expect((await audit.records()).map((r) => [r.type, r.details.node_id])).toEqual([
+      ['peer.pinned', a.nodeId],
+      ['peer.pinned', b.nodeId],
+      ['peer.removed', a.nodeId],
+    ]);
   });
 });
 

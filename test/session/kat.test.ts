@@ -79,7 +79,7 @@ describe('handshake known-answer vectors (test/vectors/handshake-kat.json)', () 
       const store = createMemoryBackend();
       const entropy = new FakeEntropy();
       const identity = katIdentity(v.inputs.responder);
-      const peers = new PeerRegistry({ store });
+      const peers = new PeerRegistry({ store, audit: new AuditLog({ store }) });
       await peers.add(v.expected.initiator_bundle);
       const link = new FakeQkdLink();
       for (const q of v.inputs.qkd_keys) {
@@ -99,11 +99,16 @@ describe('handshake known-answer vectors (test/vectors/handshake-kat.json)', () 
         audit: new AuditLog({ store }),
         clock: () => v.inputs.timestamp_ms + 1000,
       });
-      const acc = await sessions.accept({ handshake: v.expected.handshake });
+      const acc = await sessions.accept({ handshake: v.expected.handshake, agent: v.inputs.responder_agent });
       expect(Buffer.from(acc.key).toString('hex')).toBe(v.expected.key);
       expect(Buffer.from(fromBase64url(acc.confirm)).toString('hex')).toBe(v.expected.confirm_tag);
       expect(acc.session_id).toBe(v.expected.session_id);
       expect(acc.context).toBe(v.inputs.context_utf8);
+      // v2: the agents and the initiator's degraded / fallback / randomness travel signed.
+      expect(acc.peer_agent).toBe(v.inputs.initiator_agent);
+      expect(acc.provenance.degraded).toBe(v.inputs.degraded);
+      expect(acc.provenance.fallback).toBe(v.inputs.fallback);
+      expect(acc.provenance.pqc.randomness).toBe(v.inputs.randomness);
       expect(link.calls.getKeysById).toBe(v.inputs.qkd_keys.length ? 1 : 0);
     });
   });

@@ -44,6 +44,11 @@ export interface KatVector {
     timestamp_ms: number;
     context_utf8: string;
     qkd_keys: Array<{ key_id: string; key: string }>;
+    initiator_agent: string;
+    responder_agent: string;
+    degraded: boolean;
+    fallback: boolean;
+    randomness: 'quantum' | 'os';
   };
   expected: {
     initiator_node_id: string;
@@ -104,6 +109,11 @@ export function computeKat(posture: Posture, inputs: KatVector['inputs']): KatVe
     timestamp: inputs.timestamp_ms,
     nonce: fromHex(inputs.nonce),
     context: new TextEncoder().encode(inputs.context_utf8),
+    initiatorAgent: inputs.initiator_agent,
+    responderAgent: inputs.responder_agent,
+    degraded: inputs.degraded,
+    fallback: inputs.fallback,
+    randomness: inputs.randomness,
   };
   const bodyBytes = encodeBody(body);
   const th = transcriptHash(bodyBytes);
@@ -157,6 +167,12 @@ export function katInputs(posture: Posture): KatVector['inputs'] {
     qkd_keys: qkd
       ? [{ key_id: '7f3c1d2e-5a4b-4c3d-8e9f-0a1b2c3d4e5f', key: toHex(fixed('qkd key', 32)) }]
       : [],
+    initiator_agent: 'alice-agent',
+    responder_agent: 'bob-agent',
+    // The PQC vector is a fallback for an outage (flags 0x03): both flag bits get a vector.
+    degraded: posture === 'PQC',
+    fallback: posture === 'PQC',
+    randomness: posture === 'PQC' ? 'os' : 'quantum',
   };
 }
 
@@ -164,10 +180,10 @@ export function generateKatFile(): object {
   const postures: Posture[] = ['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'];
   return {
     description:
-      'qkm/v1 hybrid handshake known-answer vectors. Hex unless noted; handshake is base64url. ' +
+      'qkm/v1 hybrid handshake known-answer vectors (handshake body version 2). Hex unless noted; handshake is base64url. ' +
       'Signatures: ML-DSA-65 deterministic (FIPS 204, rnd = 0^32), ctx "qkm/v1 handshake" (bundles: "qkm/v1 identity-bundle"). ' +
       'identity_seed = ML-DSA-65 keygen seed (32 bytes) || ML-KEM-768 keygen seed d||z (64 bytes). See README "Session protocol".',
-    version: 1,
+    version: 2,
     vectors: postures.map((posture) => {
       const inputs = katInputs(posture);
       return { posture, inputs, expected: computeKat(posture, inputs) };

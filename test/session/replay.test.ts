@@ -54,22 +54,26 @@ describe('junk input to the session API', () => {
   it('initiate and confirm reject junk with specific codes', async () => {
     const { a, b } = await makePair();
     const peer = b.identity.nodeId;
+    const who = { agent: 'alice', responderAgent: 'bob' };
     const cases: Array<[unknown, string]> = [
-      [{ peer: 42 }, 'PEER_NOT_FOUND'],
-      [{ peer: '../../etc' }, 'PEER_NOT_FOUND'],
-      [{ peer, minPosture: 'QKD' }, 'INVALID_PARAMETER'],
-      [{ peer, context: 'x'.repeat(1025) }, 'INVALID_PARAMETER'],
-      [{ peer, context: 7 }, 'INVALID_PARAMETER'],
+      [{ ...who, peer: 42 }, 'PEER_NOT_FOUND'],
+      [{ ...who, peer: '../../etc' }, 'PEER_NOT_FOUND'],
+      [{ ...who, peer, minPosture: 'QKD' }, 'INVALID_PARAMETER'],
+      [{ ...who, peer, context: 'x'.repeat(1025) }, 'INVALID_PARAMETER'],
+      [{ ...who, peer, context: 7 }, 'INVALID_PARAMETER'],
+      [{ peer }, 'INVALID_PARAMETER'],
+      [{ ...who, responderAgent: '', peer }, 'INVALID_PARAMETER'],
+      [{ ...who, agent: '../x', peer }, 'INVALID_PARAMETER'],
     ];
     for (const [req, code] of cases) {
       await expect(a.sessions.initiate(req as never), JSON.stringify(req)).rejects.toMatchObject({ code });
     }
     for (const junk of ['', 'x', '====', 'A'.repeat(70_000), null]) {
-      await expect(b.sessions.accept({ handshake: junk as never })).rejects.toMatchObject({
+      await expect(b.sessions.accept({ agent: 'bob', handshake: junk as never })).rejects.toMatchObject({
         code: 'HANDSHAKE_MALFORMED',
       });
     }
-    await expect(a.sessions.confirm(null as never, 'AA')).rejects.toMatchObject({
+    await expect(a.sessions.confirm(null as never, 'AA', 'alice')).rejects.toMatchObject({
       code: 'SESSION_NOT_FOUND',
     });
   });

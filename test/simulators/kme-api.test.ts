@@ -64,7 +64,7 @@ async function stored(url: string, who: Identity, slave: string): Promise<number
   return (answer.json as { stored_key_count: number }).stored_key_count;
 }
 
-async function expectError(answer: Promise<Answer>, status: 400 | 404 | 503, message: string | RegExp) {
+async function expectError(answer: Promise<Answer>, status: 400 | 404 | 405 | 503, message: string | RegExp) {
   const a = await answer;
   expect(a.status, a.text).toBe(status);
   expect(a.headers['content-type']).toMatch(/^application\/json/);
@@ -598,19 +598,26 @@ describe('errors (§5: 400 with Error, 401 without body, 503 with Error; qkm cho
     expect(await stored(pair.a.url, saeA, 'sae-b')).toBe(1);
   });
 
-  it('unknown routes and methods → 404 with an Error body (qkm choice)', async () => {
+  it('unknown routes → 404 with an Error body (qkm choice)', async () => {
     await expectError(call(pair.a.url, saeA, '/api/v1/keys/sae-b/other'), 404, 'no such route');
     await expectError(call(pair.a.url, saeA, '/api/v2/keys/sae-b/status'), 404, 'no such route');
-    await expectError(
-      call(pair.a.url, saeA, '/api/v1/keys/sae-b/status', { method: 'DELETE' }),
-      404,
-      'no such route',
-    );
-    await expectError(
-      call(pair.a.url, saeA, '/api/v1/keys/sae-b/status', { body: {} }),
-      404,
-      'no such route',
-    );
+  });
+
+  it('a known route with another method → 405 with Allow and an Error body', async () => {
+    for (const [path, method, allow] of [
+      ['/api/v1/keys/sae-b/status', 'DELETE', 'GET'],
+      ['/api/v1/keys/sae-b/status', 'POST', 'GET'],
+      ['/api/v1/keys/sae-b/enc_keys', 'PUT', 'GET, POST'],
+      ['/api/v1/keys/sae-a/dec_keys?key_ID=x', 'DELETE', 'GET, POST'],
+    ] as const) {
+      const answer = call(pair.a.url, saeA, path, {
+        method,
+        ...(method === 'DELETE' ? {} : { body: {} }),
+      });
+      const a = await answer;
+      expect(a.headers.allow, `${method} ${path}`).toBe(allow);
+      await expectError(Promise.resolve(a), 405, 'method not allowed on this route');
+    }
   });
 });
 

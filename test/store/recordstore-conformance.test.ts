@@ -1,8 +1,8 @@
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { QkmError } from '../../src/core/errors.js';
 import type { StorageBackend } from '../../src/store/interface.js';
-import { BACKENDS, type BackendHarness } from '../keys/helpers.js';
+import { BACKENDS, type BackendHarness, ETCD_SKIP, stopSharedEtcd } from '../keys/helpers.js';
 
 /** One RecordStore contract, run against every backend. */
 
@@ -11,6 +11,14 @@ interface Agent {
   hash: string;
   scopes: string[];
   created?: string;
+}
+
+afterAll(() => stopSharedEtcd(), 30_000);
+
+if (ETCD_SKIP !== undefined) {
+  describe('RecordStore conformance: etcd', () => {
+    it.skip(`skipped: ${ETCD_SKIP}`, () => undefined);
+  });
 }
 
 describe.each(BACKENDS)('RecordStore conformance: $name', ({ make }) => {

@@ -14,11 +14,18 @@ import type { EntropySource, EntropySourceEvents, EntropySourceInfo } from '../i
  * Why a read-ahead at all: a USB device delivers whole packets, a serial device whatever the
  * kernel has; the buffer decouples those transfer sizes from the caller's `n` and lets the
  * next transfer be in flight while the pipeline health-tests the previous one. It is bounded
- * (`readAheadBytes`) so an idle source does not hold more raw entropy in memory than needed.
+ * (`readAheadBytes`, 0 = fetch only for pending reads) so an idle source does not hold more
+ * raw entropy in memory than needed.
+ *
+ * Why buffered bytes can expire (`maxBufferAgeMs`): the pipeline health-tests what it reads
+ * when it reads it, and a verdict on bytes the device produced long ago says nothing about the
+ * device now. A 64 KiB read-ahead drained one 1 KiB test window a second once kept a stuck
+ * Quantis looking healthy for a minute. Bytes older than the bound are wiped unread.
  */
 export abstract class BufferedEntropySource extends EventEmitter implements EntropySource {
-  /** Buffered chunks, oldest first; `buffered` is their total length. */
+  /** Buffered chunks, oldest first; `buffered` is their total length; `at` their fetch times. */
   private chunks: Uint8Array[] = [];
+  private chunkTimes: number[] = [];
   private buffered = 0;
   private readonly queue: PendingRead[] = [];
   private pumping = false;
@@ -26,11 +33,16 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
   /** A fault seen while pre-fetching with nobody waiting; the next read reports it. */
   private deferredFault: EntropySourceError | undefined;
 
+  private readonly maxBufferAgeMs: number;
+
   protected constructor(
     protected readonly sourceId: string,
     private readonly readAheadBytes: number,
+    options: BufferedSourceOptions = {},
   ) {
     super();
+    this.maxBufferAgeMs = options.maxBufferAgeMs ?? Number.POSITIVE_INFINITY;
+    if (!(this.maxBufferAgeMs > 0)) throw new RangeError('maxBufferAgeMs must be positive');
   }
 
   abstract info(): EntropySourceInfo;
@@ -38,8 +50,10 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
   /**
    * One transfer from the device: resolves with ≥ 1 byte or rejects with an
    * `EntropySourceError`. Never called concurrently. Called only while the source is open.
+   * `wanted` (≥ 1) is how many bytes the pending reads (or the read-ahead) still lack; a
+   * driver may fetch more or fewer, but fetching about that many keeps leftovers small.
    */
-  protected abstract fetch(): Promise<Uint8Array>;
+  protected abstract fetch(wanted: number): Promise<Uint8Array>;
 
   /** Releases the device; in-flight `fetch()` calls may reject afterwards (ignored). */
   protected abstract release(): Promise<void>;
@@ -137,17 +151,26 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
   }
 
   private wantsMore(): boolean {
-    if (this.state !== 'open' || this.deferredFault !== undefined) return false;
-    if (this.queue.length > 0) return true;
-    return this.prefetchWhenIdle() && this.buffered < this.readAheadBytes;
+    return this.wanted() > 0;
+  }
+
+  /** Bytes the pump should fetch now: what pending reads lack, else what the read-ahead lacks. */
+  private wanted(): number {
+    if (this.state !== 'open' || this.deferredFault !== undefined) return 0;
+    if (this.queue.length > 0) {
+      let need = 0;
+      for (const p of this.queue) need += p.out.length - p.filled;
+      return Math.max(1, need - this.buffered);
+    }
+    return this.prefetchWhenIdle() ? Math.max(0, this.readAheadBytes - this.buffered) : 0;
   }
 
   private async pump(): Promise<void> {
     try {
-      while (this.wantsMore()) {
+      for (let wanted = this.wanted(); wanted > 0; wanted = this.wanted()) {
         let chunk: Uint8Array;
         try {
-          chunk = await this.fetch();
+          chunk = await this.fetch(wanted);
         } catch (err) {
           if (this.state !== 'open') return;
           const e =
@@ -166,6 +189,7 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
         if (this.state !== 'open') return;
         if (chunk.length > 0) {
           this.chunks.push(chunk);
+          this.chunkTimes.push(performance.now());
           this.buffered += chunk.length;
           this.serve();
         }
@@ -175,8 +199,9 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
     }
   }
 
-  /** Hands buffered bytes to pending reads, in call order. */
+  /** Hands buffered bytes to pending reads, in call order; stale ones are wiped first. */
   private serve(): void {
+    if (this.queue.length > 0) this.dropStale();
     while (this.queue.length > 0 && this.buffered > 0) {
       const head = this.queue[0]!;
       while (head.filled < head.out.length && this.chunks.length > 0) {
@@ -185,8 +210,10 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
         head.out.set(chunk.subarray(0, take), head.filled);
         head.filled += take;
         this.buffered -= take;
-        if (take === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(take);
+        if (take === chunk.length) {
+          this.chunks.shift();
+          this.chunkTimes.shift();
+        } else this.chunks[0] = chunk.subarray(take);
       }
       if (head.filled < head.out.length) return;
       this.queue.shift();
@@ -202,6 +229,8 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
     // Bytes already copied into an aborted read were never handed out: give them back.
     if (pending.filled > 0) {
       this.chunks.unshift(pending.out.slice(0, pending.filled));
+      // Their age is unknown here; count them as fetched now (they were at most one read ago).
+      this.chunkTimes.unshift(performance.now());
       this.buffered += pending.filled;
     }
     pending.out.fill(0);
@@ -221,8 +250,26 @@ export abstract class BufferedEntropySource extends EventEmitter implements Entr
   private dropBuffer(): void {
     for (const c of this.chunks) c.fill(0);
     this.chunks = [];
+    this.chunkTimes = [];
     this.buffered = 0;
   }
+
+  /** Wipes chunks fetched more than `maxBufferAgeMs` ago (oldest first). */
+  private dropStale(): void {
+    if (this.chunks.length === 0 || this.maxBufferAgeMs === Number.POSITIVE_INFINITY) return;
+    const oldest = performance.now() - this.maxBufferAgeMs;
+    while (this.chunks.length > 0 && this.chunkTimes[0]! < oldest) {
+      const c = this.chunks.shift()!;
+      this.chunkTimes.shift();
+      this.buffered -= c.length;
+      c.fill(0);
+    }
+  }
+}
+
+export interface BufferedSourceOptions {
+  /** Buffered bytes older than this (ms since fetched) are wiped, not served (default: no bound). */
+  maxBufferAgeMs?: number;
 }
 
 interface PendingRead {

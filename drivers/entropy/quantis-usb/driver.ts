@@ -44,8 +44,17 @@ export interface QuantisFactoryOptions {
   transport?: UsbTransport;
   /** Claimed min-entropy per byte for every device of this factory (open options override). */
   claimedMinEntropy?: number;
-  /** Upper bound on bytes read ahead of callers (default 64 KiB). */
+  /**
+   * Bytes read ahead of callers while idle (default 0: transfers are made only for pending
+   * reads, sized to what they lack). See `maxBufferAgeMs` for why a large idle read-ahead is
+   * a liability here.
+   */
   readAheadBytes?: number;
+  /**
+   * Buffered output older than this is wiped unread (default 100 ms): the pipeline's verdict
+   * on a byte must be about the device as it is when the byte is read.
+   */
+  maxBufferAgeMs?: number;
   /** Packets per bulk transfer (default 16, i.e. 8 KiB at high speed). */
   packetsPerTransfer?: number;
   /** Wait after re-enabling the module in the board-reset sequence (vendor library: 1 s). */
@@ -58,6 +67,7 @@ interface ResolvedOptions {
   transport: UsbTransport;
   claimedMinEntropy: number;
   readAheadBytes: number;
+  maxBufferAgeMs: number;
   packetsPerTransfer: number;
   resetSettleMs: number;
   timeoutMs: number;
@@ -154,7 +164,7 @@ export class QuantisUsbSource extends BufferedEntropySource implements EntropySo
     private readonly staticInfo: EntropySourceInfo,
     private readonly options: ResolvedOptions,
   ) {
-    super(sourceId, options.readAheadBytes);
+    super(sourceId, options.readAheadBytes, { maxBufferAgeMs: options.maxBufferAgeMs });
     this.cmd = new QuantisCommands(handle, options.timeoutMs);
     this.transferBytes = packetSize * options.packetsPerTransfer;
     this.unsubscribeDetach = options.transport.subscribe('detach', (d) => {
@@ -178,8 +188,12 @@ export class QuantisUsbSource extends BufferedEntropySource implements EntropySo
    * names the request: the entropy pipeline treats any read failure as a fault, quarantines the
    * source and re-admits it only after a fresh SP 800-90B start-up test (1024 samples) on new
    * output — which is the start-up test the device asked for.
+   *
+   * The transfer is sized to `wanted`, rounded up to whole packets and capped at
+   * `packetsPerTransfer` packets, so a one-window health read fetches two packets, not 8 KiB
+   * of which most would sit in the buffer going stale.
    */
-  protected async fetch(): Promise<Uint8Array> {
+  protected async fetch(wanted: number): Promise<Uint8Array> {
     try {
       const status = await this.cmd.status();
       if (status <= 0) {
@@ -195,19 +209,19 @@ export class QuantisUsbSource extends BufferedEntropySource implements EntropySo
           'device requested AIS-31 start-up tests; board reset, flag cleared, start-up test required',
         );
       }
-      const data = await this.handle.bulkIn(
-        QUANTIS_BULK_IN_ENDPOINT,
+      const length = Math.min(
         this.transferBytes,
-        this.options.timeoutMs,
+        Math.max(1, Math.ceil(wanted / this.packetSize)) * this.packetSize,
       );
-      if (data.length !== this.transferBytes) {
+      const data = await this.handle.bulkIn(QUANTIS_BULK_IN_ENDPOINT, length, this.options.timeoutMs);
+      if (data.length !== length) {
         data.fill(0);
         // A short packet means the device's FIFO under-ran or the transfer was corrupted;
         // the vendor library treats it as an error and so do we.
         throw new EntropySourceError(
           this.sourceId,
           'io',
-          `short bulk transfer (${data.length} of ${this.transferBytes} bytes, packet ${this.packetSize})`,
+          `short bulk transfer (${data.length} of ${length} bytes, packet ${this.packetSize})`,
         );
       }
       return data;
@@ -251,7 +265,8 @@ export function createQuantisFactory(options: QuantisFactoryOptions = {}): Entro
   const o: ResolvedOptions = {
     transport: options.transport ?? createLibusbTransport(),
     claimedMinEntropy: options.claimedMinEntropy ?? QUANTIS_DEFAULT_MIN_ENTROPY,
-    readAheadBytes: options.readAheadBytes ?? 64 * 1024,
+    readAheadBytes: options.readAheadBytes ?? 0,
+    maxBufferAgeMs: options.maxBufferAgeMs ?? 100,
     packetsPerTransfer: options.packetsPerTransfer ?? 16,
     resetSettleMs: options.resetSettleMs ?? 1000,
     timeoutMs: options.timeoutMs ?? QUANTIS_REQUEST_TIMEOUT_MS,

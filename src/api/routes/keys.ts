@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { AuditSink } from '../../audit/types.js';
 import type { KeyListQuery, KeyMetadata, KeyState } from '../../keys/interface.js';
@@ -13,8 +14,14 @@ export interface KeyServiceApi {
     label?: string;
     require?: 'quantum' | 'any';
   }): Promise<KeyMetadata>;
-  take(id: string, owner?: string): Promise<{ meta: KeyMetadata; material: Uint8Array }>;
+  take(
+    id: string,
+    owner?: string,
+    options?: { signal?: AbortSignal; requestId?: string },
+  ): Promise<{ meta: KeyMetadata; material: Uint8Array; redelivered?: boolean }>;
   list(query: KeyListQuery): Promise<KeyMetadata[]>;
+  /** True when the service writes `key.created` / `key.taken` itself (journaled with the store). */
+  readonly audited?: boolean;
 }
 
 export const KeyMetaSchema = Type.Object({
@@ -32,6 +39,35 @@ export const KeyMetaSchema = Type.Object({
 
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
 
+const TakeHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 128,
+      pattern: '^[\\x21-\\x7e]+$',
+      description:
+        'Client-chosen request id: a retry with the same id (same agent) within the redelivery window gets the same key once more',
+    }),
+  ),
+});
+
+/**
+ * Aborts when the request's connection closes (or already has): a take is not committed for a
+ * requester that can no longer receive the answer — e.g. when Node's parser rejected a
+ * malformed request pipelined behind it and destroyed the socket.
+ */
+function connectionSignal(request: FastifyRequest): { signal: AbortSignal; done: () => void } {
+  const ac = new AbortController();
+  const socket = request.raw.socket;
+  if (!socket || socket.destroyed || !socket.writable) {
+    ac.abort();
+    return { signal: ac.signal, done: () => undefined };
+  }
+  const onClose = (): void => ac.abort();
+  socket.once('close', onClose);
+  return { signal: ac.signal, done: () => socket.off('close', onClose) };
+}
+
 export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?: AuditSink }> = async (
   app,
   opts,
@@ -40,6 +76,11 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
     '/v1/keys',
     {
       config: { scope: 'keys' },
+      // Every field has a default, so no body at all means all defaults (`curl -X POST`).
+      preValidation: (request, _reply, done) => {
+        request.body ??= {};
+        done();
+      },
       schema: {
         summary: 'Create a key from quantum entropy and store it encrypted; fetch it once with /take',
         tags: ['keys'],
@@ -73,16 +114,17 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
         ...(body.require !== undefined ? { require: body.require } : {}),
         ...(request.agent ? { owner: request.agent.name } : {}),
       });
-      await opts.audit?.append({
-        type: 'key.created',
-        actor: request.agent?.name ?? 'unknown',
-        details: {
-          key_id: meta.id,
-          size: meta.size,
-          degraded: meta.provenance.degraded,
-          ...(meta.provenance.reason ? { reason: meta.provenance.reason } : {}),
-        },
-      });
+      if (!opts.keys.audited)
+        await opts.audit?.append({
+          type: 'key.created',
+          actor: request.agent?.name ?? 'unknown',
+          details: {
+            key_id: meta.id,
+            size: meta.size,
+            degraded: meta.provenance.degraded,
+            ...(meta.provenance.reason ? { reason: meta.provenance.reason } : {}),
+          },
+        });
       return reply.status(201).send(meta);
     },
   );
@@ -96,22 +138,48 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
         tags: ['keys'],
         security: [{ bearer: [] }],
         params: IdParams,
+        headers: TakeHeaders,
         response: {
-          200: Type.Object({ ...KeyMetaSchema.properties, key: Type.String({ description: 'base64' }) }),
+          200: Type.Object({
+            ...KeyMetaSchema.properties,
+            key: Type.String({ description: 'base64' }),
+            redelivered: Type.Optional(
+              Type.Boolean({ description: 'true: a retry (same Idempotency-Key) got the bytes once more' }),
+            ),
+          }),
           ...errorResponses(404, 410),
         },
       },
     },
     async (request) => {
-      const { meta, material } = await opts.keys.take(request.params.id, request.agent?.name);
-      await opts.audit?.append({
-        type: 'key.taken',
-        actor: request.agent?.name ?? 'unknown',
-        details: { key_id: meta.id },
-      });
+      const requestId = request.headers['idempotency-key'];
+      const conn = connectionSignal(request);
+      let taken: Awaited<ReturnType<KeyServiceApi['take']>>;
+      try {
+        taken = await opts.keys.take(request.params.id, request.agent?.name, {
+          signal: conn.signal,
+          ...(requestId !== undefined ? { requestId } : {}),
+        });
+      } finally {
+        conn.done();
+      }
+      const { meta, material, redelivered } = taken;
+      if (redelivered) {
+        await opts.audit?.append({
+          type: 'key.redelivered',
+          actor: request.agent?.name ?? 'unknown',
+          details: { key_id: meta.id },
+        });
+      } else if (!opts.keys.audited) {
+        await opts.audit?.append({
+          type: 'key.taken',
+          actor: request.agent?.name ?? 'unknown',
+          details: { key_id: meta.id, ...(requestId !== undefined ? { held: true } : {}) },
+        });
+      }
       const key = Buffer.from(material).toString('base64');
       material.fill(0);
-      return { ...meta, key };
+      return { ...meta, key, ...(redelivered ? { redelivered: true } : {}) };
     },
   );
 

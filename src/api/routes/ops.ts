@@ -73,12 +73,22 @@ const StatusSchema = Type.Object({
     accepted: PerPosture,
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
+    qkdKeysWasted: Type.Integer(),
     mldsa: WorkCounts,
   }),
   audit: Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
     seals: Type.Optional(WorkCounts),
+    unsealedTail: Type.Optional(
+      Type.Object({
+        from_seq: Type.Integer(),
+        through_seq: Type.Integer(),
+        count: Type.Integer(),
+        chain_ok: Type.Boolean(),
+        reason: Type.Optional(Type.String()),
+      }),
+    ),
   }),
 });
 
@@ -87,6 +97,7 @@ const AgentSchema = Type.Object({
   scopes: Type.Array(Type.String()),
   created: Type.String(),
   revoked: Type.Optional(Type.String()),
+  aid: Type.Optional(Type.String()),
 });
 
 export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app, opts) => {
@@ -163,6 +174,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         body: Type.Object(
           {
             name: Type.String({ minLength: 1, maxLength: 64 }),
+            aid: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 384, description: 'user@domain:name' }),
+            ),
             scopes: Type.Optional(
               Type.Array(Type.Union(SCOPES.map((s) => Type.Literal(s))), { minItems: 1, uniqueItems: true }),
             ),
@@ -176,6 +190,8 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
       const { agent, token } = await opts.agents.add(
         request.body.name,
         request.body.scopes as Scope[] | undefined,
+        request.agent?.name ?? 'unknown',
+        request.body.aid,
       );
       return reply.status(201).send({ agent, token });
     },
@@ -190,15 +206,22 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         tags: ['agents'],
         security: [{ bearer: [] }],
         params: Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }),
-        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(404) },
+        querystring: Type.Object(
+          {
+            force: Type.Optional(
+              Type.Boolean({ description: 'revoke even the last agent with the admin scope' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ agent: AgentSchema }), ...errorResponses(404, 409) },
       },
     },
     async (request) => {
-      const agent = await opts.agents.revoke(request.params.name);
-      await opts.audit?.append({
-        type: 'agent.revoked',
+      // The registry writes the audit record (agent.revoked), whoever calls it.
+      const agent = await opts.agents.revoke(request.params.name, {
         actor: request.agent?.name ?? 'unknown',
-        details: { name: agent.name },
+        ...(request.query.force ? { force: true } : {}),
       });
       return { agent };
     },

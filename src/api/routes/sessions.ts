@@ -111,11 +111,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       const peer = await opts.peers.add(bundle, {
         ...(label !== undefined ? { label } : {}),
         ...(min_posture !== undefined ? { minPosture: min_posture } : {}),
-      });
-      await opts.audit.append({
-        type: 'peer.pinned',
         actor: actor(request.agent),
-        details: { node_id: peer.nodeId, region: peer.bundle.region },
       });
       const rec = (await opts.peers.list()).find((p) => p.node_id === peer.nodeId);
       if (!rec) throw new Error('pinned peer vanished');
@@ -136,12 +132,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       },
     },
     async (request) => {
-      await opts.peers.remove(request.params.id);
-      await opts.audit.append({
-        type: 'peer.removed',
-        actor: actor(request.agent),
-        details: { node_id: request.params.id },
-      });
+      // The registry writes peer.removed (and peer.pinned above), whoever calls it.
+      await opts.peers.remove(request.params.id, actor(request.agent));
       return { removed: request.params.id };
     },
   );
@@ -220,15 +212,26 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         body: Type.Object(
           {
             peer: Type.String({ minLength: 1, maxLength: 128 }),
+            responder_agent: Type.String({
+              minLength: 1,
+              maxLength: 64,
+              description: 'the one agent on the peer node that may accept the handshake (signed into it)',
+            }),
             min_posture: Type.Optional(PostureSchema),
             context: Type.Optional(Type.String({ maxLength: 1024 })),
+            require_confirm: Type.Optional(
+              Type.Boolean({
+                description: 'return no key now: the confirm call returns it once the responder tag matches',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
         response: {
           201: Type.Object({
             session_id: Type.String(),
-            key: Type.String({ description: 'base64, 32 bytes' }),
+            key: Type.Optional(Type.String({ description: 'base64, 32 bytes; absent with require_confirm' })),
+            key_pending: Type.Optional(Type.Boolean()),
             handshake: Type.String({ description: 'base64url signed handshake message' }),
             posture: PostureSchema,
             provenance: SessionProvenanceSchema,
@@ -239,15 +242,18 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
     },
     async (request, reply) => {
       const r = await opts.sessions.initiate({
+        agent: actor(request.agent),
+        responderAgent: request.body.responder_agent,
         peer: request.body.peer,
         ...(request.body.min_posture ? { minPosture: request.body.min_posture } : {}),
         ...(request.body.context !== undefined ? { context: request.body.context } : {}),
+        ...(request.body.require_confirm ? { requireConfirm: true } : {}),
       });
-      const key = b64(r.key);
+      const key = r.key_pending ? undefined : b64(r.key);
       r.key.fill(0);
       return reply.status(201).send({
         session_id: r.session_id,
-        key,
+        ...(key !== undefined ? { key } : { key_pending: true }),
         handshake: r.handshake,
         posture: r.posture,
         provenance: r.provenance,
@@ -275,14 +281,20 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
             provenance: SessionProvenanceSchema,
             confirm: Type.String({ description: 'base64url key-confirmation tag for the initiator' }),
             peer: Type.String(),
+            peer_agent: Type.String({
+              description: 'the initiating agent, as the signed handshake names it',
+            }),
             context: Type.String(),
           }),
-          ...errorResponses(409, 503),
+          ...errorResponses(403, 409, 503),
         },
       },
     },
     async (request) => {
-      const r = await opts.sessions.accept({ handshake: request.body.handshake });
+      const r = await opts.sessions.accept({
+        handshake: request.body.handshake,
+        agent: actor(request.agent),
+      });
       const key = b64(r.key);
       r.key.fill(0);
       return {
@@ -292,6 +304,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         provenance: r.provenance,
         confirm: r.confirm,
         peer: r.peer,
+        peer_agent: r.peer_agent,
         context: r.context,
       };
     },
@@ -311,12 +324,23 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ session_id: Type.String(), confirmed: Type.Boolean() }),
+          200: Type.Object({
+            session_id: Type.String(),
+            confirmed: Type.Boolean(),
+            key: Type.Optional(
+              Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
+            ),
+          }),
           ...errorResponses(404),
         },
       },
     },
-    async (request) => opts.sessions.confirm(request.params.id, request.body.confirm),
+    async (request) => {
+      const r = await opts.sessions.confirm(request.params.id, request.body.confirm, actor(request.agent));
+      const key = r.key ? b64(r.key) : undefined;
+      r.key?.fill(0);
+      return { session_id: r.session_id, confirmed: r.confirmed, ...(key ? { key } : {}) };
+    },
   );
 
   app.get(

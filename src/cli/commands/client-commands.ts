@@ -114,13 +114,20 @@ export function registerClientCommands(program: Command): void {
     .command('add <name>')
     .description('add an agent and print its token (shown once)')
     .option('--scopes <list>', 'comma-separated: entropy,keys,sessions,admin', 'entropy,keys,sessions')
-    .action(async (name: string, o: { scopes: string }, cmd) => {
+    .option('--aid <user@domain:name>', 'governed agent id (contact policies speak about it)')
+    .action(async (name: string, o: { scopes: string; aid?: string }, cmd) => {
       const opts = globals(cmd);
       const r = await (await clientOf(opts, true)).agents.add(
         name,
         o.scopes.split(',').map((s) => s.trim()),
+        o.aid,
       );
-      print(opts, r, () => `${r.agent.name} [${r.agent.scopes.join(',')}]\ntoken: ${r.token}`);
+      print(
+        opts,
+        r,
+        () =>
+          `${r.agent.name}${r.agent.aid ? ` (${r.agent.aid})` : ''} [${r.agent.scopes.join(',')}]\ntoken: ${r.token}`,
+      );
     });
   agent
     .command('list')
@@ -137,9 +144,10 @@ export function registerClientCommands(program: Command): void {
   agent
     .command('revoke <name>')
     .description("revoke an agent's token")
-    .action(async (name: string, _o, cmd) => {
+    .option('--force', 'revoke even the last agent with the admin scope (see README, admin-token recovery)')
+    .action(async (name: string, o: { force?: boolean }, cmd) => {
       const opts = globals(cmd);
-      const a = await (await clientOf(opts, true)).agents.revoke(name);
+      const a = await (await clientOf(opts, true)).agents.revoke(name, o.force ? { force: true } : {});
       print(opts, a, () => `revoked ${a.name}`);
     });
 

@@ -1,6 +1,12 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { type AuditRecord, parseJsonLines, toJsonLines, verifyAuditLog } from '../../audit/index.js';
+import {
+  type AuditRecord,
+  type AuditVerifyResult,
+  parseJsonLines,
+  toJsonLines,
+  verifyAuditLog,
+} from '../../audit/index.js';
 import { fromBase64url } from '../../session/encoding.js';
 import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
 
@@ -143,25 +149,33 @@ export function registerSessionCommands(program: Command): void {
   session
     .command('initiate <peer>')
     .description('start a session; prints the key (base64) and the handshake to hand to the peer')
+    .requiredOption('--responder-agent <name>', 'the agent on the peer node that may accept (signed in)')
     .option('--min-posture <posture>', 'refuse anything weaker')
     .option('--context <text>', 'application context bound into the transcript')
-    .action(async (peer: string, o: { minPosture?: string; context?: string }, cmd: Command) => {
-      const opts = cmd.optsWithGlobals() as GlobalOptions;
-      const min = posture(o.minPosture);
-      const r = await (await clientOf(opts)).sessions.initiate({
-        peer,
-        ...(min ? { minPosture: min } : {}),
-        ...(o.context !== undefined ? { context: o.context } : {}),
-      });
-      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
-      print(opts, out, () =>
-        [
-          `session ${r.session_id} posture ${r.posture}${r.provenance.degraded ? ` DEGRADED: ${r.provenance.reason}` : ''}`,
-          `key ${out.key}`,
-          `handshake ${r.handshake}`,
-        ].join('\n'),
-      );
-    });
+    .action(
+      async (
+        peer: string,
+        o: { responderAgent: string; minPosture?: string; context?: string },
+        cmd: Command,
+      ) => {
+        const opts = cmd.optsWithGlobals() as GlobalOptions;
+        const min = posture(o.minPosture);
+        const r = await (await clientOf(opts)).sessions.initiate({
+          peer,
+          responderAgent: o.responderAgent,
+          ...(min ? { minPosture: min } : {}),
+          ...(o.context !== undefined ? { context: o.context } : {}),
+        });
+        const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+        print(opts, out, () =>
+          [
+            `session ${r.session_id} posture ${r.posture}${r.provenance.degraded ? ` DEGRADED: ${r.provenance.reason}` : ''}`,
+            `key ${out.key}`,
+            `handshake ${r.handshake}`,
+          ].join('\n'),
+        );
+      },
+    );
   session
     .command('accept <handshake>')
     .description("accept a peer's handshake; prints the key and the confirmation tag for the initiator")
@@ -209,13 +223,32 @@ export function registerSessionCommands(program: Command): void {
       const result = verifyAuditLog(records, fromBase64url(pk, 'public key'), {
         requireSealed: o.requireSealed ?? false,
       });
-      print(opts, result, () =>
-        result.ok
-          ? `audit log OK: ${result.count} records, sealed through ${result.sealedThrough}, ${result.unsealed} not yet sealed`
-          : `audit log BROKEN at seq ${result.seq}: ${result.reason}`,
-      );
+      print(opts, result, () => auditVerdict(result));
       if (!result.ok) process.exitCode = 1;
+      // Nothing signed at all: the chain alone proves nothing against someone who can write the
+      // store (strip the seals, rehash). Loud, and a distinct exit code.
+      else if (result.count > 0 && result.sealedThrough === 0) process.exitCode = 2;
     });
+}
+
+/** What `qkm audit verify` prints: OK only for what a seal vouches for; the rest said loudly. */
+export function auditVerdict(result: AuditVerifyResult): string {
+  if (!result.ok) return `audit log BROKEN at seq ${result.seq}: ${result.reason}`;
+  if (result.count > 0 && result.sealedThrough === 0) {
+    return `audit log UNSEALED: none of its ${result.count} records is covered by a valid seal — the chain is intact but proves nothing against anyone who can write the store`;
+  }
+  const lines = [
+    `audit log OK: ${result.count} records, sealed through ${result.sealedThrough}, ${result.unsealed} not yet sealed`,
+  ];
+  if (result.unsealed > 0) {
+    lines.push(`WARNING: records ${result.sealedThrough + 2}-${result.count} are NOT signed (unsealed)`);
+  }
+  for (const r of result.unattested ?? []) {
+    lines.push(
+      `WARNING: records ${r.from_seq}-${r.through_seq} were found unsealed when the log was opened (audit.unsealed_tail_found): later seals do not vouch for them`,
+    );
+  }
+  return lines.join('\n');
 }
 
 async function fetchAll(opts: GlobalOptions): Promise<AuditRecord[]> {

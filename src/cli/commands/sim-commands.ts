@@ -15,7 +15,8 @@ import {
 } from '../../../simulators/bb84/index.js';
 import { generateSimCerts, type SimCertFiles } from '../../../simulators/kme/certs.js';
 import { type RunningKmePair, runKmePairFromCerts } from '../../../simulators/kme/pair.js';
-import { CliError, type GlobalOptions, print, setLongRunning } from '../context.js';
+import { SIM_FAULT_KINDS } from '../../api/routes/sim.js';
+import { CliError, type GlobalOptions, clientOf, print, setLongRunning } from '../context.js';
 
 /**
  * `qkm sim …`: the simulators on their own — the BB84 link model (one distance or a sweep with a
@@ -244,6 +245,29 @@ function stopOnSignal(running: RunningKmePair): void {
 
 export function registerSimCommands(program: Command): void {
   const sim = program.command('sim').description('simulators: BB84 link model, KME pair, certificates');
+
+  sim
+    .command('fault <kind>')
+    .description(
+      `inject a fault into the running appliance's simulated Quantis (admin token; simulator mode only): ${SIM_FAULT_KINDS.join(', ')}`,
+    )
+    .option(
+      '--fraction <f>',
+      'bias: share of bytes forced to 0x00 (0-1, default 0.5)',
+      finiteNumber('--fraction', 0),
+    )
+    .action(async (kind: string, o: { fraction?: number }, cmd: Command) => {
+      if (!(SIM_FAULT_KINDS as readonly string[]).includes(kind)) {
+        throw usage(`fault kind must be one of ${SIM_FAULT_KINDS.join(', ')}`);
+      }
+      const opts = globals(cmd);
+      const faults = await (await clientOf(opts, true)).sim.fault(kind, o.fraction);
+      print(opts, faults, () =>
+        Object.entries(faults)
+          .map(([k, v]) => `${k}=${String(v)}`)
+          .join(' '),
+      );
+    });
 
   sim
     .command('bb84')
