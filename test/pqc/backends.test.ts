@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import fc from 'fast-check';
@@ -63,4 +64,19 @@ describe('PQC backends cross-verify (liboqs-wasm ⇄ noble)', () => {
       expect(() => b.mlKem768.decapsulate(new Uint8Array(3), kemKeys.secretKey)).toThrow();
     }
   });
+});
+
+describe('FIPS 203 known answer (NIST ACVP, test/vectors/pqc/mlkem768-acvp.json)', () => {
+  const file = JSON.parse(
+    readFileSync(new URL('../vectors/pqc/mlkem768-acvp.json', import.meta.url), 'utf8'),
+  ) as { cases: { tcId: number; ek: string; m: string; c: string; k: string }[] };
+  for (const v of file.cases) {
+    it(`ML-KEM-768 encapsulation tcId ${v.tcId} on every backend that takes caller randomness`, () => {
+      for (const b of [noble, oqs].filter((x) => x.mlKem768.derandomisedEncaps)) {
+        const out = b.mlKem768.encapsulate(Buffer.from(v.ek, 'hex'), Buffer.from(v.m, 'hex'));
+        expect(Buffer.from(out.cipherText).toString('hex').toUpperCase()).toBe(v.c);
+        expect(Buffer.from(out.sharedSecret).toString('hex').toUpperCase()).toBe(v.k);
+      }
+    });
+  }
 });
