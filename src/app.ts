@@ -1,4 +1,3 @@
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { EntropySourceFactory } from '../drivers/entropy/interface.js';
 import { Etsi014Client } from '../drivers/qkd/etsi014/index.js';
@@ -15,8 +14,12 @@ import { sessionRoutes } from './api/routes/sessions.js';
 import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import { governanceRoutes } from './api/routes/governance.js';
+import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
+import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -65,10 +68,14 @@ export interface ApplianceOptions {
 }
 
 export class Appliance {
-  private readonly cronTasks: ScheduledTask[] = [];
   private readonly unwatchers: Array<() => void> = [];
-  private linkTimer: NodeJS.Timeout | undefined;
   readonly startedAt = new Date();
+  /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
+  private readonly jobs: JobScheduler;
+  /** Contact policies of the governed agents (issue #12); set once in `start`. */
+  contacts!: ContactPolicies;
+  /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
+  prekeys!: PrekeyStore;
 
   private constructor(
     readonly config: QkmConfig,
@@ -90,7 +97,9 @@ export class Appliance {
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
-  ) {}
+  ) {
+    this.jobs = new JobScheduler(logger);
+  }
 
   /** Where the API listens, once started. */
   get url(): string {
@@ -274,6 +283,22 @@ export class Appliance {
         pqcWorker,
         simulatedQuantis,
       );
+      appliance.contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
+      appliance.prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -316,22 +341,11 @@ export class Appliance {
   private async listen(): Promise<void> {
     const { config } = this;
     const metrics = createMetrics(() => this.status());
-    this.cronTasks.push(
-      cron.schedule(config.keys.sweepCron, async () => {
-        try {
-          const n = await this.keys.sweep();
-          if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
-        } catch (err) {
-          this.logger.error({ err: { message: (err as Error).message } }, 'key expiry sweep failed');
-        }
-      }),
-    );
-    if (this.qkd) {
-      const poll = () => void this.pollQkdLinks();
-      poll();
-      this.linkTimer = setInterval(poll, 10_000);
-      this.linkTimer.unref();
-    }
+    this.jobs.cron('key-expiry-sweep', config.keys.sweepCron, async () => {
+      const n = await this.keys.sweep();
+      if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
+    });
+    if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -358,6 +372,17 @@ export class Appliance {
             policy: this.policy,
             sessions: this.sessions,
             audit: this.audit,
+          },
+        },
+        {
+          plugin: governanceRoutes,
+          options: {
+            contacts: this.contacts,
+            audit: this.audit,
+            prekeys: {
+              store: this.prekeys,
+              isLocalAid: async (aid: string) => (await this.agents.byAid(aid)) !== undefined,
+            },
           },
         },
       ],
@@ -420,8 +445,7 @@ export class Appliance {
     // audit log is closed before the sources anyway).
     this.entropy.removeAllListeners('degraded');
     for (const unwatch of this.unwatchers.splice(0)) unwatch();
-    for (const t of this.cronTasks) t.stop();
-    if (this.linkTimer) clearInterval(this.linkTimer);
+    this.jobs.stop();
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);

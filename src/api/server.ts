@@ -12,6 +12,7 @@ import { rateLimitPlugin } from './rate-limit.js';
 import { strictInputHook } from './strict-input.js';
 import { bodyDeadlineHook, clientErrorHandler, installErrorHandling } from './errors.js';
 import type { QkmMetrics } from './metrics.js';
+import { DOCS_PAGE_HTML, finishOpenApi } from './openapi.js';
 import { entropyRoutes } from './routes/entropy.js';
 import { type KeyServiceApi, keyRoutes } from './routes/keys.js';
 import { opsRoutes } from './routes/ops.js';
@@ -129,6 +130,19 @@ export async function buildApi(deps: ApiDeps) {
   await app.register(keyRoutes, { keys: deps.keys, ...(deps.audit ? { audit: deps.audit } : {}) });
   for (const { plugin, options } of deps.plugins ?? []) await app.register(plugin, options);
 
-  app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async () => app.swagger());
+  // The Host header is allowlisted by the auth plugin, so it can name the server in the document.
+  app.get('/docs/json', { config: { auth: false }, schema: { hide: true } }, async (request) =>
+    finishOpenApi(app.swagger(), request.headers.host ? `http://${request.headers.host}` : undefined),
+  );
+  app.get('/docs', { config: { auth: false }, schema: { hide: true } }, async (_request, reply) =>
+    reply
+      .type('text/html; charset=utf-8')
+      .header(
+        'content-security-policy',
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+      )
+      .header('x-frame-options', 'DENY')
+      .send(DOCS_PAGE_HTML),
+  );
   return app;
 }

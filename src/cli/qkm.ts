@@ -4,6 +4,7 @@ import { VERSION } from '../core/version.js';
 import { registerApplianceCommands } from './commands/appliance-commands.js';
 import { registerClientCommands } from './commands/client-commands.js';
 import { registerDemoCommands } from './commands/demo-commands.js';
+import { registerGovernanceCommands } from './commands/governance-commands.js';
 import { registerLocalCommands } from './commands/local-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerApplianceCommands(program);
   registerClientCommands(program);
   registerSessionCommands(program);
+  registerGovernanceCommands(program);
   registerLocalCommands(program);
   registerSimCommands(program);
   registerDemoCommands(program);

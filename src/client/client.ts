@@ -61,7 +61,9 @@ export interface SessionProvenance {
 
 export interface InitiatedSession {
   session_id: string;
+  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
   key: Uint8Array;
+  key_pending?: boolean;
   handshake: string;
   posture: Posture;
   provenance: SessionProvenance;
@@ -86,6 +88,7 @@ export interface AgentInfo {
   scopes: string[];
   created: string;
   revoked?: string;
+  aid?: string;
 }
 
 export class QkmClient {
@@ -224,9 +227,9 @@ export class QkmClient {
 
   readonly agents = {
     list: async () => (await this.request<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents,
-    add: (name: string, scopes?: string[]) =>
+    add: (name: string, scopes?: string[], aid?: string) =>
       this.request<{ agent: AgentInfo; token: string }>('POST', '/v1/agents', {
-        body: { name, ...(scopes ? { scopes } : {}) },
+        body: { name, ...(scopes ? { scopes } : {}), ...(aid ? { aid } : {}) },
       }),
     /** `force` revokes even the last agent with the admin scope (else 409 LAST_ADMIN). */
     revoke: async (name: string, options: { force?: boolean } = {}) =>
@@ -259,6 +262,32 @@ export class QkmClient {
       this.request<{ removed: string }>('DELETE', `/v1/peers/${encodeURIComponent(nodeId)}`),
   };
 
+  /** Contact policies of governed agents (issue #12); admin token. */
+  readonly contacts = {
+    get: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}`),
+    set: <T = Record<string, unknown>>(aid: string, rules: Array<{ pattern: string; budget: number }>) =>
+      this.request<T>('PUT', `/v1/contact-policies/${encodeURIComponent(aid)}`, { body: { rules } }),
+    decision: <T = Record<string, unknown>>(aid: string, initiator: string) =>
+      this.request<T>('GET', `/v1/contact-policies/${encodeURIComponent(aid)}/decision`, {
+        query: { initiator },
+      }),
+  };
+
+  /** One-time and last-resort prekeys of this node's governed agents (issue #12); admin token. */
+  readonly prekeys = {
+    publish: async <T = Record<string, unknown>>(aid: string, count: number) =>
+      (
+        await this.request<{ prekeys: T[] }>('POST', `/v1/prekeys/${encodeURIComponent(aid)}`, {
+          body: { count },
+        })
+      ).prekeys,
+    list: async <T = Record<string, unknown>>(aid: string) =>
+      (await this.request<{ prekeys: T[] }>('GET', `/v1/prekeys/${encodeURIComponent(aid)}`)).prekeys,
+    lastResort: <T = Record<string, unknown>>(aid: string) =>
+      this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
@@ -272,17 +301,20 @@ export class QkmClient {
       /** The agent on the peer node that may accept (signed into the handshake). */
       responderAgent: string;
       minPosture?: Posture;
+      /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
+      requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key: string }>('POST', '/v1/sessions', {
+      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
           responder_agent: options.responderAgent,
+          ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
         },
       });
-      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+      return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
       const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
@@ -294,12 +326,22 @@ export class QkmClient {
       );
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
-    confirm: (sessionId: string, confirm: string) =>
-      this.request<{ session_id: string; confirmed: boolean }>(
+    /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
+    confirm: async (
+      sessionId: string,
+      confirm: string,
+    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
+      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
         { body: { confirm } },
-      ),
+      );
+      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
+        session_id: string;
+        confirmed: boolean;
+        key?: Uint8Array;
+      };
+    },
   };
 
   readonly audit = {

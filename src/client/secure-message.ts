@@ -5,30 +5,37 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 
 /**
- * Secure messages over a qkm session (QSC paper §3.4, eq. 9–12): AES-256-GCM with a fresh
- * 96-bit nonce per message, the sender's ML-DSA-65 signature over a SHA3-256 digest of
- * (header, ciphertext, nonce, aad), and receiver-side replay rejection by nonce.
+ * Secure messages over a qkm session (QSC paper §3.4, eq. 9–12): AES-256-GCM, the sender's
+ * ML-DSA-65 signature over a SHA3-256 digest of (header, ciphertext, nonce, aad), and
+ * receiver-side replay rejection. Format version 2 (README, "Secure messages").
  *
+ * Each end of a channel has a random 16-byte **channel id**, chosen when the channel object is
+ * created and told to the peer (in the agent-key announcement, MAC'd with K). A message names
+ * both ids; its key is derived from K, the direction, the session id and both ids:
+ *   key = HKDF-SHA-256(IKM = K, salt = sender channel id ‖ receiver channel id,
+ *                      info = "qkm/v2 msg i2r" | "qkm/v2 msg r2i" ‖ session id, 32)
+ *   nonce = 0x00000000 ‖ u64be(counter from 0)
  * Wire format (every field `u32be length ‖ bytes`, in this order):
- *   header     "QKMS" ‖ 0x01 (version) ‖ direction (0x01 initiator→responder, 0x02 reverse)
- *              ‖ u8 len(session id) ‖ session id (UTF-8)
- *   nonce      12 bytes: 4-byte random prefix ‖ u64be counter
+ *   header     "QKMS" ‖ 0x02 ‖ direction (0x01 initiator→responder, 0x02 reverse)
+ *              ‖ u8 len(session id) ‖ session id (UTF-8) ‖ sender channel id ‖ receiver channel id
+ *   nonce      12 bytes, as above
  *   aad        caller's associated data (may be empty)
- *   ciphertext AES-256-GCM(key_dir, nonce, payload, AAD = fields(header, aad)) ‖ 16-byte tag
+ *   ciphertext AES-256-GCM(key, nonce, payload, AAD = fields(header, aad)) ‖ 16-byte tag
  *   signature  ML-DSA-65(ctx "qkm/v1 message") over
  *              SHA3-256(fields("qkm/v1 message", header, ciphertext, nonce, aad)), 3309 bytes
- * key_dir = HKDF-SHA-256(IKM = K, salt = empty, info = "qkm/v1 msg i2r" | "qkm/v1 msg r2i" ‖ session id, 32).
  *
- * Why per-direction keys: both agents hold the same K and both send; with one key their nonce
- * spaces would overlap and a GCM nonce reuse breaks confidentiality and authenticity. Why a
- * counter: within one direction a counter can never repeat (random 96-bit nonces would risk a
- * birthday collision after ~2^32 messages). Why a random prefix: a sender that loses its
- * counter (a restart that re-creates the channel from a stored K) starts a fresh nonce space
- * instead of reusing counter values already used.
+ * Nonces (SP 800-38D §8.2.1, deterministic construction): the key is fresh for every sender
+ * channel object (a new channel id), so the invocation counter starts at 0 under a key that has
+ * never been used and never repeats under it — re-creating a channel (same K) gives a new key,
+ * not a reused nonce space. Replays: the receiver accepts each counter once per sender channel;
+ * a receiver that is re-created has a new channel id, so messages bound to its old id (sealed
+ * before) no longer open at all — a replay across a restart is rejected without persistent state.
  */
 
 const MAGIC = new TextEncoder().encode('QKMS');
-const VERSION = 1;
+const VERSION = 2;
+/** Bytes of a channel id. */
+export const CHANNEL_ID_BYTES = 16;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const SIGNATURE_BYTES = 3309;
@@ -41,6 +48,7 @@ const MAX_FIELD = 64 * 1024 * 1024;
 export type SecureMessageErrorCode =
   | 'MESSAGE_MALFORMED'
   | 'MESSAGE_WRONG_SESSION'
+  | 'MESSAGE_WRONG_CHANNEL'
   | 'MESSAGE_REPLAYED'
   | 'MESSAGE_BAD_SIGNATURE'
   | 'MESSAGE_DECRYPT_FAILED'
@@ -70,9 +78,12 @@ export interface SecureChannel {
   readonly role: Role;
   readonly signingSecretKey: Uint8Array;
   readonly peerPublicKey: Uint8Array;
+  /** This end's channel id (random, 16 bytes): the peer binds what it sends here to it. */
+  readonly channelId: Uint8Array;
+  /** The peer end's channel id, from its announcement. */
+  readonly peerChannelId: Uint8Array;
   /** @internal */ readonly sendKey: Uint8Array;
   /** @internal */ readonly recvKey: Uint8Array;
-  /** @internal */ readonly sendPrefix: Uint8Array;
   /** @internal */ sendCounter: bigint;
   /** @internal hex nonces accepted so far. */ readonly seen: Set<string>;
   /** Refuse to accept more than this many messages (bounds the replay set), default 2^20. */
@@ -87,17 +98,28 @@ export interface SecureChannelOptions {
   role: Role;
   signingSecretKey: Uint8Array;
   peerPublicKey: Uint8Array;
+  /** The peer end's channel id (16 bytes, from its announcement). */
+  peerChannelId: Uint8Array;
+  /** This end's channel id; default: 16 fresh random bytes. Never reuse one for a new channel object. */
+  channelId?: Uint8Array;
   maxReceived?: number;
 }
 
 const enc = new TextEncoder();
 
-function directionKey(key: Uint8Array, dir: 'i2r' | 'r2i', sessionId: string): Uint8Array {
+/** The message key of one direction between two channel ends (see the header comment). */
+export function messageKey(
+  key: Uint8Array,
+  dir: 'i2r' | 'r2i',
+  sessionId: string,
+  senderChannelId: Uint8Array,
+  receiverChannelId: Uint8Array,
+): Uint8Array {
   return hkdf(
     sha256,
     key,
-    new Uint8Array(0),
-    concat(enc.encode(`qkm/v1 msg ${dir}`), enc.encode(sessionId)),
+    concat(senderChannelId, receiverChannelId),
+    concat(enc.encode(`qkm/v2 msg ${dir}`), enc.encode(sessionId)),
     32,
   );
 }
@@ -119,16 +141,22 @@ export function createSecureChannel(o: SecureChannelOptions): SecureChannel {
   if (!(o.peerPublicKey instanceof Uint8Array) || o.peerPublicKey.length !== ml_dsa65.lengths.publicKey) {
     throw new RangeError('peerPublicKey must be an ML-DSA-65 public key');
   }
-  const i2r = directionKey(o.key, 'i2r', o.sessionId);
-  const r2i = directionKey(o.key, 'r2i', o.sessionId);
+  const isId = (v: unknown) => v instanceof Uint8Array && v.length === CHANNEL_ID_BYTES;
+  if (!isId(o.peerChannelId)) throw new RangeError('peerChannelId must be 16 bytes');
+  if (o.channelId !== undefined && !isId(o.channelId)) throw new RangeError('channelId must be 16 bytes');
+  const own = o.channelId ? o.channelId.slice() : new Uint8Array(randomBytes(CHANNEL_ID_BYTES));
+  const peerId = o.peerChannelId.slice();
+  const out: 'i2r' | 'r2i' = o.role === 'initiator' ? 'i2r' : 'r2i';
+  const back: 'i2r' | 'r2i' = o.role === 'initiator' ? 'r2i' : 'i2r';
   return {
     sessionId: o.sessionId,
     role: o.role,
     signingSecretKey: o.signingSecretKey,
     peerPublicKey: o.peerPublicKey,
-    sendKey: o.role === 'initiator' ? i2r : r2i,
-    recvKey: o.role === 'initiator' ? r2i : i2r,
-    sendPrefix: new Uint8Array(randomBytes(4)),
+    channelId: own,
+    peerChannelId: peerId,
+    sendKey: messageKey(o.key, out, o.sessionId, own, peerId),
+    recvKey: messageKey(o.key, back, o.sessionId, peerId, own),
     sendCounter: 0n,
     seen: new Set(),
     maxReceived: o.maxReceived ?? 1 << 20,
@@ -137,9 +165,9 @@ export function createSecureChannel(o: SecureChannelOptions): SecureChannel {
 
 const dirCode = (sender: Role) => (sender === 'initiator' ? 1 : 2);
 
-function header(sender: Role, sessionId: string): Uint8Array {
+function header(sender: Role, sessionId: string, senderId: Uint8Array, receiverId: Uint8Array): Uint8Array {
   const sid = enc.encode(sessionId);
-  return concat(MAGIC, Uint8Array.of(VERSION, dirCode(sender), sid.length), sid);
+  return concat(MAGIC, Uint8Array.of(VERSION, dirCode(sender), sid.length), sid, senderId, receiverId);
 }
 
 function toBytes(v: Uint8Array | string | undefined, name: string): Uint8Array {
@@ -159,11 +187,10 @@ export function seal(ch: SecureChannel, payload: Uint8Array | string, aad?: Uint
   const ad = toBytes(aad, 'aad');
   if (ch.sendCounter >= MAX_MESSAGES)
     throw new SecureMessageError('CHANNEL_EXHAUSTED', 'start a new session');
-  const nonce = new Uint8Array(NONCE_BYTES);
-  nonce.set(ch.sendPrefix, 0);
+  const nonce = new Uint8Array(NONCE_BYTES); // fixed field 0x00000000 ‖ invocation counter
   new DataView(nonce.buffer).setBigUint64(4, ch.sendCounter);
   ch.sendCounter++;
-  const h = header(ch.role, ch.sessionId);
+  const h = header(ch.role, ch.sessionId, ch.channelId, ch.peerChannelId);
   const c = createCipheriv('aes-256-gcm', ch.sendKey, nonce, { authTagLength: TAG_BYTES });
   c.setAAD(fields([h, ad]));
   const ct = concat(c.update(pt), c.final(), c.getAuthTag());
@@ -193,12 +220,21 @@ export function open(
   if (parts?.length !== 5) throw new SecureMessageError('MESSAGE_MALFORMED', 'bad framing');
   const [h, nonce, ad, ct, sig] = parts as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array];
   const peer: Role = ch.role === 'initiator' ? 'responder' : 'initiator';
-  const want = header(peer, ch.sessionId);
+  const want = header(peer, ch.sessionId, ch.peerChannelId, ch.channelId);
   if (h.length < 7 || !equal(h.subarray(0, 4), MAGIC) || h[4] !== VERSION) {
     throw new SecureMessageError('MESSAGE_MALFORMED', 'bad header');
   }
-  if (!equal(h, want))
+  const channels = 2 * CHANNEL_ID_BYTES;
+  if (
+    h.length !== want.length ||
+    !equal(h.subarray(0, h.length - channels), want.subarray(0, want.length - channels))
+  )
     throw new SecureMessageError('MESSAGE_WRONG_SESSION', 'message is for another session or direction');
+  if (!equal(h, want)) {
+    // Same session and direction, other channel ends: sealed for an earlier incarnation of this
+    // receiver (a replay across a re-creation) or by a sender end this one was not opened with.
+    throw new SecureMessageError('MESSAGE_WRONG_CHANNEL', 'message is bound to another channel (epoch)');
+  }
   if (nonce.length !== NONCE_BYTES || ct.length < TAG_BYTES || sig.length !== SIGNATURE_BYTES) {
     throw new SecureMessageError('MESSAGE_MALFORMED', 'bad field length');
   }
@@ -207,7 +243,7 @@ export function open(
   }
   const nonceHex = Buffer.from(nonce).toString('hex');
   if (ch.seen.has(nonceHex))
-    throw new SecureMessageError('MESSAGE_REPLAYED', 'nonce already seen in this session');
+    throw new SecureMessageError('MESSAGE_REPLAYED', 'nonce already seen on this channel');
   if (ch.seen.size >= ch.maxReceived)
     throw new SecureMessageError('CHANNEL_EXHAUSTED', 'start a new session');
   let ok = false;

@@ -4,7 +4,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { sha3_256 } from '@noble/hashes/sha3.js';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { type Role, type SecureChannel, createSecureChannel } from './secure-message.js';
+import { CHANNEL_ID_BYTES, type Role, type SecureChannel, createSecureChannel } from './secure-message.js';
 
 /**
  * Agent-held signing keys for secure messages over a qkm session.
@@ -13,7 +13,8 @@ import { type Role, type SecureChannel, createSecureChannel } from './secure-mes
  * appliance (agents only hold bearer tokens), so each agent signs with its own ML-DSA-65 key pair.
  * The public keys have to reach the other agent authenticated, and the session gives two ways:
  *
- * - Announcement (both sides): `pub ‖ HMAC-SHA-256(k_ann, label ‖ role ‖ session id ‖ pub)`,
+ * - Announcement (both sides): `pub ‖ channel id ‖ HMAC-SHA-256(k_ann, label ‖ role ‖ session id
+ *   ‖ pub ‖ channel id)`, the channel id being this end's 16 random bytes (secure-message.ts),
  *   k_ann = HKDF-SHA-256(IKM = K, salt = empty, info = "qkm/v1 agent-key", 32). Only the two
  *   agents know K (the nodes authenticated the handshake with their pinned ML-DSA identities and
  *   the responder's key-confirmation tag proves it derived the same K), so a valid tag binds the
@@ -88,23 +89,61 @@ export function fingerprintFromContext(context: string): string | undefined {
   return context.startsWith(CONTEXT_PREFIX) ? context.slice(CONTEXT_PREFIX.length) : undefined;
 }
 
-function announceTag(session: AgentSession, sender: Role, publicKey: Uint8Array): Uint8Array {
+function announceTag(
+  session: AgentSession,
+  sender: Role,
+  publicKey: Uint8Array,
+  channelId: Uint8Array,
+): Uint8Array {
   const k = hkdf(sha256, session.key, new Uint8Array(0), ANNOUNCE_INFO, 32);
   const sid = enc.encode(session.sessionId);
-  const msg = new Uint8Array(ANNOUNCE_LABEL.length + 1 + sid.length + publicKey.length);
-  msg.set(ANNOUNCE_LABEL, 0);
-  msg[ANNOUNCE_LABEL.length] = sender === 'initiator' ? 1 : 2;
-  msg.set(sid, ANNOUNCE_LABEL.length + 1);
-  msg.set(publicKey, ANNOUNCE_LABEL.length + 1 + sid.length);
+  const msg = Buffer.concat([
+    ANNOUNCE_LABEL,
+    Uint8Array.of(sender === 'initiator' ? 1 : 2),
+    sid,
+    publicKey,
+    channelId,
+  ]);
   const tag = hmac(sha256, k, msg);
   k.fill(0);
   return tag;
 }
 
-/** This agent's announcement for the peer agent (base64url; carries only public data and a MAC). */
+/**
+ * This agent's current channel id per (signing keys, session), made by whichever of
+ * `announceAgentKey` / `openSessionChannel` comes first and used by both. A channel's keys
+ * depend on the pair (own id, peer id), so an id may serve a new channel object only with a peer
+ * id it was never paired with (the pair, hence the key, is new); opening a second channel with
+ * the same peer id starts a new id. So no two channel objects ever share a key (no nonce reuse),
+ * and messages sealed to an earlier channel object never open on a later one (no replay).
+ * A new process has none of this state and always starts with fresh ids.
+ */
+const ownIds = new WeakMap<AgentSigningKeys, Map<string, { id: Uint8Array; paired: Set<string> }>>();
+
+function channelIdFor(keys: AgentSigningKeys, sessionId: string, openingWith?: Uint8Array): Uint8Array {
+  let m = ownIds.get(keys);
+  if (!m) {
+    m = new Map();
+    ownIds.set(keys, m);
+  }
+  let e = m.get(sessionId);
+  const peer = openingWith ? Buffer.from(openingWith).toString('hex') : undefined;
+  if (!e || (peer !== undefined && e.paired.has(peer))) {
+    e = { id: new Uint8Array(randomBytes(CHANNEL_ID_BYTES)), paired: new Set() };
+    m.set(sessionId, e);
+  }
+  if (peer !== undefined) e.paired.add(peer);
+  return e.id;
+}
+
+/**
+ * This agent's announcement for the peer agent (base64url; carries only public data and a MAC):
+ * its public key and the id of its channel end. Announce again after re-creating a channel.
+ */
 export function announceAgentKey(session: AgentSession, keys: AgentSigningKeys): string {
-  const tag = announceTag(session, session.role, keys.publicKey);
-  return Buffer.concat([keys.publicKey, tag]).toString('base64url');
+  const channelId = channelIdFor(keys, session.sessionId);
+  const tag = announceTag(session, session.role, keys.publicKey, channelId);
+  return Buffer.concat([keys.publicKey, channelId, tag]).toString('base64url');
 }
 
 /**
@@ -117,14 +156,24 @@ export function verifyAgentKey(
   announcement: string,
   expectedFingerprint?: string,
 ): Uint8Array {
+  return verifyAnnouncement(session, announcement, expectedFingerprint).publicKey;
+}
+
+/** Checks the peer agent's announcement; its public key and channel id. Errors as verifyAgentKey. */
+export function verifyAnnouncement(
+  session: AgentSession,
+  announcement: string,
+  expectedFingerprint?: string,
+): { publicKey: Uint8Array; channelId: Uint8Array } {
   const raw = new Uint8Array(Buffer.from(announcement, 'base64url'));
-  if (raw.length !== PUBLIC_KEY_BYTES + TAG_BYTES) {
+  if (raw.length !== PUBLIC_KEY_BYTES + CHANNEL_ID_BYTES + TAG_BYTES) {
     throw new SessionChannelError('AGENT_KEY_MALFORMED', 'announcement has the wrong length');
   }
   const publicKey = raw.slice(0, PUBLIC_KEY_BYTES);
-  const tag = raw.subarray(PUBLIC_KEY_BYTES);
+  const channelId = raw.slice(PUBLIC_KEY_BYTES, PUBLIC_KEY_BYTES + CHANNEL_ID_BYTES);
+  const tag = raw.subarray(PUBLIC_KEY_BYTES + CHANNEL_ID_BYTES);
   const peer: Role = session.role === 'initiator' ? 'responder' : 'initiator';
-  if (!timingSafeEqual(announceTag(session, peer, publicKey), tag)) {
+  if (!timingSafeEqual(announceTag(session, peer, publicKey, channelId), tag)) {
     throw new SessionChannelError('AGENT_KEY_BAD_TAG', 'announcement is not from the peer of this session');
   }
   if (expectedFingerprint !== undefined && agentKeyFingerprint(publicKey) !== expectedFingerprint) {
@@ -133,7 +182,7 @@ export function verifyAgentKey(
       'announced key differs from the fingerprint in the handshake',
     );
   }
-  return publicKey;
+  return { publicKey, channelId };
 }
 
 /**
@@ -146,12 +195,14 @@ export function openSessionChannel(o: {
   peerAnnouncement: string;
   expectedPeerFingerprint?: string;
 }): SecureChannel {
-  const peerPublicKey = verifyAgentKey(o.session, o.peerAnnouncement, o.expectedPeerFingerprint);
+  const peer = verifyAnnouncement(o.session, o.peerAnnouncement, o.expectedPeerFingerprint);
   return createSecureChannel({
     sessionId: o.session.sessionId,
     key: o.session.key,
     role: o.session.role,
     signingSecretKey: o.keys.secretKey,
-    peerPublicKey,
+    peerPublicKey: peer.publicKey,
+    peerChannelId: peer.channelId,
+    channelId: channelIdFor(o.keys, o.session.sessionId, peer.channelId),
   });
 }

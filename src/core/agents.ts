@@ -2,6 +2,7 @@ import { hash, randomBytes } from 'node:crypto';
 import { QkmError } from './errors.js';
 import type { AuditSink } from '../audit/types.js';
 import type { RecordStore } from '../store/interface.js';
+import { canonicalAid } from '../governance/aid.js';
 
 /**
  * Agents are the callers of the API. Each has a bearer token, stored only as its SHA-256 hash
@@ -22,6 +23,8 @@ export interface AgentRecord {
   scopes: Scope[];
   created: string;
   revoked?: string;
+  /** Governed agent id `user@domain:name` (issue #12), canonical; unique among live agents. */
+  aid?: string;
 }
 
 export interface AgentInfo {
@@ -29,6 +32,8 @@ export interface AgentInfo {
   scopes: Scope[];
   created: string;
   revoked?: string;
+  /** Governed agent id `user@domain:name` (issue #12), canonical; unique among live agents. */
+  aid?: string;
 }
 
 const TOKEN_PREFIX = 'qkm_';
@@ -63,6 +68,7 @@ export class AgentRegistry {
     name: string,
     scopes: Scope[] = ['entropy', 'keys', 'sessions'],
     actor = 'system',
+    aidInput?: string,
   ): Promise<{ agent: AgentInfo; token: string }> {
     if (!NAME_RE.test(name)) {
       throw new QkmError(
@@ -72,12 +78,16 @@ export class AgentRegistry {
     }
     const existing = await this.records.get(name);
     if (existing && !existing.revoked) throw new QkmError('AGENT_EXISTS', `agent '${name}' already exists`);
+    const aid = aidInput === undefined ? undefined : canonicalAid(aidInput);
+    if (aid !== undefined && (await this.byAid(aid)))
+      throw new QkmError('AID_EXISTS', `another agent of this node already has the id '${aid}'`);
     const token = newToken();
     const rec: AgentRecord = {
       name,
       tokenHash: hashToken(token),
       scopes: [...new Set(scopes)],
       created: new Date().toISOString(),
+      ...(aid ? { aid } : {}),
     };
     await this.records.put(name, rec);
     if (existing) this.byHash.delete(existing.tokenHash);
@@ -85,7 +95,12 @@ export class AgentRegistry {
     await this.audit.append({
       type: 'agent.created',
       actor,
-      details: { name, scopes: rec.scopes, ...(existing ? { replaced_revoked: true } : {}) },
+      details: {
+        name,
+        scopes: rec.scopes,
+        ...(aid ? { aid } : {}),
+        ...(existing ? { replaced_revoked: true } : {}),
+      },
     });
     return { agent: info(rec), token };
   }
@@ -142,6 +157,14 @@ export class AgentRegistry {
     return rec !== undefined && !rec.revoked;
   }
 
+  /** The live agent with governed id `aid` (canonical form), or undefined. */
+  async byAid(aid: string): Promise<AgentInfo | undefined> {
+    for (const [, rec] of await this.records.entries()) {
+      if (!rec.revoked && rec.aid === aid) return info(rec);
+    }
+    return undefined;
+  }
+
   /** The agent a presented token belongs to, or undefined. */
   authenticate(token: string): AgentInfo | undefined {
     // Lookup by the SHA-256 of the presented token: what a timing side channel could reveal is
@@ -157,5 +180,6 @@ function info(rec: AgentRecord): AgentInfo {
     scopes: rec.scopes,
     created: rec.created,
     ...(rec.revoked ? { revoked: rec.revoked } : {}),
+    ...(rec.aid ? { aid: rec.aid } : {}),
   };
 }

@@ -50,6 +50,11 @@ const StoreConfigSchema = Type.Union([
     {
       backend: Type.Literal('etcd'),
       endpoints: Type.Array(Type.String({ pattern: '^https?://' }), { minItems: 1 }),
+      /**
+       * This appliance's name in the cluster (default: the host name): its audit chain and
+       * key-intent journal are kept per appliance (`audit.<node>`), everything else is shared.
+       */
+      node: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' })),
       /** Key prefix of this deployment inside the cluster (default `qkm/`). */
       prefix: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+/$' })),
       requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60000 })),
@@ -127,6 +132,11 @@ export const ConfigSchema = Type.Object(
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
+    /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
+    governance: Type.Object(
+      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      { default: {}, additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );

@@ -58,6 +58,31 @@ export const ERROR_CATALOGUE = {
     text: "The offered posture is not permitted by this node's jurisdiction rules",
   },
   CONFIRM_MISMATCH: { status: 400, text: 'The key-confirmation tag does not match' },
+  AID_INVALID: { status: 400, text: 'The agent id is not of the form user@domain:name' },
+  AID_EXISTS: { status: 409, text: 'Another agent of this node already has this agent id' },
+  AID_NOT_FOUND: { status: 404, text: 'No agent of this node has this agent id' },
+  POLICY_INVALID: { status: 400, text: 'The contact policy rules are malformed or ambiguous' },
+  CONTACT_NO_RULE: { status: 403, text: "No rule of the responder's contact policy matches the initiator" },
+  CONTACT_BLOCKED: { status: 403, text: "The responder's most specific matching rule blocks the initiator" },
+  PREKEY_INVALID: {
+    status: 400,
+    text: 'The prekey is malformed, bound to another agent or its signature does not verify',
+  },
+  PREKEY_NOT_FOUND: { status: 404, text: 'No such prekey on this node' },
+  PREKEY_CONSUMED: { status: 410, text: 'The one-time prekey was already used' },
+  PREKEY_EXPIRED: { status: 410, text: 'The prekey has expired' },
+  NODE_NOT_ENROLLED: { status: 403, text: 'The node is not enrolled with the Provider' },
+  PREKEYS_EXHAUSTED: { status: 409, text: 'The responder agent has no prekey left at the Provider' },
+  TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
+  TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
+  TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },
+  TOKEN_EXHAUSTED: { status: 429, text: "The access token's uses are spent" },
+  TOKEN_INVALID: { status: 401, text: 'The access token or its resume proof does not verify' },
+  TOKEN_REPLAYED: { status: 409, text: 'This resume request was already answered' },
+  CONTACT_BUDGET_EXHAUSTED: {
+    status: 429,
+    text: 'The initiator has used its contact budget for this responder in this window',
+  },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---
   QUANTUM_ENTROPY_UNAVAILABLE: {

@@ -71,6 +71,10 @@ export async function establishAndExchange(
   const init = await pair.initiator.sessions.initiate({
     peer: pair.responderNodeId,
     responderAgent: pair.responderAgent,
+    // Mutual confirmation before any use of K: the initiator gets K only from a confirm whose tag
+    // matched (the responder derived the same K); the responder uses K only through
+    // openSessionChannel, which first checks the initiator's announcement MAC under K.
+    requireConfirm: true,
     ...(options.minPosture ? { minPosture: options.minPosture } : {}),
     context: agentKeyContext(iKeys.publicKey),
   });
@@ -85,9 +89,10 @@ export async function establishAndExchange(
   t = performance.now();
   const conf = await pair.initiator.sessions.confirm(init.session_id, acc.confirm);
   const confirm = ms(t);
+  if (!conf.key) throw new Error('confirm returned no key');
 
   t = performance.now();
-  const iSession = { sessionId: init.session_id, key: init.key, role: 'initiator' as const };
+  const iSession = { sessionId: init.session_id, key: conf.key, role: 'initiator' as const };
   const rSession = { sessionId: acc.session_id, key: acc.key, role: 'responder' as const };
   const iChannel = openSessionChannel({
     session: iSession,
@@ -120,7 +125,7 @@ export async function establishAndExchange(
     posture: init.posture,
     initiatorProvenance: init.provenance,
     responderProvenance: acc.provenance,
-    keysEqual: equalBytes(init.key, acc.key) && init.session_id === acc.session_id,
+    keysEqual: equalBytes(conf.key, acc.key) && init.session_id === acc.session_id,
     confirmed: conf.confirmed,
     messages: {
       initiatorToResponder: Buffer.from(got1.payload).toString('utf8') === hello,
@@ -128,7 +133,7 @@ export async function establishAndExchange(
     },
     timingsMs: { initiate, accept, confirm, agentKeys, sealOpenI2R, sealOpenR2I, total: ms(start) },
   };
-  init.key.fill(0);
+  conf.key.fill(0);
   acc.key.fill(0);
   iKeys.secretKey.fill(0);
   rKeys.secretKey.fill(0);

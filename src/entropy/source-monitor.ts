@@ -377,7 +377,13 @@ export class SourceMonitor extends EventEmitter {
     });
   }
 
+  /**
+   * Discarded bytes are wiped, not just dropped: they are raw device output a caller could have
+   * been handed, and a heap dump or a reused buffer must not recover them. (JavaScript cannot
+   * promise no copy survives elsewhere; this removes the copies this class holds.)
+   */
   private clearPool(): void {
+    for (const chunk of this.pool) chunk.fill(0);
     this.pool = [];
     this.poolLength = 0;
   }
@@ -389,6 +395,7 @@ export class SourceMonitor extends EventEmitter {
       const head = this.pool[0]!;
       const k = Math.min(head.length, n - off);
       out.set(head.subarray(0, k), off);
+      head.fill(0, 0, k); // handed out: the pool's copy goes
       off += k;
       if (k === head.length) this.pool.shift();
       else this.pool[0] = head.subarray(k);
@@ -534,6 +541,7 @@ export class SourceMonitor extends EventEmitter {
       const bytes = await h.read(n, signal);
       // A detach/error event may have moved us while the read was in flight: discard.
       if (this.stopping || this.handle !== h || this.stateValue !== state || this.generationValue !== gen) {
+        bytes.fill(0);
         return null;
       }
       return bytes;
@@ -593,6 +601,8 @@ export class SourceMonitor extends EventEmitter {
     if (!bytes) return;
     this.mcv!.feed(bytes);
     const failure = tester.feed(bytes);
+    // Start-up samples are tested and estimated, never served: wipe them either way.
+    bytes.fill(0);
     if (failure) {
       this.fail('health-failure', `start-up test: ${failure.message}`, failure.test);
       return;
@@ -622,6 +632,7 @@ export class SourceMonitor extends EventEmitter {
     const failure = tester.feed(bytes);
     if (failure) {
       // The whole window is discarded, and so is the pool: it came from the same stream.
+      bytes.fill(0);
       this.fail('health-failure', failure.message, failure.test);
       return;
     }
@@ -635,7 +646,9 @@ export class SourceMonitor extends EventEmitter {
       this.pool.length > 1 &&
       this.poolLength - this.pool[0]!.length >= cap
     ) {
-      this.poolLength -= this.pool.shift()!.length;
+      const stale = this.pool.shift()!;
+      this.poolLength -= stale.length;
+      stale.fill(0);
     }
   }
 }

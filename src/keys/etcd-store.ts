@@ -14,6 +14,7 @@ import {
   checkHold,
   checkKeyId,
   checkNow,
+  checkPurgeLimit,
   closedMetadata,
   emptyCounts,
   expired,
@@ -69,6 +70,7 @@ const CAS_ATTEMPTS = 8;
  * - `P k/order/<ord>`        → id, creation order for `list`
  * - `P k/exp/<ISO> <id>`     → id, active keys with an expiry           — what `sweepExpired` scans
  * - `P k/st/<state>/<id>`    → '' , one per key                          — counts by state
+ * - `P k/closed/<ISO> <id>`  → id, taken/expired keys by closing time  — what `purgeClosed` scans
  * - `P k/held/<id>`          → { sealed, token digest, until }           — a held take, written
  *                              in the take's own transaction
  */
@@ -82,6 +84,8 @@ function keysOf(prefix: string) {
     exp: (m: KeyMetadata) => `${prefix}k/exp/${new Date(m.expires!).toISOString()} ${m.id}`,
     expPrefix: `${prefix}k/exp/`,
     st: (state: KeyState, id: string) => `${prefix}k/st/${state}/${id}`,
+    closed: (m: KeyMetadata) => `${prefix}k/closed/${m.closedAt} ${m.id}`,
+    closedPrefix: `${prefix}k/closed/`,
     stPrefix: (state: KeyState) => `${prefix}k/st/${state}/`,
     matPrefix: `${prefix}k/mat/`,
     held: (id: string) => `${prefix}k/held/${id}`,
@@ -345,6 +349,7 @@ export class EtcdKeyStore implements KeyStore {
               c.delete().key(this.#k.st(stored.state, id)),
             ];
             ops.push(c.delete().key(this.#k.held(id)));
+            if (stored.closedAt !== undefined) ops.push(c.delete().key(this.#k.closed(stored)));
             if (stored.expires !== null) ops.push(c.delete().key(this.#k.exp(stored)));
             const res = await c
               .if(this.#k.meta(id), 'Mod', '==', rev)
@@ -382,6 +387,52 @@ export class EtcdKeyStore implements KeyStore {
           }),
         );
         if (closed) n++;
+      }
+      return n;
+    });
+  }
+
+  purgeClosed(before: Date, limit = 1000): Promise<number> {
+    return this.#guard(async () => {
+      checkNow(before);
+      checkPurgeLimit(limit, 1000);
+      // Oldest first from the closing-time index; '\x7f' sorts after the space and any id.
+      const due = await this.#op(async () => {
+        const res = await this.#client
+          .getAll()
+          .inRange({ start: this.#k.closedPrefix, end: `${this.#k.closedPrefix}${before.toISOString()}\x7f` })
+          .sort('Key', 'Ascend')
+          .limit(limit)
+          .exec();
+        return res.kvs.map((kv) => kv.value.toString('utf8'));
+      });
+      let n = 0;
+      for (const id of due) {
+        const removed = await this.#locks.run(id, () =>
+          this.#op(async () => {
+            for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+              const got = await this.#getMeta(id);
+              if (got === undefined) return false;
+              const { stored, rev } = got;
+              if (stored.state === 'active' || stored.closedAt === undefined) return false;
+              if (Date.parse(stored.closedAt) > before.getTime()) return false;
+              const c = this.#client;
+              const res = await c
+                .if(this.#k.meta(id), 'Mod', '==', rev)
+                .then(
+                  c.delete().key(this.#k.meta(id)),
+                  c.delete().key(this.#k.order(stored.ord)),
+                  c.delete().key(this.#k.st(stored.state, id)),
+                  c.delete().key(this.#k.held(id)),
+                  c.delete().key(this.#k.closed(stored)),
+                )
+                .commit();
+              if (res.succeeded) return true;
+            }
+            throw contended(id);
+          }),
+        );
+        if (removed) n++;
       }
       return n;
     });
@@ -496,6 +547,7 @@ export class EtcdKeyStore implements KeyStore {
       c.delete().key(this.#k.mat(stored.id)).op(),
       c.delete().key(this.#k.st(stored.state, stored.id)).op(),
       c.put(this.#k.st(state, stored.id)).value('').op(),
+      c.put(this.#k.closed(next)).value(stored.id).op(),
     ]);
     if (stored.expires !== null) ops.push(await c.delete().key(this.#k.exp(stored)).op());
     if (held !== undefined) ops.push(await c.put(this.#k.held(stored.id)).value(JSON.stringify(held)).op());

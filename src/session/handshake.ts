@@ -99,6 +99,8 @@ export interface SessionRecord {
   confirmed_at?: string;
   /** KeyStore id of K when `keepKeys` is configured. */
   key_id?: string;
+  /** Initiator with `require_confirm`: KeyStore id of K, handed out (once) by a successful confirm. */
+  pending_key_id?: string;
 }
 
 export interface InitiateRequest {
@@ -111,12 +113,19 @@ export interface InitiateRequest {
   minPosture?: Posture;
   /** Bound into the transcript (UTF-8, ≤ 1024 bytes) and returned to the responder. */
   context?: string;
+  /**
+   * Keep K unusable until the responder's tag is confirmed: `initiate` returns no key (empty,
+   * `key_pending: true`); K waits in the KeyStore (encrypted, take-once) and `confirm` returns it.
+   */
+  requireConfirm?: boolean;
 }
 
 export interface InitiateResult {
   session_id: string;
-  /** 32-byte session key K. Returned once; not stored unless `keepKeys`. */
+  /** 32-byte session key K. Returned once; not stored unless `keepKeys`. Empty when `key_pending`. */
   key: Uint8Array;
+  /** `requireConfirm`: K is handed out by `confirm`, not here. */
+  key_pending?: boolean;
   /** base64url handshake message for the peer. */
   handshake: string;
   posture: Posture;
@@ -206,6 +215,8 @@ export const DEFAULT_QKD_TIMEOUT_MS = 5000;
 export const DEFAULT_QKD_FALLBACK_TIMEOUT_MS = 1000;
 
 export const DEFAULT_WINDOW_MS = 120_000;
+/** How long a `requireConfirm` key waits for its confirm (unless `keepKeys` says otherwise), s. */
+export const DEFAULT_CONFIRM_HOLD_SECONDS = 600;
 
 /**
  * Handshake ML-DSA goes to the PQC worker unless this many operations are queued there already;
@@ -521,6 +532,24 @@ export class SessionService {
       },
     });
     const persisted = (async () => {
+      if (req.requireConfirm) {
+        const pendingKeyId = await this.hold(keys.key, sessionId, provenance, at);
+        await this.sessions.put(`initiator:${sessionId}`, {
+          session_id: sessionId,
+          role: 'initiator',
+          peer: peer.nodeId,
+          agent: req.agent,
+          peer_agent: req.responderAgent,
+          posture,
+          created,
+          handshake_at: at,
+          provenance,
+          expected_confirm: toBase64url(keys.confirmTag),
+          confirmed: false,
+          pending_key_id: pendingKeyId,
+        });
+        return undefined;
+      }
       const keyId = await this.keep(keys.key, sessionId, 'initiator', provenance, at);
       await this.sessions.put(`initiator:${sessionId}`, {
         session_id: sessionId,
@@ -563,9 +592,11 @@ export class SessionService {
       if (qkd) this.tally.qkdKeysWasted += body.qkdKeyIds.length;
       throw err;
     }
+    if (req.requireConfirm) keys.key.fill(0); // held (encrypted) in the KeyStore until confirmed
     return {
       session_id: sessionId,
-      key: keys.key,
+      key: req.requireConfirm ? new Uint8Array(0) : keys.key,
+      ...(req.requireConfirm ? { key_pending: true } : {}),
       handshake: encodeMessage(bodyBytes, signature),
       posture,
       provenance,
@@ -933,7 +964,7 @@ export class SessionService {
     sessionId: string,
     tag: string | Uint8Array,
     agent: string,
-  ): Promise<{ session_id: string; confirmed: true }> {
+  ): Promise<{ session_id: string; confirmed: true; key?: Uint8Array }> {
     const key = `initiator:${sessionId}`;
     const rec = typeof sessionId === 'string' ? await this.sessions.get(key) : undefined;
     // Another agent's session answers as a missing one: no agent learns which sessions exist.
@@ -955,19 +986,30 @@ export class SessionService {
       });
       throw new QkmError('CONFIRM_MISMATCH', 'the key-confirmation tag does not match');
     }
-    if (!rec.confirmed) {
+    let held: Uint8Array | undefined;
+    if (rec.pending_key_id) {
+      // Take-once: a second confirm (or a race) gets no key.
+      held = await this.o.store.keys.take(rec.pending_key_id, new Date(this.clock())).then(
+        (k) => k.material,
+        () => undefined,
+      );
+    }
+    if (!rec.confirmed || rec.pending_key_id) {
+      const { pending_key_id: _taken, ...rest } = rec;
       await this.sessions.put(key, {
-        ...rec,
+        ...rest,
         confirmed: true,
-        confirmed_at: new Date(this.clock()).toISOString(),
+        confirmed_at: rec.confirmed_at ?? new Date(this.clock()).toISOString(),
       });
+    }
+    if (!rec.confirmed) {
       await this.o.audit.append({
         type: 'session.confirmed',
         actor: agent,
         details: { session_id: sessionId, peer: rec.peer, peer_agent: rec.peer_agent },
       });
     }
-    return { session_id: sessionId, confirmed: true };
+    return { session_id: sessionId, confirmed: true, ...(held ? { key: held } : {}) };
   }
 
   /** Stored metadata for a session id (one record per role this node played). */
@@ -1003,6 +1045,31 @@ export class SessionService {
       throw err;
     }
     return keys;
+  }
+
+  /** `requireConfirm`: K into the KeyStore (take-once) until the confirm hands it out. */
+  private async hold(
+    key: Uint8Array,
+    sessionId: string,
+    provenance: SessionProvenance,
+    at: string,
+  ): Promise<string> {
+    const id = randomUUID();
+    const created = new Date(this.clock());
+    const ttl = this.o.keepKeys?.ttlSeconds ?? DEFAULT_CONFIRM_HOLD_SECONDS;
+    await this.o.store.keys.put({
+      meta: {
+        id,
+        size: KEY_BYTES,
+        purpose: 'session',
+        created: created.toISOString(),
+        expires: new Date(created.getTime() + ttl * 1000).toISOString(),
+        label: `session ${sessionId} (initiator, until confirmed)`,
+        provenance: keyProvenance(provenance, at),
+      },
+      material: key,
+    });
+    return id;
   }
 
   private async keep(

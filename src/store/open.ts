@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { QkmConfig } from '../core/config.js';
 import { openEtcdBackend } from './etcd.js';
@@ -9,13 +10,13 @@ import { openLevelBackend } from './level.js';
  * or the etcd cluster of `store.endpoints`. `kek` is the appliance's key-encryption key; the
  * caller wipes it afterwards.
  */
-export function openStore(config: QkmConfig, kek: Uint8Array): Promise<StorageBackend> {
+export async function openStore(config: QkmConfig, kek: Uint8Array): Promise<StorageBackend> {
   const store = config.store;
   if (store === undefined || store.backend === 'level') {
     return openLevelBackend({ path: join(config.dataDir, 'db'), kek });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));
-  return openEtcdBackend({
+  const shared = await openEtcdBackend({
     endpoints: store.endpoints,
     kek,
     ...(store.prefix === undefined ? {} : { prefix: store.prefix }),
@@ -30,4 +31,29 @@ export function openStore(config: QkmConfig, kek: Uint8Array): Promise<StorageBa
           },
         }),
   });
+  const node =
+    store.node ??
+    (hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9_-]/g, '-')
+      .replace(/^[^a-z0-9]+/, '')
+      .slice(0, 32) ||
+      'qkm');
+  return perNode(shared, node);
+}
+
+/**
+ * Namespaces that are one appliance's own history rather than shared state: the audit hash
+ * chain (one writer per chain) and the key-intent journal (replayed by the appliance that wrote
+ * it). On a shared backend each appliance keeps them under `<namespace>.<node>`.
+ */
+const PER_NODE = new Set(['audit', 'key-intents']);
+
+function perNode(backend: StorageBackend, node: string): StorageBackend {
+  return {
+    keys: backend.keys,
+    records: <T>(namespace: string) =>
+      backend.records<T>(PER_NODE.has(namespace) ? `${namespace}.${node}` : namespace),
+    close: () => backend.close(),
+  };
 }

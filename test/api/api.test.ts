@@ -308,6 +308,51 @@ describe('keys', () => {
 });
 
 describe('operations routes', () => {
+  it('OpenAPI: servers, a unique operationId per operation, one shared Error component, entropy as octets', async () => {
+    const doc = (await app.inject({ url: '/docs/json', headers: { host: HOST } })).json();
+    expect(doc.servers).toEqual([{ url: `http://${HOST}`, description: 'this appliance' }]);
+    const ops = Object.values(doc.paths).flatMap((item) =>
+      Object.values(item as Record<string, unknown>),
+    ) as Array<{
+      operationId?: string;
+      responses: Record<string, { content?: Record<string, { schema: unknown }> }>;
+    }>;
+    const ids = ops.map((o) => o.operationId);
+    expect(ids.every((id) => typeof id === 'string' && /^[a-z][A-Za-z]+$/.test(id))).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(doc.paths['/v1/keys/{id}/take'].post.operationId).toBe('postKeysByIdTake');
+    expect(doc.components.schemas.Error.required).toEqual(['error', 'message']);
+    let errorRefs = 0;
+    for (const o of ops) {
+      for (const [status, r] of Object.entries(o.responses)) {
+        if (Number(status) < 400) continue;
+        expect(r.content?.['application/json']?.schema, status).toEqual({
+          $ref: '#/components/schemas/Error',
+        });
+        errorRefs++;
+      }
+    }
+    expect(errorRefs).toBeGreaterThan(ops.length);
+    const entropy200 = doc.paths['/v1/entropy'].get.responses['200'];
+    expect(entropy200.content['application/octet-stream'].schema).toEqual({
+      type: 'string',
+      format: 'binary',
+    });
+    expect(Object.keys(entropy200.headers)).toEqual(
+      expect.arrayContaining(['X-QKM-Degraded', 'X-QKM-Seed-Origin', 'X-QKM-Provenance']),
+    );
+  });
+
+  it('serves a docs page that renders the OpenAPI document from this origin only', async () => {
+    const r = await app.inject({ url: '/docs', headers: { host: HOST } });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toMatch(/^text\/html/);
+    expect(r.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(r.headers['content-security-policy']).toContain("connect-src 'self'");
+    expect(r.body).toContain("fetch('/docs/json')");
+    expect(r.body).not.toMatch(/https?:\/\//);
+  });
+
   it('serves OpenAPI JSON naming every route', async () => {
     const r = await app.inject({ url: '/docs/json', headers: { host: HOST } });
     expect(r.statusCode).toBe(200);

@@ -9,7 +9,16 @@ import type { BenchRecord } from './types.js';
  * line on stdout (machine-readable), then a human summary. Every goal is a ratio against a
  * baseline measured in the same run, so the numbers mean the same on a noisy machine.
  */
-const BENCHES = ['drbg', 'entropy-api', 'quantis-sim', 'kme', 'bb84-rate', 'session'] as const;
+const BENCHES = [
+  'drbg',
+  'entropy-api',
+  'quantis-sim',
+  'kme',
+  'bb84-rate',
+  'session',
+  'store-etcd',
+  'otk-issuance',
+] as const;
 /** Run only when named (`npm run bench -- soak [--minutes=N]`): minutes long, not part of the default set. */
 const ON_DEMAND = ['soak'] as const;
 

@@ -184,3 +184,61 @@ describe('SourceMonitor', () => {
     await expect(m.take(1)).rejects.toBeInstanceOf(SourceUnavailableError); // not started
   });
 });
+
+describe('SourceMonitor wipes the bytes it lets go', () => {
+  /** A scripted source that remembers every buffer it handed the monitor. */
+  function recording(produce: (off: number, n: number) => Uint8Array = ideal) {
+    const given: Uint8Array[] = [];
+    const src = new ScriptedSource((off, n) => {
+      const out = produce(off, n);
+      given.push(out);
+      return out;
+    });
+    return { src, given };
+  }
+  const zero = (b: Uint8Array) => b.every((x) => x === 0);
+
+  it('start-up samples, bytes handed out, and the pool at stop are all zeroed', async () => {
+    const { src, given } = recording();
+    const m = new SourceMonitor({ factory: scriptedFactory(src), ...FAST });
+    await m.start();
+    expect(given[0]!.length).toBe(1024);
+    expect(zero(given[0]!)).toBe(true); // start-up: tested, never served
+    const got = await m.take(100);
+    expect(Buffer.from(got).equals(Buffer.from(STREAM.subarray(1024, 1124)))).toBe(true);
+    // The pool's copy of what was handed out is gone; the caller's copy is the only one.
+    expect(zero(given[1]!.subarray(0, 100))).toBe(true);
+    expect(zero(got)).toBe(false);
+    await m.stop();
+    for (const b of given) expect(zero(b)).toBe(true);
+  });
+
+  it('a window that fails its health test is zeroed with the pool', async () => {
+    const C = rctCutoff(4, 8, MONITOR_ALPHA_LOG2);
+    const { src, given } = recording((off, n) => {
+      const out = ideal(off, n);
+      for (let i = 0; i < n; i++) if (off + i >= 3072 - C && off + i < 3072) out[i] = 0x55;
+      return out;
+    });
+    const m = track(new SourceMonitor({ factory: scriptedFactory(src), ...FAST }));
+    const events: SourceHealthEvent[] = [];
+    m.on('health', (e: SourceHealthEvent) => events.push(e));
+    await m.start();
+    await waitUntil(() => events.some((e) => e.type !== 'startup-passed'));
+    // Start-up (0..1023), the pooled window (1024..2047) and the failed one (2048..3071): all wiped.
+    let offset = 0;
+    for (const b of given) {
+      if (offset < 3072) expect(zero(b), `bytes from ${offset}`).toBe(true);
+      offset += b.length;
+    }
+    expect(offset).toBeGreaterThanOrEqual(3072);
+  });
+});
+
+async function waitUntil(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -359,6 +359,33 @@ describe('sessions are bound to agents (issue #11 item 4)', () => {
   });
 });
 
+describe('require_confirm keeps K unusable until the responder is confirmed (issue #11 item 7)', () => {
+  it('initiate returns no key; a matching confirm returns it once; a wrong tag or agent gets none', async () => {
+    const { a, b } = await makePair();
+    const i = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+      requireConfirm: true,
+    });
+    expect(i.key_pending).toBe(true);
+    expect(i.key).toHaveLength(0);
+    const acc = await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+    await expectCode(
+      a.sessions.confirm(i.session_id, toBase64url(new Uint8Array(32)), 'alice'),
+      'CONFIRM_MISMATCH',
+    );
+    await expectCode(a.sessions.confirm(i.session_id, acc.confirm, 'mallory'), 'SESSION_NOT_FOUND');
+    const c = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(c.confirmed).toBe(true);
+    expect(Buffer.from(c.key!).equals(Buffer.from(acc.key))).toBe(true);
+    // Take-once: confirming again says confirmed, with no key.
+    const again = await a.sessions.confirm(i.session_id, acc.confirm, 'alice');
+    expect(again).toEqual({ session_id: i.session_id, confirmed: true });
+    expect((await a.sessions.get(i.session_id))[0]).not.toHaveProperty('pending_key_id');
+  });
+});
+
 describe("the initiator's degraded / fallback / randomness reach the responder signed (item 6)", () => {
   it('a fallback for a quantum-entropy outage is reported by the responder as degraded, os randomness', async () => {
     const { a, b } = await makePair();

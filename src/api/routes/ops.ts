@@ -97,6 +97,7 @@ const AgentSchema = Type.Object({
   scopes: Type.Array(Type.String()),
   created: Type.String(),
   revoked: Type.Optional(Type.String()),
+  aid: Type.Optional(Type.String()),
 });
 
 export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app, opts) => {
@@ -173,6 +174,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         body: Type.Object(
           {
             name: Type.String({ minLength: 1, maxLength: 64 }),
+            aid: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 384, description: 'user@domain:name' }),
+            ),
             scopes: Type.Optional(
               Type.Array(Type.Union(SCOPES.map((s) => Type.Literal(s))), { minItems: 1, uniqueItems: true }),
             ),
@@ -187,6 +191,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
         request.body.name,
         request.body.scopes as Scope[] | undefined,
         request.agent?.name ?? 'unknown',
+        request.body.aid,
       );
       return reply.status(201).send({ agent, token });
     },

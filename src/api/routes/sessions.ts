@@ -219,13 +219,19 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
             }),
             min_posture: Type.Optional(PostureSchema),
             context: Type.Optional(Type.String({ maxLength: 1024 })),
+            require_confirm: Type.Optional(
+              Type.Boolean({
+                description: 'return no key now: the confirm call returns it once the responder tag matches',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
         response: {
           201: Type.Object({
             session_id: Type.String(),
-            key: Type.String({ description: 'base64, 32 bytes' }),
+            key: Type.Optional(Type.String({ description: 'base64, 32 bytes; absent with require_confirm' })),
+            key_pending: Type.Optional(Type.Boolean()),
             handshake: Type.String({ description: 'base64url signed handshake message' }),
             posture: PostureSchema,
             provenance: SessionProvenanceSchema,
@@ -241,12 +247,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         peer: request.body.peer,
         ...(request.body.min_posture ? { minPosture: request.body.min_posture } : {}),
         ...(request.body.context !== undefined ? { context: request.body.context } : {}),
+        ...(request.body.require_confirm ? { requireConfirm: true } : {}),
       });
-      const key = b64(r.key);
+      const key = r.key_pending ? undefined : b64(r.key);
       r.key.fill(0);
       return reply.status(201).send({
         session_id: r.session_id,
-        key,
+        ...(key !== undefined ? { key } : { key_pending: true }),
         handshake: r.handshake,
         posture: r.posture,
         provenance: r.provenance,
@@ -317,12 +324,23 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ session_id: Type.String(), confirmed: Type.Boolean() }),
+          200: Type.Object({
+            session_id: Type.String(),
+            confirmed: Type.Boolean(),
+            key: Type.Optional(
+              Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
+            ),
+          }),
           ...errorResponses(404),
         },
       },
     },
-    async (request) => opts.sessions.confirm(request.params.id, request.body.confirm, actor(request.agent)),
+    async (request) => {
+      const r = await opts.sessions.confirm(request.params.id, request.body.confirm, actor(request.agent));
+      const key = r.key ? b64(r.key) : undefined;
+      r.key?.fill(0);
+      return { session_id: r.session_id, confirmed: r.confirmed, ...(key ? { key } : {}) };
+    },
   );
 
   app.get(

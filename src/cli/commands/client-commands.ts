@@ -114,13 +114,20 @@ export function registerClientCommands(program: Command): void {
     .command('add <name>')
     .description('add an agent and print its token (shown once)')
     .option('--scopes <list>', 'comma-separated: entropy,keys,sessions,admin', 'entropy,keys,sessions')
-    .action(async (name: string, o: { scopes: string }, cmd) => {
+    .option('--aid <user@domain:name>', 'governed agent id (contact policies speak about it)')
+    .action(async (name: string, o: { scopes: string; aid?: string }, cmd) => {
       const opts = globals(cmd);
       const r = await (await clientOf(opts, true)).agents.add(
         name,
         o.scopes.split(',').map((s) => s.trim()),
+        o.aid,
       );
-      print(opts, r, () => `${r.agent.name} [${r.agent.scopes.join(',')}]\ntoken: ${r.token}`);
+      print(
+        opts,
+        r,
+        () =>
+          `${r.agent.name}${r.agent.aid ? ` (${r.agent.aid})` : ''} [${r.agent.scopes.join(',')}]\ntoken: ${r.token}`,
+      );
     });
   agent
     .command('list')

@@ -1,0 +1,83 @@
+/**
+ * `otk-issuance` benchmark (issue #12): one-time prekeys handed out per second by the Provider's
+ * directory on its default storage (LevelDB, synced writes), each request checking the
+ * responder's contact policy, counting its budget and removing exactly one OTK; and, for
+ * scale, how many OTKs per second a node can make and sign (ML-KEM-768 keygen + ML-DSA-65).
+ * No goal: these are capacity numbers. Bounded: 400 prekeys, about 10 s.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import type { Provenance } from '../../src/core/provenance.js';
+import { type PrekeyRecord, PrekeyStore, type SignedPrekey } from '../../src/governance/prekeys.js';
+import { Directory } from '../../src/provider/directory.js';
+import { toBase64url } from '../../src/session/encoding.js';
+import { openLevelBackend } from '../../src/store/level.js';
+import { createMemoryBackend } from '../../src/store/memory.js';
+import type { BenchRecord } from './types.js';
+
+const COUNT = 400;
+const PROVENANCE: Provenance = {
+  seedOrigin: 'os',
+  sources: [],
+  entropyCredited: 0,
+  drbg: {
+    name: 'bench',
+    instance: 'bench',
+    reseedCounter: 0,
+    seededAt: new Date(0).toISOString(),
+    predictionResistance: false,
+  },
+  degraded: true,
+  reason: 'benchmark',
+  at: new Date(0).toISOString(),
+};
+
+export default async function run(): Promise<BenchRecord[]> {
+  const signing = ml_dsa65.keygen(new Uint8Array(32).fill(1));
+  const nodeId = '0b'.repeat(16);
+  const nodeStore = createMemoryBackend();
+  const prekeys = new PrekeyStore({
+    signer: { nodeId, signing },
+    keys: nodeStore.keys,
+    records: nodeStore.records<PrekeyRecord>('prekeys'),
+    seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
+  });
+  const aid = 'bob@example.com:calendar';
+  const batch: SignedPrekey[] = [];
+  let t0 = performance.now();
+  for (let i = 0; i < COUNT; i += 100) batch.push(...(await prekeys.publishBatch(aid, 100)));
+  const makeRate = COUNT / ((performance.now() - t0) / 1000);
+
+  const dir = await mkdtemp(join(tmpdir(), 'qkm-bench-otk-'));
+  const store = await openLevelBackend({ path: join(dir, 'db'), kek: new Uint8Array(randomBytes(32)) });
+  try {
+    const directory = new Directory({ store });
+    await directory.enroll(nodeId, toBase64url(signing.publicKey));
+    await directory.registerAgent(nodeId, aid, 'http://127.0.0.1:1');
+    await directory.setPolicy(nodeId, aid, [{ pattern: '*', budget: COUNT }]);
+    for (let i = 0; i < COUNT; i += 100) await directory.uploadPrekeys(nodeId, aid, batch.slice(i, i + 100));
+    t0 = performance.now();
+    for (let i = 0; i < COUNT; i++) await directory.bundle(aid, `u${i % 20}@example.com:agent`);
+    const issueRate = COUNT / ((performance.now() - t0) / 1000);
+    return [
+      {
+        bench: 'otk-issuance',
+        metric: 'provider bundles (one OTK each) per second, LevelDB',
+        value: Math.round(issueRate),
+        unit: '/s',
+      },
+      {
+        bench: 'otk-issuance',
+        metric: 'node OTKs made and signed per second',
+        value: Math.round(makeRate),
+        unit: '/s',
+      },
+    ];
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

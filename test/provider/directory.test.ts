@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { describe, expect, it } from 'vitest';
+import { isQkmError } from '../../src/core/errors.js';
+import type { Provenance } from '../../src/core/provenance.js';
+import { type PrekeyRecord, PrekeyStore } from '../../src/governance/prekeys.js';
+import { Directory } from '../../src/provider/directory.js';
+import { toBase64url } from '../../src/session/encoding.js';
+import { createMemoryBackend } from '../../src/store/memory.js';
+
+const PROVENANCE: Provenance = {
+  seedOrigin: 'quantum',
+  sources: [],
+  entropyCredited: 512,
+  drbg: {
+    name: 'CTR_DRBG(AES-256, df)',
+    instance: 'test',
+    reseedCounter: 1,
+    seededAt: '2026-01-01T00:00:00.000Z',
+    predictionResistance: false,
+  },
+  degraded: false,
+  at: '2026-01-01T00:00:00.000Z',
+};
+const BOB = 'bob@example.com:calendar';
+const ALICE = 'alice@example.com:mail';
+const EVE = 'eve@evil.example:mail';
+
+function node(fill: number) {
+  const signing = ml_dsa65.keygen(new Uint8Array(32).fill(fill));
+  const nodeId = fill.toString(16).padStart(2, '0').repeat(16);
+  const store = createMemoryBackend();
+  const prekeys = new PrekeyStore({
+    signer: { nodeId, signing },
+    keys: store.keys,
+    records: store.records<PrekeyRecord>('prekeys'),
+    seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
+  });
+  return { nodeId, pk: toBase64url(signing.publicKey), prekeys };
+}
+
+async function code(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    return isQkmError(err) ? err.code : `not a QkmError: ${String(err)}`;
+  }
+}
+
+async function setup() {
+  const dir = new Directory({ store: createMemoryBackend() });
+  const b = node(0xb);
+  const a = node(0xa);
+  await dir.enroll(b.nodeId, b.pk, 'node B');
+  await dir.enroll(a.nodeId, a.pk, 'node A');
+  await dir.registerAgent(b.nodeId, BOB, 'http://127.0.0.1:7301');
+  await dir.setPolicy(b.nodeId, BOB, [
+    { pattern: '*@example.com:*', budget: 2 },
+    { pattern: '*@evil.example:*', budget: -1 },
+  ]);
+  await dir.uploadPrekeys(b.nodeId, BOB, await b.prekeys.publishBatch(BOB, 3));
+  return { dir, a, b };
+}
+
+describe('Provider directory', () => {
+  it('hands out exactly one OTK per bundle, budget permitting, and nothing on refusal', async () => {
+    const { dir, b } = await setup();
+    const first = await dir.bundle(BOB, ALICE);
+    expect(first).toMatchObject({
+      agent: { aid: BOB, node_id: b.nodeId },
+      lastResort: false,
+      decision: { used: 1, remaining: 1 },
+    });
+    const second = await dir.bundle(BOB, ALICE);
+    expect(second.prekey.id).not.toBe(first.prekey.id);
+    expect(await dir.remainingOtks(BOB)).toBe(1);
+    expect(await code(dir.bundle(BOB, ALICE))).toBe('CONTACT_BUDGET_EXHAUSTED');
+    expect(await code(dir.bundle(BOB, EVE))).toBe('CONTACT_BLOCKED');
+    expect(await code(dir.bundle(BOB, 'carol@other.org:x'))).toBe('CONTACT_NO_RULE');
+    expect(await dir.remainingOtks(BOB)).toBe(1);
+    // A handed-out OTK decapsulates at its node exactly once (verified there, too).
+    expect(first.prekey.kind).toBe('otk');
+  });
+
+  it('falls back to the last-resort prekey, flagged, and refuses when there is none', async () => {
+    const { dir, b } = await setup();
+    await dir.setPolicy(b.nodeId, BOB, [{ pattern: '*', budget: 10 }]);
+    for (let i = 0; i < 3; i++) await dir.bundle(BOB, ALICE);
+    expect(await code(dir.bundle(BOB, ALICE))).toBe('PREKEYS_EXHAUSTED');
+    expect((await dir.contacts.explain(BOB, ALICE)).used).toBe(3);
+    await dir.uploadPrekeys(b.nodeId, BOB, [await b.prekeys.lastResort(BOB)]);
+    const lr = await dir.bundle(BOB, ALICE);
+    expect(lr).toMatchObject({ lastResort: true, prekey: { kind: 'last-resort' } });
+  });
+
+  it('registration is admin-gated (Sybil) and ids and prekeys are bound to their node', async () => {
+    const { dir, a, b } = await setup();
+    const stranger = node(0xc);
+    expect(await code(dir.registerAgent(stranger.nodeId, 'sybil@example.com:x', 'http://127.0.0.1:1'))).toBe(
+      'NODE_NOT_ENROLLED',
+    );
+    expect(await code(dir.registerAgent(a.nodeId, BOB, 'http://127.0.0.1:7302'))).toBe('AID_EXISTS');
+    expect(await code(dir.setPolicy(a.nodeId, BOB, []))).toBe('FORBIDDEN');
+    expect(await code(dir.uploadPrekeys(a.nodeId, BOB, await b.prekeys.publishBatch(BOB, 1)))).toBe(
+      'FORBIDDEN',
+    );
+    // Node A registers its own agent but uploads prekeys signed by node B: refused, none stored.
+    await dir.registerAgent(a.nodeId, ALICE, 'http://127.0.0.1:7302');
+    const good = await a.prekeys.publishBatch(ALICE, 1);
+    const forged = await b.prekeys.publishBatch(ALICE, 1);
+    expect(await code(dir.uploadPrekeys(a.nodeId, ALICE, [...good, ...forged]))).toBe('PREKEY_INVALID');
+    expect(await dir.remainingOtks(ALICE)).toBe(0);
+    expect(await code(dir.registerAgent(a.nodeId, 'x@example.com:y', 'ftp://nope'))).toBe(
+      'INVALID_PARAMETER',
+    );
+    expect(await code(dir.enroll('zz', a.pk))).toBe('INVALID_PARAMETER');
+  });
+
+  it('concurrent bundle requests never hand out one OTK twice or exceed the budget', async () => {
+    const { dir, b } = await setup();
+    await dir.setPolicy(b.nodeId, BOB, [{ pattern: '*', budget: 100 }]);
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        dir.bundle(BOB, `u${i}@example.com:m`).catch((e) => e.code as string),
+      ),
+    );
+    const ids = results
+      .filter((r) => typeof r !== 'string')
+      .map((r) => (r as { prekey: { id: string } }).prekey.id);
+    expect(ids).toHaveLength(3);
+    expect(new Set(ids).size).toBe(3);
+    expect(results.filter((r) => r === 'PREKEYS_EXHAUSTED')).toHaveLength(3);
+  });
+});
