@@ -1,5 +1,5 @@
 import { hash, randomBytes } from 'node:crypto';
-import { QkmError } from './errors.js';
+import { QkmError } from '../core/errors.js';
 import type { AuditSink } from '../audit/types.js';
 import type { RecordStore } from '../store/interface.js';
 import { canonicalAid } from '../governance/aid.js';
