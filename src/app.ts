@@ -20,6 +20,7 @@ import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.j
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
 import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { TokenIssuer, type TokenRecord } from './governance/resumption.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -76,6 +77,8 @@ export class Appliance {
   contacts!: ContactPolicies;
   /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
   prekeys!: PrekeyStore;
+  /** Access tokens this node issued as a responder (issue #12); set once in `start`. */
+  tokens!: TokenIssuer;
 
   private constructor(
     readonly config: QkmConfig,
@@ -251,6 +254,33 @@ export class Appliance {
           : {}),
         ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
       });
+      const contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
+      const prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
+      // Access tokens (issued after governed handshakes); resumption salts from quantum entropy.
+      const tokens = new TokenIssuer({
+        tokens: store.records<TokenRecord>('access-tokens'),
+        nonces: store.records<{ at: string }>('access-token-nonces'),
+        keys: store.keys,
+        salt: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       const sessions = new SessionService({
         identity,
         peers,
@@ -260,6 +290,13 @@ export class Appliance {
         store,
         audit,
         pqcWorker,
+        governance: {
+          contacts,
+          prekeys,
+          tokens,
+          tokenMaxUses: config.governance.tokenMaxUses,
+          tokenTtlSeconds: config.governance.tokenTtlSeconds,
+        },
         ...(config.qkd
           ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
           : {}),
@@ -283,23 +320,9 @@ export class Appliance {
         pqcWorker,
         simulatedQuantis,
       );
-      appliance.contacts = new ContactPolicies({
-        policies: store.records<StoredContactPolicy>('contact-policies'),
-        budgets: store.records<BudgetRecord>('contact-budgets'),
-        windowSeconds: config.governance.budgetWindowSeconds,
-        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
-      });
-      appliance.prekeys = new PrekeyStore({
-        signer: identity,
-        keys: store.keys,
-        records: store.records<PrekeyRecord>('prekeys'),
-        index: store.records<PrekeyIndexEntry>('prekey-ids'),
-        // ML-KEM seeds from quantum entropy only: never silently weaker material.
-        seed: async (n) => {
-          const e = await entropy.getEntropy(n, { require: 'quantum' });
-          return { data: e.bytes, provenance: e.provenance };
-        },
-      });
+      appliance.contacts = contacts;
+      appliance.prekeys = prekeys;
+      appliance.tokens = tokens;
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;

@@ -81,6 +81,32 @@ export interface AcceptedSession {
   peer_agent: string;
   /** The initiator's context string, as bound into the transcript. */
   context: string;
+  /** Governed sessions: the initiating agent's governed id and its access token. */
+  peer_aid?: string;
+  token?: AccessToken;
+}
+
+/** An access token for resumed sessions (governed sessions, protocol qkm/v2). */
+export interface AccessToken {
+  id: string;
+  sealed: string;
+  expires: string;
+  max_uses: number;
+}
+
+export interface ResumedSession {
+  session_id: string;
+  key: Uint8Array;
+  posture: Posture;
+  provenance: SessionProvenance;
+  token_id: string;
+  use: number;
+  remaining?: number;
+  /** Responder: the answer to hand back to the initiating agent. */
+  answer?: string;
+  peer: string;
+  peer_agent: string;
+  peer_aid?: string;
 }
 
 export interface AgentInfo {
@@ -299,7 +325,10 @@ export class QkmClient {
     initiate: async (options: {
       peer: string;
       /** The agent on the peer node that may accept (signed into the handshake). */
-      responderAgent: string;
+      responderAgent?: string;
+      /** Governed session (qkm/v2): the responder by governed id, and its signed prekey. */
+      responderAid?: string;
+      prekey?: unknown;
       minPosture?: Posture;
       /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
       requireConfirm?: boolean;
@@ -308,7 +337,9 @@ export class QkmClient {
       const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
-          responder_agent: options.responderAgent,
+          ...(options.responderAgent !== undefined ? { responder_agent: options.responderAgent } : {}),
+          ...(options.responderAid !== undefined ? { responder_aid: options.responderAid } : {}),
+          ...(options.prekey !== undefined ? { prekey: options.prekey } : {}),
           ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
@@ -330,18 +361,61 @@ export class QkmClient {
     confirm: async (
       sessionId: string,
       confirm: string,
-    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
-      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
-        'POST',
-        `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
-        { body: { confirm } },
-      );
+      token?: AccessToken,
+    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array; token?: AccessToken }> => {
+      const r = await this.request<{
+        session_id: string;
+        confirmed: boolean;
+        key?: string;
+        token?: AccessToken;
+      }>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`, {
+        body: { confirm, ...(token ? { token } : {}) },
+      });
       return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
         session_id: string;
         confirmed: boolean;
         key?: Uint8Array;
+        token?: AccessToken;
       };
     },
+    /** Resumed sessions: initiator step 1 (hand `resume` to the responder agent). */
+    resume: async (
+      tokenId: string,
+    ): Promise<{ resume_id: string; resume: string; token_id: string; peer: string; peer_aid: string }> =>
+      this.request('POST', '/v1/sessions/resume', { body: { token_id: tokenId } }),
+    /** Responder step 2: K' and the answer for the initiator. */
+    acceptResume: async (resume: string): Promise<ResumedSession> => {
+      const r = await this.request<Omit<ResumedSession, 'key'> & { key: string }>(
+        'POST',
+        '/v1/sessions/resume/accept',
+        { body: { resume } },
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** Initiator step 3: K' once the responder's tag matches. */
+    completeResume: async (resumeId: string, answer: string): Promise<ResumedSession> => {
+      const r = await this.request<Omit<ResumedSession, 'key'> & { key: string }>(
+        'POST',
+        `/v1/sessions/resume/${encodeURIComponent(resumeId)}/complete`,
+        { body: { answer } },
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** The access tokens the calling agent holds (no secrets). */
+    tokens: async () =>
+      (
+        await this.request<{
+          tokens: Array<{
+            token_id: string;
+            peer: string;
+            peer_aid: string;
+            expires: string;
+            max_uses: number;
+            used: number;
+            session_id: string;
+          }>;
+        }>('GET', '/v1/tokens')
+      ).tokens,
   };
 
   readonly audit = {

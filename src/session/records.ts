@@ -1,5 +1,6 @@
 import type { Provenance } from '../core/provenance.js';
 import type { PqcWorkCounts } from '../core/pqc-worker.js';
+import type { BundleSource } from './bundles.js';
 import type { Posture } from './posture.js';
 
 /**
@@ -28,8 +29,11 @@ export interface SessionProvenance {
      * `os` (node:crypto). On the responder it is what the posture obliges the initiator to use.
      */
     randomness: 'quantum' | 'os';
-    /** `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake. */
-    randomnessOrigin: 'local' | 'initiator';
+    /**
+     * `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake;
+     * `responder`: a resumed session's salt, as the responder's answer says.
+     */
+    randomnessOrigin: 'local' | 'initiator' | 'responder';
   };
   qkd: {
     used: boolean;
@@ -46,8 +50,21 @@ export interface SessionProvenance {
     /** The EntropyProvider's provenance for the quantum draw (initiator only). */
     entropy?: Provenance;
   };
+  /** Governed sessions (protocol qkm/v2) only: the agents' ids and the prekey used. */
+  governance?: GovernanceProvenance;
+  /** Resumed sessions only: the access token they were opened with. */
+  resumption?: { tokenId: string; use: number; kdf: 'HKDF-SHA-256' };
   /** ISO-8601. */
   at: string;
+}
+
+export interface GovernanceProvenance {
+  protocol: 'qkm/v2';
+  initiatorAid: string;
+  responderAid: string;
+  prekeyId: string;
+  /** True when the responder's last-resort prekey (not a one-time prekey) was used: no forward secrecy against its compromise until it rotates. */
+  lastResort: boolean;
 }
 
 /** Stored per session and role (namespace `sessions`, key `<role>:<session_id>`). No key bytes. */
@@ -71,6 +88,14 @@ export interface SessionRecord {
   confirmed_at?: string;
   /** KeyStore id of K when `keepKeys` is configured. */
   key_id?: string;
+  /** Governed sessions: this node's agent's governed id and the other agent's. */
+  agent_aid?: string;
+  peer_aid?: string;
+  /**
+   * Initiator of a governed session: KeyStore id of RS ‖ TK (resumption secret, token key),
+   * held until the confirm that brings the responder's token opens it.
+   */
+  resumption_pending_id?: string;
   /** Initiator with `require_confirm`: KeyStore id of K, handed out (once) by a successful confirm. */
   pending_key_id?: string;
 }
@@ -90,6 +115,28 @@ export interface InitiateRequest {
    * `key_pending: true`); K waits in the KeyStore (encrypted, take-once) and `confirm` returns it.
    */
   requireConfirm?: boolean;
+  /**
+   * A governed session (protocol qkm/v2): the initiating agent's governed id, the responder's,
+   * and where the responder's prekey comes from. Absent: the qkm/v1 handshake.
+   */
+  governed?: { initiatorAid: string; responderAid: string; bundles: BundleSource };
+}
+
+export interface AcceptRequest {
+  handshake: string;
+  /** The authenticated agent accepting (its name on this node). */
+  agent: string;
+  /** Its governed id, if it has one (required for a governed handshake). */
+  agentAid?: string | undefined;
+}
+
+/** An access token issued by a responder after a governed handshake (opaque to the agent). */
+export interface IssuedToken {
+  id: string;
+  /** base64url AES-256-GCM-sealed token body, readable only with the session's key. */
+  sealed: string;
+  expires: string;
+  max_uses: number;
 }
 
 export interface InitiateResult {
@@ -119,6 +166,9 @@ export interface AcceptResult {
   peer_agent: string;
   context: string;
   key_id?: string;
+  /** Governed sessions: the initiating agent's governed id and the access token for it. */
+  peer_aid?: string;
+  token?: IssuedToken;
 }
 
 /**
@@ -169,5 +219,18 @@ export function auditDetails(
     randomness: p.pqc.randomness,
     qkd_key_ids: p.qkd.keyIds,
     qrng_degraded: p.qrng.degraded,
+  };
+}
+
+/** The governed part of a session's audit details (no key material: ids only). */
+export function governanceAudit(p: SessionProvenance): Record<string, unknown> {
+  const g = p.governance;
+  if (!g) return {};
+  return {
+    protocol: g.protocol,
+    initiator_aid: g.initiatorAid,
+    responder_aid: g.responderAid,
+    prekey_id: g.prekeyId,
+    last_resort: g.lastResort,
   };
 }
