@@ -7,7 +7,7 @@ import {
   createSerialTrngFactory,
   parseSerialRngEnv,
 } from '../drivers/entropy/serial-trng/index.js';
-import { createSimulatedQuantis } from '../simulators/quantis/index.js';
+import { SIMULATED_QUANTIS_SERIAL, createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
@@ -23,6 +23,7 @@ import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
+import { ensurePortFree } from './core/port.js';
 import { QkdLinkBoard } from './core/qkd-links.js';
 import type { ApplianceStatus } from './core/status.js';
 import { VERSION } from './core/version.js';
@@ -112,6 +113,9 @@ export class Appliance {
   static async start(options: ApplianceOptions): Promise<Appliance> {
     const { config } = options;
     const logger = options.logger ?? createLogger({ level: config.logLevel });
+    // A taken port must fail before anything is written: a second `qkm start` on the same
+    // port would otherwise create a data dir, identity and audit records it never uses.
+    await ensurePortFree(config.host, config.port);
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
     const store = await openStore(config, kek).finally(() => kek.fill(0));
@@ -124,7 +128,7 @@ export class Appliance {
       if (!sources) {
         if (config.mode === 'simulator') {
           simulatedQuantis = createSimulatedQuantis({
-            serial: 'SIM00001',
+            serial: SIMULATED_QUANTIS_SERIAL,
             rateBps: config.entropy.simulatedRateBytesPerSec * 8,
           });
           sources = [{ factory: simulatedQuantis.factory }];
