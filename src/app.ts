@@ -19,7 +19,7 @@ import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
-import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -293,6 +293,7 @@ export class Appliance {
         signer: identity,
         keys: store.keys,
         records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
         // ML-KEM seeds from quantum entropy only: never silently weaker material.
         seed: async (n) => {
           const e = await entropy.getEntropy(n, { require: 'quantum' });
