@@ -16,16 +16,16 @@ import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, WorkerSealSigner } from './audit/index.js';
 import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
-import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
-import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
 import { ensurePortFree } from './core/port.js';
 import { QkdLinkBoard } from './core/qkd-links.js';
-import type { ApplianceStatus } from './core/status.js';
+import type { ApplianceStatus } from './status.js';
 import { VERSION } from './core/version.js';
 import {
   type DegradedEvent,
@@ -297,6 +297,7 @@ export class Appliance {
         signer: identity,
         keys: store.keys,
         records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
         // ML-KEM seeds from quantum entropy only: never silently weaker material.
         seed: async (n) => {
           const e = await entropy.getEntropy(n, { require: 'quantum' });

@@ -6,6 +6,7 @@ import { registerClientCommands } from './commands/client-commands.js';
 import { registerDemoCommands } from './commands/demo-commands.js';
 import { registerGovernanceCommands } from './commands/governance-commands.js';
 import { registerLocalCommands } from './commands/local-commands.js';
+import { registerMcpCommand } from './commands/mcp-command.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
 import { ConfigError } from '../core/config.js';
@@ -43,6 +44,7 @@ export function buildProgram(argv: readonly string[] = []): Command {
   registerLocalCommands(program);
   registerSimCommands(program);
   registerDemoCommands(program);
+  registerMcpCommand(program);
   return program;
 }
 

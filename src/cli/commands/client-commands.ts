@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ApplianceStatus } from '../../core/status.js';
+import type { ApplianceStatus } from '../../status.js';
 import { CliError, EXIT, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Commands that talk to a running appliance through the client SDK. */
