@@ -100,7 +100,9 @@ export async function buildApi(deps: ApiDeps) {
   await app.register(authPlugin, {
     agents: deps.agents,
     ...(refusals
-      ? { refused: (code: string, reason: string, actor: string) => void refusals.record(actor, code, reason) }
+      ? {
+          refused: (code: string, reason: string, actor: string) => void refusals.record(actor, code, reason),
+        }
       : {}),
     allowedHosts: deps.allowedHosts,
     ...(deps.badTokensPerMinute !== undefined ? { badTokensPerMinute: deps.badTokensPerMinute } : {}),
