@@ -6,6 +6,7 @@ import { registerClientCommands } from './commands/client-commands.js';
 import { registerDemoCommands } from './commands/demo-commands.js';
 import { registerGovernanceCommands } from './commands/governance-commands.js';
 import { registerLocalCommands } from './commands/local-commands.js';
+import { registerProviderCommands } from './commands/provider-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
 import { CliError } from './context.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerSessionCommands(program);
   registerGovernanceCommands(program);
   registerLocalCommands(program);
+  registerProviderCommands(program);
   registerSimCommands(program);
   registerDemoCommands(program);
   return program;
