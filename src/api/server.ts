@@ -11,6 +11,7 @@ import { authPlugin } from './auth.js';
 import { rateLimitPlugin } from './rate-limit.js';
 import { strictInputHook } from './strict-input.js';
 import { bodyDeadlineHook, clientErrorHandler, installErrorHandling } from './errors.js';
+import { schemaErrorFormatter } from './validation-errors.js';
 import type { QkmMetrics } from './metrics.js';
 import { DOCS_PAGE_HTML, finishOpenApi } from './openapi.js';
 import { entropyRoutes } from './routes/entropy.js';
@@ -61,6 +62,8 @@ export async function buildApi(deps: ApiDeps) {
         ? parent.child(bindings, options)
         : new DeferredChildLogger(parent as Logger, bindings),
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    // Messages that say which values are allowed, not ajv's "must be equal to constant".
+    schemaErrorFormatter,
     forceCloseConnections: true,
     // An unfinished request (headers or body) is answered 408 REQUEST_TIMEOUT and closed, not
     // held open; parser errors get catalogue codes (errors.ts).

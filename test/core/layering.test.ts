@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, importsOf, specifiersOf, tsFilesUnder } from '../helpers/imports.js';
+import { ROOT, importsOf, reachableFrom, specifiersOf, tsFilesUnder } from '../helpers/imports.js';
 
 /**
  * Layering rules that the type checker cannot see (issue #15, Structure): `src/core` is the
- * ground floor, so everything else may build on it and it builds on nothing else of qkm.
+ * ground floor, so everything else may build on it and it builds on nothing else of qkm; the
+ * library entries and the appliance never load `simulators/` (the CLI wires them in).
  */
 
 describe('import scanner', () => {
@@ -48,5 +49,32 @@ describe('src/core is the ground floor', () => {
       .filter((e) => e.spec.startsWith('.') && !(e.to ?? '').startsWith('src/core/'))
       .map((e) => `${e.from} -> ${e.spec}`);
     expect(outside).toEqual([]);
+  });
+});
+
+describe('the library entries and the appliance are free of simulators', () => {
+  // `qkm` (src/index.ts), `qkm/client` and the Appliance itself; type-only imports count too.
+  const entries = ['src/index.ts', 'src/client/index.ts', 'src/app.ts'];
+
+  it('follows imports transitively (the entry reaches the drivers the appliance runs)', () => {
+    const reached = reachableFrom(entries);
+    expect([...reached.keys()]).toEqual(
+      expect.arrayContaining([
+        'src/app.ts',
+        'src/entropy/service.ts',
+        'drivers/entropy/quantis-usb/index.ts',
+      ]),
+    );
+  });
+
+  it('reaches no module under simulators/', () => {
+    const chains = [...reachableFrom(entries)]
+      .filter(([file]) => file.startsWith('simulators/'))
+      .map(([, chain]) => chain.join(' -> '));
+    expect(chains).toEqual([]);
+  });
+
+  it('the CLI is where simulator mode is wired', () => {
+    expect(reachableFrom(['src/cli/simulator.ts']).has('simulators/quantis/index.ts')).toBe(true);
   });
 });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isQkmError } from '../../src/core/errors.js';
@@ -97,7 +98,11 @@ async function startNode(name: string, providerUrl: string): Promise<Appliance> 
       },
     },
   });
-  const appliance = await Appliance.start({ config, logger: createLogger({ level: 'silent' }) });
+  const appliance = await Appliance.start({
+    simulator: simulatedQuantis,
+    config,
+    logger: createLogger({ level: 'silent' }),
+  });
   await waitFor('quantum entropy', async () => !appliance.entropy.status().degraded, 20_000);
   return appliance;
 }
