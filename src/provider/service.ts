@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ensurePrivateDir, fileExists, readTokenFile, writeSecretFile } from '../core/datadir.js';
+import { JobScheduler } from '../core/jobs.js';
 import { createLogger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
 import { loadOrCreateKek } from '../keys/kek.js';
@@ -31,7 +32,7 @@ export class ProviderService {
     readonly identity: ProviderIdentity,
     readonly adminTokenFile: string,
     private readonly app: ProviderApp,
-    private readonly sweep: NodeJS.Timeout,
+    private readonly jobs: JobScheduler,
   ) {}
 
   static async start(options: { config: ProviderConfig; logger?: Logger }): Promise<ProviderService> {
@@ -40,6 +41,7 @@ export class ProviderService {
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
     const store = await openStore(config, kek).finally(() => kek.fill(0));
+    const jobs = new JobScheduler(logger);
     try {
       const identity = await loadOrCreateProviderIdentity(store);
       const adminTokenFile = join(config.dataDir, 'tokens', 'admin');
@@ -72,12 +74,9 @@ export class ProviderService {
         }),
       });
       // Nonces older than the skew window can no longer be replayed (their timestamp is refused).
-      const sweep = setInterval(() => {
-        sweepNonces(nonces, Date.now() - 2 * config.clockSkewSeconds * 1000).catch((err) =>
-          logger.warn({ err: { message: (err as Error).message } }, 'nonce sweep failed'),
-        );
-      }, 30_000);
-      sweep.unref();
+      jobs.every('provider-nonce-sweep', 30_000, () =>
+        sweepNonces(nonces, Date.now() - 2 * config.clockSkewSeconds * 1000),
+      );
       const service = new ProviderService(
         config,
         logger,
@@ -86,7 +85,7 @@ export class ProviderService {
         identity,
         adminTokenFile,
         app,
-        sweep,
+        jobs,
       );
       await app.listen({ host: config.host, port: config.port });
       // Public, for the administrator's CLI on this host: the key to pin and where it listens.
@@ -97,6 +96,7 @@ export class ProviderService {
       logger.info({ url: service.url, provider: identity.providerId }, 'provider listening');
       return service;
     } catch (err) {
+      jobs.stop();
       await store.close().catch(() => undefined);
       throw err;
     }
@@ -110,7 +110,7 @@ export class ProviderService {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweep);
+    this.jobs.stop();
     await this.app.close();
     this.identity.secretKey.fill(0);
     await this.store.close();
