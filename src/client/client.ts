@@ -290,6 +290,12 @@ export class QkmClient {
       this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
   };
 
+  /** The node's link to its Provider (issue #12); admin token. */
+  readonly provider = {
+    sync: <T = Record<string, unknown>>() => this.request<T>('POST', '/v1/provider/sync'),
+    get: <T = Record<string, unknown>>() => this.request<T>('GET', '/v1/provider'),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
