@@ -1,8 +1,49 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { Provenance } from '../core/provenance.js';
-import type { ApplianceStatus } from '../status.js';
-import type { KeyMetadata, KeyState } from '../keys/interface.js';
+import type {
+  AcceptResponse,
+  AccessToken,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  EntropyResponseBody,
+  InitiateResponse,
+  KeyMetadata,
+  Posture,
+  ResumeStart,
+  ResumedSessionResponse,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+import type { HeldTokenInfo } from '../api/schemas.js';
+
+/**
+ * The API's wire types, made from the server's response schemas (src/api/schemas.ts): the one
+ * definition of each shape, so the SDK's types follow the server's.
+ */
+export type {
+  AcceptResponse,
+  AccessToken,
+  HeldTokenInfo,
+  ResumeStart,
+  ResumedSessionResponse,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  DrbgProvenance,
+  EntropyResponseBody,
+  ErrorResponse,
+  InitiateResponse,
+  KeyMetadata,
+  Posture,
+  Provenance,
+  SessionProvenance,
+  SourceKind,
+  SourceSnapshot,
+  SourceState,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+
+export type KeyState = KeyMetadata['state'];
 
 /**
  * Typed client for the qkm REST API, for agents and for the `qkm` CLI. One method per route;
@@ -45,77 +86,30 @@ export interface QkmClientOptions {
   timeoutMs?: number;
 }
 
-export interface EntropyResponse {
-  data: Uint8Array;
-  bytes: number;
-  provenance: Provenance;
-}
+/** `GET /v1/entropy` with `data` decoded. */
+export type EntropyResponse = Omit<EntropyResponseBody, 'data'> & { data: Uint8Array };
 
-export type Posture = 'PQC' | 'PQC+QRNG' | 'QKD+PQC+QRNG';
+/**
+ * `POST /v1/sessions` with `key` decoded. `key` is empty when `key_pending` (requireConfirm):
+ * `confirm` returns the key.
+ */
+export type InitiatedSession = Omit<InitiateResponse, 'key'> & { key: Uint8Array };
 
-export interface SessionProvenance {
-  degraded: boolean;
-  reason?: string;
-  [k: string]: unknown;
-}
+/**
+ * `POST /v1/sessions/accept` with `key` decoded. `peer` is the initiator's node id, `peer_agent`
+ * the initiating agent as the signed handshake names it, `context` the initiator's context
+ * string as bound into the transcript.
+ */
+export type AcceptedSession = Omit<AcceptResponse, 'key'> & { key: Uint8Array };
 
-export interface InitiatedSession {
-  session_id: string;
-  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
-  key: Uint8Array;
-  key_pending?: boolean;
-  handshake: string;
-  posture: Posture;
-  provenance: SessionProvenance;
-}
+/** `POST /v1/keys/{id}/take` with `key` decoded. */
+export type TakenKey = Omit<TakenKeyResponse, 'key'> & { key: Uint8Array };
 
-export interface AcceptedSession {
-  session_id: string;
-  key: Uint8Array;
-  posture: Posture;
-  provenance: SessionProvenance;
-  confirm: string;
-  /** The initiator's node id. */
-  peer: string;
-  /** The initiating agent, as the signed handshake names it. */
-  peer_agent: string;
-  /** The initiator's context string, as bound into the transcript. */
-  context: string;
-  /** Governed sessions: the initiating agent's governed id and its access token. */
-  peer_aid?: string;
-  token?: AccessToken;
-}
+/** `POST /v1/sessions/{id}/confirm` with `key` (held by requireConfirm) decoded. */
+export type ConfirmedSession = Omit<ConfirmResponse, 'key'> & { key?: Uint8Array };
 
-/** An access token for resumed sessions (governed sessions, protocol qkm/v2). */
-export interface AccessToken {
-  id: string;
-  sealed: string;
-  expires: string;
-  max_uses: number;
-}
-
-export interface ResumedSession {
-  session_id: string;
-  key: Uint8Array;
-  posture: Posture;
-  provenance: SessionProvenance;
-  token_id: string;
-  use: number;
-  remaining?: number;
-  /** Responder: the answer to hand back to the initiating agent. */
-  answer?: string;
-  peer: string;
-  peer_agent: string;
-  peer_aid?: string;
-}
-
-export interface AgentInfo {
-  name: string;
-  scopes: string[];
-  created: string;
-  revoked?: string;
-  aid?: string;
-}
+/** Resumed sessions (`/v1/sessions/resume/...`) with `key` (K') decoded. */
+export type ResumedSession = Omit<ResumedSessionResponse, 'key'> & { key: Uint8Array };
 
 export class QkmClient {
   private readonly base: string;
@@ -218,13 +212,9 @@ export class QkmClient {
     bytes: number,
     options: { require?: 'quantum' | 'any'; predictionResistance?: boolean } = {},
   ): Promise<EntropyResponse> {
-    const r = await this.request<{ data: string; bytes: number; provenance: Provenance }>(
-      'GET',
-      '/v1/entropy',
-      {
-        query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
-      },
-    );
+    const r = await this.request<EntropyResponseBody>('GET', '/v1/entropy', {
+      query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
+    });
     return { data: new Uint8Array(Buffer.from(r.data, 'base64')), bytes: r.bytes, provenance: r.provenance };
   }
 
@@ -240,11 +230,8 @@ export class QkmClient {
           ...(options.require !== undefined ? { require: options.require } : {}),
         },
       }),
-    take: async (id: string): Promise<KeyMetadata & { key: Uint8Array }> => {
-      const r = await this.request<KeyMetadata & { key: string }>(
-        'POST',
-        `/v1/keys/${encodeURIComponent(id)}/take`,
-      );
+    take: async (id: string): Promise<TakenKey> => {
+      const r = await this.request<TakenKeyResponse>('POST', `/v1/keys/${encodeURIComponent(id)}/take`);
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     list: async (query: { state?: KeyState; limit?: number; after?: string } = {}) =>
@@ -314,6 +301,12 @@ export class QkmClient {
       this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
   };
 
+  /** The node's link to its Provider (issue #12); admin token. */
+  readonly provider = {
+    sync: <T = Record<string, unknown>>() => this.request<T>('POST', '/v1/provider/sync'),
+    get: <T = Record<string, unknown>>() => this.request<T>('GET', '/v1/provider'),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
@@ -334,7 +327,7 @@ export class QkmClient {
       requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
+      const r = await this.request<InitiateResponse>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
           ...(options.responderAgent !== undefined ? { responder_agent: options.responderAgent } : {}),
@@ -348,53 +341,33 @@ export class QkmClient {
       return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
-      const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
-        'POST',
-        '/v1/sessions/accept',
-        {
-          body: { handshake },
-        },
-      );
+      const r = await this.request<AcceptResponse>('POST', '/v1/sessions/accept', {
+        body: { handshake },
+      });
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
-    confirm: async (
-      sessionId: string,
-      confirm: string,
-      token?: AccessToken,
-    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array; token?: AccessToken }> => {
-      const r = await this.request<{
-        session_id: string;
-        confirmed: boolean;
-        key?: string;
-        token?: AccessToken;
-      }>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`, {
-        body: { confirm, ...(token ? { token } : {}) },
-      });
-      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
-        session_id: string;
-        confirmed: boolean;
-        key?: Uint8Array;
-        token?: AccessToken;
-      };
+    confirm: async (sessionId: string, confirm: string, token?: AccessToken): Promise<ConfirmedSession> => {
+      const { key, ...rest } = await this.request<ConfirmResponse>(
+        'POST',
+        `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
+        { body: { confirm, ...(token ? { token } : {}) } },
+      );
+      return { ...rest, ...(key ? { key: new Uint8Array(Buffer.from(key, 'base64')) } : {}) };
     },
     /** Resumed sessions: initiator step 1 (hand `resume` to the responder agent). */
-    resume: async (
-      tokenId: string,
-    ): Promise<{ resume_id: string; resume: string; token_id: string; peer: string; peer_aid: string }> =>
+    resume: async (tokenId: string): Promise<ResumeStart> =>
       this.request('POST', '/v1/sessions/resume', { body: { token_id: tokenId } }),
     /** Responder step 2: K' and the answer for the initiator. */
     acceptResume: async (resume: string): Promise<ResumedSession> => {
-      const r = await this.request<Omit<ResumedSession, 'key'> & { key: string }>(
-        'POST',
-        '/v1/sessions/resume/accept',
-        { body: { resume } },
-      );
+      const r = await this.request<ResumedSessionResponse>('POST', '/v1/sessions/resume/accept', {
+        body: { resume },
+      });
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** Initiator step 3: K' once the responder's tag matches. */
     completeResume: async (resumeId: string, answer: string): Promise<ResumedSession> => {
-      const r = await this.request<Omit<ResumedSession, 'key'> & { key: string }>(
+      const r = await this.request<ResumedSessionResponse>(
         'POST',
         `/v1/sessions/resume/${encodeURIComponent(resumeId)}/complete`,
         { body: { answer } },
@@ -402,20 +375,7 @@ export class QkmClient {
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** The access tokens the calling agent holds (no secrets). */
-    tokens: async () =>
-      (
-        await this.request<{
-          tokens: Array<{
-            token_id: string;
-            peer: string;
-            peer_aid: string;
-            expires: string;
-            max_uses: number;
-            used: number;
-            session_id: string;
-          }>;
-        }>('GET', '/v1/tokens')
-      ).tokens,
+    tokens: async () => (await this.request<{ tokens: HeldTokenInfo[] }>('GET', '/v1/tokens')).tokens,
   };
 
   readonly audit = {

@@ -1,5 +1,7 @@
 import type { SignedPrekey } from '../governance/prekeys.js';
-import type { Peer } from './peers.js';
+import { QkmError } from '../core/errors.js';
+import { verifyBundle } from './identity.js';
+import type { Peer, PeerRegistry } from './peers.js';
 
 /**
  * Where an initiator's node gets the responder agent's prekey for a governed (qkm/v2) handshake.
@@ -45,5 +47,41 @@ export interface ResponderBundle {
 export function givenBundle(prekey: SignedPrekey): BundleSource {
   return {
     bundle: async () => ({ prekey, lastResort: prekey?.kind === 'last-resort' }),
+  };
+}
+
+/** What the Provider's client hands out (src/provider/directory.ts `Bundle`, the fields used here). */
+export interface DirectoryBundle {
+  node: { node_id: string; identity: unknown };
+  prekey: SignedPrekey;
+  lastResort: boolean;
+}
+
+/**
+ * The Provider path: `directory.bundle(responder, initiator)` (the Provider client, which checks
+ * the Provider's signature and the responder node's). The node is the pinned peer when this
+ * node pins it (its pinned keys must be the ones the Provider vouches for: HANDSHAKE_UNKNOWN_PEER
+ * otherwise), else the node identity the Provider vouched for, so nodes need pin only the Provider.
+ */
+export function directoryBundles(
+  directory: { bundle(responder: string, initiator: string): Promise<DirectoryBundle> },
+  peers: PeerRegistry,
+): BundleSource {
+  return {
+    async bundle(q) {
+      const b = await directory.bundle(q.responderAid, q.initiatorAid);
+      const vouched = verifyBundle(b.node.identity);
+      const pinned = await peers.get(b.node.node_id);
+      if (pinned && pinned.bundle.ml_dsa_65_public_key !== vouched.bundle.ml_dsa_65_public_key)
+        throw new QkmError(
+          'HANDSHAKE_UNKNOWN_PEER',
+          'the Provider vouches for other keys than this node pinned for the responder node',
+        );
+      return {
+        prekey: b.prekey,
+        lastResort: b.lastResort,
+        peer: pinned ?? { ...vouched, pinnedAt: 'provider' },
+      };
+    },
   };
 }

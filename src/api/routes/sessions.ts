@@ -6,7 +6,16 @@ import { QkmError } from '../../core/errors.js';
 import { canonicalAid, parseAid } from '../../governance/aid.js';
 import type { SignedPrekey } from '../../governance/prekeys.js';
 import { type BundleSource, type ResumedSession, givenBundle } from '../../session/handshake.js';
-import { errorResponses } from '../schemas.js';
+import {
+  AcceptResponseSchema,
+  ConfirmResponseSchema,
+  InitiateResponseSchema,
+  PostureSchema,
+  ResumeStartSchema,
+  ResumedSessionSchema,
+  TokenListSchema,
+  errorResponses,
+} from '../schemas.js';
 
 export interface SessionRouteOptions {
   /**
@@ -21,11 +30,6 @@ export interface SessionRouteOptions {
   audit: AuditLog;
 }
 
-const PostureSchema = Type.Union([
-  Type.Literal('PQC'),
-  Type.Literal('PQC+QRNG'),
-  Type.Literal('QKD+PQC+QRNG'),
-]);
 const Open = (description: string) => Type.Object({}, { additionalProperties: true, description });
 
 const BundleSchema = Type.Object(
@@ -43,29 +47,6 @@ const BundleSchema = Type.Object(
   { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
 );
 
-const SessionProvenanceSchema = Type.Object({
-  posture: PostureSchema,
-  degraded: Type.Boolean(),
-  reason: Type.Optional(Type.String()),
-  fallback: Type.Boolean(),
-  pqc: Open('KEM, signature, KDF and where the randomness came from'),
-  qkd: Open('whether QKD key material went into K, key IDs and KME IDs'),
-  qrng: Open('whether quantum entropy went into K, with its entropy provenance'),
-  governance: Type.Optional(
-    Type.Object({
-      protocol: Type.Literal('qkm/v2'),
-      initiatorAid: Type.String(),
-      responderAid: Type.String(),
-      prekeyId: Type.String(),
-      lastResort: Type.Boolean(),
-    }),
-  ),
-  resumption: Type.Optional(
-    Type.Object({ tokenId: Type.String(), use: Type.Integer(), kdf: Type.Literal('HKDF-SHA-256') }),
-  ),
-  at: Type.String(),
-});
-
 const SignedPrekeyBody = Type.Object(
   {
     v: Type.Literal(2),
@@ -81,15 +62,6 @@ const SignedPrekeyBody = Type.Object(
   { additionalProperties: false, description: "A responder agent's signed prekey (GET /v1/prekeys/:aid)" },
 );
 
-const TokenSchema = Type.Object(
-  {
-    id: Type.String(),
-    sealed: Type.String({ description: 'base64url AES-256-GCM token body; opens only with the session key' }),
-    expires: Type.String(),
-    max_uses: Type.Integer(),
-  },
-  { description: 'Access token for resumed sessions (hand it to the initiating agent)' },
-);
 const TokenIn = Type.Object(
   {
     id: Type.String({ minLength: 1, maxLength: 64 }),
@@ -99,20 +71,6 @@ const TokenIn = Type.Object(
   },
   { additionalProperties: false },
 );
-const ResumedSchema = Type.Object({
-  session_id: Type.String(),
-  key: Type.String({ description: "base64, 32 bytes: K'" }),
-  posture: PostureSchema,
-  provenance: SessionProvenanceSchema,
-  token_id: Type.String(),
-  use: Type.Integer(),
-  remaining: Type.Optional(Type.Integer()),
-  answer: Type.Optional(Type.String({ description: 'base64url resume answer for the initiator' })),
-  peer: Type.String(),
-  peer_agent: Type.String(),
-  peer_aid: Type.Optional(Type.String()),
-});
-
 const PeerSchema = Type.Object({
   node_id: Type.String(),
   bundle: BundleSchema,
@@ -332,14 +290,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          201: Type.Object({
-            session_id: Type.String(),
-            key: Type.Optional(Type.String({ description: 'base64, 32 bytes; absent with require_confirm' })),
-            key_pending: Type.Optional(Type.Boolean()),
-            handshake: Type.String({ description: 'base64url signed handshake message' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-          }),
+          201: InitiateResponseSchema,
           ...errorResponses(404, 503),
         },
       },
@@ -385,20 +336,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            key: Type.String({ description: 'base64, 32 bytes' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-            confirm: Type.String({ description: 'base64url key-confirmation tag for the initiator' }),
-            peer: Type.String(),
-            peer_agent: Type.String({
-              description: 'the initiating agent, as the signed handshake names it',
-            }),
-            context: Type.String(),
-            peer_aid: Type.Optional(Type.String()),
-            token: Type.Optional(TokenSchema),
-          }),
+          200: AcceptResponseSchema,
           ...errorResponses(403, 404, 409, 410, 429, 503),
         },
       },
@@ -443,14 +381,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            confirmed: Type.Boolean(),
-            key: Type.Optional(
-              Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
-            ),
-            token: Type.Optional(TokenSchema),
-          }),
+          200: ConfirmResponseSchema,
           ...errorResponses(401, 403, 404),
         },
       },
@@ -488,13 +419,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          201: Type.Object({
-            resume_id: Type.String(),
-            resume: Type.String({ description: 'base64url resume message for the responder' }),
-            token_id: Type.String(),
-            peer: Type.String(),
-            peer_aid: Type.String(),
-          }),
+          201: ResumeStartSchema,
           ...errorResponses(403, 503),
         },
       },
@@ -520,7 +445,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { resume: Type.String({ minLength: 1, maxLength: 4096 }) },
           { additionalProperties: false },
         ),
-        response: { 200: ResumedSchema, ...errorResponses(401, 403, 409, 429, 503) },
+        response: { 200: ResumedSessionSchema, ...errorResponses(401, 403, 409, 429, 503) },
       },
     },
     async (request) =>
@@ -546,7 +471,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { answer: Type.String({ minLength: 1, maxLength: 4096 }) },
           { additionalProperties: false },
         ),
-        response: { 200: ResumedSchema, ...errorResponses(403, 404) },
+        response: { 200: ResumedSessionSchema, ...errorResponses(403, 404) },
       },
     },
     async (request) =>
@@ -568,19 +493,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         tags: ['sessions'],
         security: [{ bearer: [] }],
         response: {
-          200: Type.Object({
-            tokens: Type.Array(
-              Type.Object({
-                token_id: Type.String(),
-                peer: Type.String(),
-                peer_aid: Type.String(),
-                expires: Type.String(),
-                max_uses: Type.Integer(),
-                used: Type.Integer(),
-                session_id: Type.String(),
-              }),
-            ),
-          }),
+          200: TokenListSchema,
           ...errorResponses(),
         },
       },
