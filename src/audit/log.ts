@@ -117,6 +117,12 @@ export class AuditLog implements AuditSink {
   private tail: UnsealedTail | undefined;
   /** The tail found on open still has to be flagged (first thing written). */
   private tailToFlag = false;
+  /**
+   * The seal queued or running, which a `flush` joins instead of queueing a signature of its own
+   * (group commit): every append that resolved before the flush was called was written before
+   * that seal starts (one queue), so the seal covers it. Many readers, one signature.
+   */
+  private sealInFlight: Promise<AuditRecord | undefined> | undefined;
 
   constructor(private readonly opts: AuditLogOptions) {
     this.rs = opts.store.records('audit');
@@ -141,9 +147,9 @@ export class AuditLog implements AuditSink {
       this.write(event.type, String(event.actor ?? 'system'), sanitizeDetails(event.details)),
     );
     p.then((rec) => {
-      if (this.signer && rec.seq - this.head!.sealed_through >= this.sealEvery) {
+      if (this.signer && rec.seq - this.head!.sealed_through >= this.sealEvery && !this.sealInFlight) {
         // Behind the caller: the appender does not wait for the signature.
-        this.enqueue(() => this.sealNow()).catch(() => undefined);
+        this.seal().catch(() => undefined);
       }
     }).catch(() => undefined);
     return p;
@@ -173,9 +179,42 @@ export class AuditLog implements AuditSink {
     });
   }
 
-  /** Seals any unsealed records now (no-op without a signer or when nothing is unsealed). */
+  /**
+   * Seals every record whose append resolved before this call (no-op without a signer or when
+   * nothing is unsealed). Concurrent flushes share one seal (see `sealInFlight`); resolves with
+   * the seal written, or undefined when none was needed.
+   */
   flush(): Promise<AuditRecord | undefined> {
-    return this.enqueue(() => this.sealNow());
+    return this.sealInFlight ?? this.seal();
+  }
+
+  private seal(): Promise<AuditRecord | undefined> {
+    const p = this.enqueue(() => this.sealNow());
+    this.sealInFlight = p;
+    const clear = () => {
+      if (this.sealInFlight === p) this.sealInFlight = undefined;
+    };
+    p.then(clear, clear);
+    return p;
+  }
+
+  /**
+   * A page for a reader (`GET /v1/audit`): up to `limit` records from `fromSeq`, with every
+   * record appended before the call sealed. A page inside the sealed part is read at once —
+   * sealed records never change, so there is nothing to wait for; a page reaching the unsealed
+   * tail waits for one (shared) seal, not for appends queued after the call.
+   */
+  async sealedPage(opts: { fromSeq: number; limit: number }): Promise<AuditRecord[]> {
+    const from = Math.max(1, opts.fromSeq);
+    const head = this.head;
+    // A seal is needed only when the page reaches records that are written but not sealed.
+    const unsealed =
+      !head ||
+      (head.seq > head.sealed_through && from <= head.seq && from + opts.limit - 1 > head.sealed_through);
+    if (unsealed) await this.flush();
+    // Every record whose append resolved is in the store (the put precedes the resolve), and a
+    // page stops at the first missing seq: no need to wait for the queue.
+    return this.page(from, opts.limit);
   }
 
   /** Flushes, then refuses further appends. Does not close the store. */
