@@ -68,6 +68,20 @@ describe('audit seals shared by readers', () => {
     expect(signer.count).toBe(2);
   });
 
+  it('a flush does not wait for a backlog of appends queued after the records it must cover', async () => {
+    const { log } = newLog();
+    await append(log, 0);
+    const backlog = Array.from({ length: 30 }, (_, i) => append(log, i + 1));
+    const seal = await log.flush();
+    // Record 1 had resolved; the backlog's first append had started. The rest come after the seal.
+    expect(seal!.details.through_seq).toBeLessThanOrEqual(2);
+    await Promise.all(backlog);
+    await log.flush();
+    const all = await log.records();
+    expect(all).toHaveLength(33);
+    expect(verifyAuditLog(all, alice.signing.publicKey, { requireSealed: true })).toMatchObject({ ok: true });
+  });
+
   it('a page inside the sealed part is served without a seal; one reaching the tail is sealed', async () => {
     const { log, signer } = newLog();
     for (let i = 0; i < 20; i++) await append(log, i);
