@@ -4,9 +4,9 @@ import type { AuditRecord, AuditSink } from '../../src/audit/types.js';
 import { allowedHostsFor } from '../../src/api/auth.js';
 import { createMetrics } from '../../src/api/metrics.js';
 import { type QkmApp, buildApi } from '../../src/api/server.js';
-import { AgentRegistry } from '../../src/core/agents.js';
+import { AgentRegistry } from '../../src/agents/registry.js';
 import { createLogger } from '../../src/core/logger.js';
-import type { ApplianceStatus } from '../../src/core/status.js';
+import type { ApplianceStatus } from '../../src/status.js';
 import { KeyedMutex } from '../../src/store/keyed-mutex.js';
 import { FakeEntropy, FakeKeys, MapRecords } from '../helpers/api-fakes.js';
 
