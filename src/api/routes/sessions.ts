@@ -530,8 +530,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       },
     },
     async (request) => {
-      await opts.audit.flush();
-      const records = await opts.audit.records({
+      // Sealed pages are served as they are; a page reaching the tail waits for one shared seal.
+      const records = await opts.audit.sealedPage({
         fromSeq: (request.query.after ?? 0) + 1,
         limit: request.query.limit ?? 1000,
       });
