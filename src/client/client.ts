@@ -6,8 +6,11 @@ import type {
   ApplianceStatus,
   ConfirmResponse,
   EntropyResponseBody,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
   TakenKeyResponse,
 } from '../api/schemas.js';
@@ -24,8 +27,11 @@ export type {
   DrbgProvenance,
   EntropyResponseBody,
   ErrorResponse,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
   Provenance,
   SessionProvenance,
@@ -242,17 +248,13 @@ export class QkmClient {
       ).agent,
   };
 
-  identity<T = Record<string, unknown>>(): Promise<T> {
+  identity<T = IdentityBundle>(): Promise<T> {
     return this.request('GET', '/v1/identity');
   }
 
   readonly peers = {
-    list: async <T = Record<string, unknown>>() =>
-      (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
-    add: <T = Record<string, unknown>>(
-      bundle: unknown,
-      options: { label?: string; minPosture?: Posture } = {},
-    ) =>
+    list: async <T = PinnedPeer>() => (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
+    add: <T = PinnedPeer>(bundle: unknown, options: { label?: string; minPosture?: Posture } = {}) =>
       this.request<T>('POST', '/v1/peers', {
         body: {
           bundle,
@@ -297,7 +299,7 @@ export class QkmClient {
   };
 
   readonly policy = {
-    explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
+    explain: <T = PolicyExplanation>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
         query: { min_posture: options.minPosture },
       }),

@@ -5,7 +5,10 @@ import type { NodeIdentity, PeerRegistry, PosturePolicy, SessionService } from '
 import {
   AcceptResponseSchema,
   ConfirmResponseSchema,
+  IdentityBundleSchema,
   InitiateResponseSchema,
+  PeerSchema,
+  PolicyExplanationSchema,
   PostureSchema,
   errorResponses,
 } from '../schemas.js';
@@ -19,29 +22,6 @@ export interface SessionRouteOptions {
 }
 
 const Open = (description: string) => Type.Object({}, { additionalProperties: true, description });
-
-const BundleSchema = Type.Object(
-  {
-    version: Type.Literal(1),
-    node_id: Type.String(),
-    region: Type.String(),
-    ml_dsa_65_public_key: Type.String(),
-    ml_kem_768_public_key: Type.String(),
-    sae_id: Type.Optional(Type.String()),
-    kme_id: Type.Optional(Type.String()),
-    created: Type.String(),
-    signature: Type.String(),
-  },
-  { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
-);
-
-const PeerSchema = Type.Object({
-  node_id: Type.String(),
-  bundle: BundleSchema,
-  pinned_at: Type.String(),
-  label: Type.Optional(Type.String()),
-  min_posture: Type.Optional(PostureSchema),
-});
 
 const NodeIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
@@ -57,7 +37,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         summary: "This node's public identity bundle (give it to peers: `qkm peers add`)",
         tags: ['sessions'],
         security: [{ bearer: [] }],
-        response: { 200: BundleSchema, ...errorResponses() },
+        response: { 200: IdentityBundleSchema, ...errorResponses() },
       },
     },
     async () => opts.identity.bundle,
@@ -143,26 +123,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            peer: Type.String(),
-            chosen: Type.Union([PostureSchema, Type.Null()]),
-            minimum: Type.Optional(PostureSchema),
-            reason: Type.Optional(Type.String()),
-            table: Type.Array(
-              Type.Object({
-                posture: PostureSchema,
-                sec: Type.Number(),
-                lat: Type.Number(),
-                cost: Type.Number(),
-                score: Type.Number(),
-                compliant: Type.Boolean(),
-                available: Type.Boolean(),
-                outage: Type.Boolean(),
-                admissible: Type.Boolean(),
-                why: Type.String(),
-              }),
-            ),
-          }),
+          200: PolicyExplanationSchema,
           ...errorResponses(404),
         },
       },
