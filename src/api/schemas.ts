@@ -77,6 +77,56 @@ export const InitiateResponseSchema = Type.Object({
   provenance: SessionProvenanceSchema,
 });
 
+/** An access token for resumed sessions (governed sessions, protocol qkm/v2). */
+export const TokenSchema = Type.Object(
+  {
+    id: Type.String(),
+    sealed: Type.String({ description: 'base64url AES-256-GCM token body; opens only with the session key' }),
+    expires: Type.String(),
+    max_uses: Type.Integer(),
+  },
+  { description: 'Access token for resumed sessions (hand it to the initiating agent, for its confirm)' },
+);
+
+/** `POST /v1/sessions/resume`, 201. */
+export const ResumeStartSchema = Type.Object({
+  resume_id: Type.String(),
+  resume: Type.String({ description: 'base64url resume message for the responder agent' }),
+  token_id: Type.String(),
+  peer: Type.String(),
+  peer_aid: Type.String(),
+});
+
+/** `POST /v1/sessions/resume/accept` and `/v1/sessions/resume/{id}/complete`, 200. */
+export const ResumedSessionSchema = Type.Object({
+  session_id: Type.String(),
+  key: Type.String({ description: "base64, 32 bytes: K'" }),
+  posture: PostureSchema,
+  provenance: SessionProvenanceSchema,
+  token_id: Type.String(),
+  use: Type.Integer({ description: '1-based index of this use of the token' }),
+  remaining: Type.Optional(Type.Integer({ description: 'responder: uses left' })),
+  answer: Type.Optional(Type.String({ description: 'responder: base64url answer for the initiator' })),
+  peer: Type.String(),
+  peer_agent: Type.String(),
+  peer_aid: Type.Optional(Type.String()),
+});
+
+/** `GET /v1/tokens`, 200. */
+export const TokenListSchema = Type.Object({
+  tokens: Type.Array(
+    Type.Object({
+      token_id: Type.String(),
+      peer: Type.String(),
+      peer_aid: Type.String(),
+      expires: Type.String(),
+      max_uses: Type.Integer(),
+      used: Type.Integer(),
+      session_id: Type.String(),
+    }),
+  ),
+});
+
 /** `POST /v1/sessions/accept`, 200. */
 export const AcceptResponseSchema = Type.Object({
   session_id: Type.String(),
@@ -87,6 +137,10 @@ export const AcceptResponseSchema = Type.Object({
   peer: Type.String(),
   peer_agent: Type.String({ description: 'the initiating agent, as the signed handshake names it' }),
   context: Type.String(),
+  peer_aid: Type.Optional(
+    Type.String({ description: "governed sessions: the initiating agent's governed id" }),
+  ),
+  token: Type.Optional(TokenSchema),
 });
 
 /** `POST /v1/sessions/{id}/confirm`, 200. */
@@ -96,6 +150,7 @@ export const ConfirmResponseSchema = Type.Object({
   key: Type.Optional(
     Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
   ),
+  token: Type.Optional(TokenSchema),
 });
 
 export const AgentSchema = Type.Object({
@@ -204,6 +259,10 @@ export type EntropyResponseBody = Static<typeof EntropyResponseSchema>;
 export type InitiateResponse = Static<typeof InitiateResponseSchema>;
 export type AcceptResponse = Static<typeof AcceptResponseSchema>;
 export type ConfirmResponse = Static<typeof ConfirmResponseSchema>;
+export type AccessToken = Static<typeof TokenSchema>;
+export type ResumeStart = Static<typeof ResumeStartSchema>;
+export type ResumedSessionResponse = Static<typeof ResumedSessionSchema>;
+export type HeldTokenInfo = Static<typeof TokenListSchema>['tokens'][number];
 export type AgentInfo = Static<typeof AgentSchema>;
 export type ApplianceStatus = Static<typeof StatusSchema>;
 

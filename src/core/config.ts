@@ -174,7 +174,12 @@ export const ConfigSchema = Type.Object(
     ),
     /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
     governance: Type.Object(
-      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      {
+        budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }),
+        /** Access tokens issued after a governed handshake: uses and lifetime (s). */
+        tokenMaxUses: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 }),
+        tokenTtlSeconds: Type.Integer({ minimum: 1, maximum: 7_776_000, default: 604_800 }),
+      },
       { default: {}, additionalProperties: false },
     ),
   },

@@ -65,6 +65,10 @@ export interface TokenBody {
 
 export interface TokenRecord extends TokenBody {
   used: number;
+  /** Governed id of the initiating agent (for the responder's policy at resumption). */
+  initiatorAid?: string;
+  /** Posture of the full session the token comes from (resumed sessions inherit its legs). */
+  posture?: string;
   /** KeyStore id of RS. */
   secretId: string;
 }
@@ -177,6 +181,8 @@ export interface IssueRequest {
   ttlSeconds: number;
   /** Provenance of the session the token comes from (kept with RS). */
   provenance: Provenance;
+  initiatorAid?: string;
+  posture?: string;
 }
 
 export interface ResumeRequest {
@@ -230,7 +236,13 @@ export class TokenIssuer {
         },
         material: rs,
       });
-      await this.o.tokens.put(id, { ...body, used: 0, secretId });
+      await this.o.tokens.put(id, {
+        ...body,
+        used: 0,
+        secretId,
+        ...(r.initiatorAid ? { initiatorAid: r.initiatorAid } : {}),
+        ...(r.posture ? { posture: r.posture } : {}),
+      });
       return { id, sealed: sealTokenBody(tk, body), body };
     } finally {
       rs.fill(0);
