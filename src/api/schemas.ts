@@ -1,6 +1,7 @@
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { ERROR_CATALOGUE, type ErrorCode } from '../core/errors.js';
 import { ProvenanceSchema, SourceSnapshotSchema } from '../core/provenance.js';
+import { IdentityBundleSchema } from '../session/identity.js';
 import { PostureSchema } from '../session/posture.js';
 import { SessionProvenanceSchema } from '../session/records.js';
 
@@ -30,6 +31,7 @@ export {
   SourceSnapshotSchema,
   SourceStateSchema,
 } from '../core/provenance.js';
+export { IdentityBundleSchema } from '../session/identity.js';
 export { PostureSchema } from '../session/posture.js';
 export { SessionProvenanceSchema } from '../session/records.js';
 
@@ -153,6 +155,37 @@ export const ConfirmResponseSchema = Type.Object({
   token: Type.Optional(TokenSchema),
 });
 
+/** A pinned peer (`GET /v1/peers`, `POST /v1/peers`). */
+export const PeerSchema = Type.Object({
+  node_id: Type.String(),
+  bundle: IdentityBundleSchema,
+  pinned_at: Type.String(),
+  label: Type.Optional(Type.String()),
+  min_posture: Type.Optional(PostureSchema),
+});
+
+/** `GET /v1/policy/{peer}`, 200: the posture decision table. */
+export const PolicyExplanationSchema = Type.Object({
+  peer: Type.String(),
+  chosen: Type.Union([PostureSchema, Type.Null()]),
+  minimum: Type.Optional(PostureSchema),
+  reason: Type.Optional(Type.String()),
+  table: Type.Array(
+    Type.Object({
+      posture: PostureSchema,
+      sec: Type.Number(),
+      lat: Type.Number(),
+      cost: Type.Number(),
+      score: Type.Number(),
+      compliant: Type.Boolean(),
+      available: Type.Boolean(),
+      outage: Type.Boolean(),
+      admissible: Type.Boolean(),
+      why: Type.String(),
+    }),
+  ),
+});
+
 export const AgentSchema = Type.Object({
   name: Type.String(),
   scopes: Type.Array(Type.String()),
@@ -264,6 +297,9 @@ export type ResumeStart = Static<typeof ResumeStartSchema>;
 export type ResumedSessionResponse = Static<typeof ResumedSessionSchema>;
 export type HeldTokenInfo = Static<typeof TokenListSchema>['tokens'][number];
 export type AgentInfo = Static<typeof AgentSchema>;
+export type { IdentityBundle } from '../session/identity.js';
+export type PinnedPeer = Static<typeof PeerSchema>;
+export type PolicyExplanation = Static<typeof PolicyExplanationSchema>;
 export type ApplianceStatus = Static<typeof StatusSchema>;
 
 /** The standard error responses a route can give, keyed by status, for its response schema. */

@@ -7,8 +7,11 @@ import type {
   ApplianceStatus,
   ConfirmResponse,
   EntropyResponseBody,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
   ResumeStart,
   ResumedSessionResponse,
@@ -32,8 +35,11 @@ export type {
   DrbgProvenance,
   EntropyResponseBody,
   ErrorResponse,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
   Provenance,
   SessionProvenance,
@@ -253,17 +259,13 @@ export class QkmClient {
       ).agent,
   };
 
-  identity<T = Record<string, unknown>>(): Promise<T> {
+  identity<T = IdentityBundle>(): Promise<T> {
     return this.request('GET', '/v1/identity');
   }
 
   readonly peers = {
-    list: async <T = Record<string, unknown>>() =>
-      (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
-    add: <T = Record<string, unknown>>(
-      bundle: unknown,
-      options: { label?: string; minPosture?: Posture } = {},
-    ) =>
+    list: async <T = PinnedPeer>() => (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
+    add: <T = PinnedPeer>(bundle: unknown, options: { label?: string; minPosture?: Posture } = {}) =>
       this.request<T>('POST', '/v1/peers', {
         body: {
           bundle,
@@ -308,7 +310,7 @@ export class QkmClient {
   };
 
   readonly policy = {
-    explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
+    explain: <T = PolicyExplanation>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
         query: { min_posture: options.minPosture },
       }),

@@ -97,9 +97,15 @@ export function deriveTokenKey(sessionKey: Uint8Array, transcriptHash: Uint8Arra
   return hkdf(sessionKey, transcriptHash, TK_INFO);
 }
 
-/** AES-256-GCM(TK, iv, JSON(body), aad = id) as base64url(iv ‖ ct ‖ tag). */
-export function sealTokenBody(tokenKey: Uint8Array, body: TokenBody): string {
-  const iv = randomBytes(12);
+/**
+ * AES-256-GCM(TK, iv, JSON(body), aad = id) as base64url(iv ‖ ct ‖ tag). JSON.stringify of the
+ * body with its fields in TokenBody order. `iv` is random unless given (known-answer vectors).
+ */
+export function sealTokenBody(
+  tokenKey: Uint8Array,
+  body: TokenBody,
+  iv: Uint8Array = randomBytes(12),
+): string {
   const c = createCipheriv('aes-256-gcm', tokenKey, iv);
   c.setAAD(str(body.id));
   const ct = Buffer.concat([c.update(JSON.stringify(body), 'utf8'), c.final()]);

@@ -9,7 +9,10 @@ import { type BundleSource, type ResumedSession, givenBundle } from '../../sessi
 import {
   AcceptResponseSchema,
   ConfirmResponseSchema,
+  IdentityBundleSchema,
   InitiateResponseSchema,
+  PeerSchema,
+  PolicyExplanationSchema,
   PostureSchema,
   ResumeStartSchema,
   ResumedSessionSchema,
@@ -31,21 +34,6 @@ export interface SessionRouteOptions {
 }
 
 const Open = (description: string) => Type.Object({}, { additionalProperties: true, description });
-
-const BundleSchema = Type.Object(
-  {
-    version: Type.Literal(1),
-    node_id: Type.String(),
-    region: Type.String(),
-    ml_dsa_65_public_key: Type.String(),
-    ml_kem_768_public_key: Type.String(),
-    sae_id: Type.Optional(Type.String()),
-    kme_id: Type.Optional(Type.String()),
-    created: Type.String(),
-    signature: Type.String(),
-  },
-  { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
-);
 
 const SignedPrekeyBody = Type.Object(
   {
@@ -71,13 +59,6 @@ const TokenIn = Type.Object(
   },
   { additionalProperties: false },
 );
-const PeerSchema = Type.Object({
-  node_id: Type.String(),
-  bundle: BundleSchema,
-  pinned_at: Type.String(),
-  label: Type.Optional(Type.String()),
-  min_posture: Type.Optional(PostureSchema),
-});
 
 /** The governed part of an initiation: both governed ids and where the prekey comes from. */
 function governedRequest(
@@ -117,7 +98,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         summary: "This node's public identity bundle (give it to peers: `qkm peers add`)",
         tags: ['sessions'],
         security: [{ bearer: [] }],
-        response: { 200: BundleSchema, ...errorResponses() },
+        response: { 200: IdentityBundleSchema, ...errorResponses() },
       },
     },
     async () => opts.identity.bundle,
@@ -203,26 +184,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            peer: Type.String(),
-            chosen: Type.Union([PostureSchema, Type.Null()]),
-            minimum: Type.Optional(PostureSchema),
-            reason: Type.Optional(Type.String()),
-            table: Type.Array(
-              Type.Object({
-                posture: PostureSchema,
-                sec: Type.Number(),
-                lat: Type.Number(),
-                cost: Type.Number(),
-                score: Type.Number(),
-                compliant: Type.Boolean(),
-                available: Type.Boolean(),
-                outage: Type.Boolean(),
-                admissible: Type.Boolean(),
-                why: Type.String(),
-              }),
-            ),
-          }),
+          200: PolicyExplanationSchema,
           ...errorResponses(404),
         },
       },
