@@ -23,9 +23,9 @@
  * out), and the provenance names the reseed counter of the generate call that produced it.
  */
 import { EventEmitter } from 'node:events';
-import cron, { type ScheduledTask } from 'node-cron';
 import { osEntropyFactory } from '../../drivers/entropy/os/index.js';
 import { QkmError } from '../core/errors.js';
+import { JobScheduler, isValidCron } from '../core/jobs.js';
 import type { SourceSnapshot } from '../core/provenance.js';
 import { HmacConditioner } from './conditioner.js';
 import { CtrDrbg } from './drbg/ctr-drbg.js';
@@ -78,7 +78,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   private readonly bufferedRequestMax: number;
   private readonly quantum: Lineage;
   private readonly fallback: Lineage;
-  private cronTask: ScheduledTask | null = null;
+  /** The scheduled reseed (src/core/jobs.ts); its one job cannot fail, so it has no logger. */
+  private readonly jobs = new JobScheduler();
   private started = false;
   /** Background (re)seeding on source recovery; off until start() has done the first seeding. */
   private autoSeed = false;
@@ -99,7 +100,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     }
     if (!(this.reseedBytes >= 1)) throw new RangeError('reseedBytes must be ≥ 1');
     this.cronExpr = options.reseedCron === undefined ? '* * * * *' : options.reseedCron;
-    if (this.cronExpr !== null && !cron.validate(this.cronExpr)) {
+    if (this.cronExpr !== null && !isValidCron(this.cronExpr)) {
       throw new RangeError(`invalid reseed cron expression: ${this.cronExpr}`);
     }
     const conditioner = options.conditioner ?? new HmacConditioner();
@@ -177,13 +178,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       this.seeder.seed(this.fallback, 'start'),
     ]);
     this.autoSeed = true;
-    if (this.cronExpr !== null) {
-      this.cronTask = cron.schedule(this.cronExpr, () => this.reseedNow(), {
-        name: 'qkm-entropy-reseed',
-        noOverlap: true,
-      });
-      this.cronTask.unref();
-    }
+    if (this.cronExpr !== null) this.jobs.cron('entropy-reseed', this.cronExpr, () => this.reseedNow());
     this.noteDegraded();
   }
 
@@ -192,9 +187,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     if (!this.started) return;
     this.started = false;
     this.autoSeed = false;
-    const task = this.cronTask;
-    this.cronTask = null;
-    if (task) await task.destroy();
+    this.jobs.stop();
     await Promise.all(this.sources.all().map((m) => m.stop()));
     await Promise.allSettled([this.quantum.seeding, this.fallback.seeding]);
     for (const l of [this.quantum, this.fallback]) l.wipe();

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis, type SimulatedAppliance } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import type { SourceListing } from '../../src/entropy/source-check.js';
@@ -15,7 +16,7 @@ import { runCli } from './run-cli.js';
  * where, their exit codes, and their errors in `--json` mode.
  */
 let dir: string;
-let appliance: Appliance;
+let appliance: SimulatedAppliance;
 let g: string[];
 
 const quantisHealthy = async () =>
@@ -24,6 +25,7 @@ const quantisHealthy = async () =>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qkm-cli-client-'));
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: { dataDir: join(dir, 'data'), port: 0, mode: 'simulator', logLevel: 'warn' },
@@ -159,7 +161,7 @@ describe('qkm status', () => {
     expect(healthy.code).toBe(0);
     expect(healthy.stdout).toContain('not degraded');
 
-    appliance.simulatedQuantis!.device.unplug();
+    appliance.simulator!.device.unplug();
     try {
       await waitFor('degraded', async () => (await appliance.status()).degraded);
       const degraded = await runCli(...g, 'status');
@@ -169,7 +171,7 @@ describe('qkm status', () => {
       expect(json.code).toBe(3);
       expect(JSON.parse(json.stdout)).toMatchObject({ degraded: true });
     } finally {
-      appliance.simulatedQuantis!.device.replug();
+      appliance.simulator!.device.replug();
       await waitFor('quantum source healthy again', quantisHealthy);
     }
 

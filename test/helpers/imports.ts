@@ -15,9 +15,14 @@ export const ROOT = resolve(import.meta.dirname, '..', '..');
 const IMPORT_RE =
   /\b(?:import|export)\s+(?:type\s+)?[^'";]*?\sfrom\s*['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)|\bimport\s+['"]([^'"]+)['"]/g;
 
+/** The source without block comments and whole-line `//` comments. */
+export function stripComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+}
+
 /** Every module specifier the source text imports or re-exports, in order. */
 export function specifiersOf(source: string): string[] {
-  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const code = stripComments(source);
   const out: string[] = [];
   for (const m of code.matchAll(IMPORT_RE)) out.push((m[1] ?? m[2] ?? m[3]) as string);
   return out;
