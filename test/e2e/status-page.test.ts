@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import { waitFor } from '../helpers/wait.js';
@@ -38,6 +39,7 @@ beforeAll(async () => {
     overrides: { dataDir: join(dir, 'data'), port: 0, mode: 'simulator', logLevel: 'warn' },
   });
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     // One history sample a second, so that the charts have points within the test.
     config: { ...base, statusPage: { ...base.statusPage, historyIntervalSeconds: 1, historySamples: 60 } },
     logger: createLogger({ level: 'warn', destination: new Writable({ write: (_c, _e, cb) => cb() }) }),
