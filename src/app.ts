@@ -17,6 +17,9 @@ import { JobScheduler } from './core/jobs.js';
 import { PqcWorker } from './core/pqc-worker.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
+import { providerRoutes } from './api/routes/provider.js';
+import { ProviderClient } from './provider/client.js';
+import { ProviderSync } from './provider/sync.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
 import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
@@ -101,6 +104,13 @@ export class Appliance<C = unknown> {
   contacts!: ContactPolicies;
   /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
   prekeys!: PrekeyStore;
+  /**
+   * The Provider client (config `provider`; issue #12): a `BundleSource` for initiating
+   * handshakes, answers verified against the pinned Provider key. Undefined without a Provider.
+   */
+  provider: ProviderClient | undefined;
+  /** Publishes the governed agents, policies and prekeys to the Provider (job `provider-sync`). */
+  providerSync: ProviderSync | undefined;
 
   private constructor(
     readonly config: QkmConfig,
@@ -335,6 +345,24 @@ export class Appliance<C = unknown> {
           return { data: e.bytes, provenance: e.provenance };
         },
       });
+      if (config.provider) {
+        const client = new ProviderClient({
+          url: config.provider.url,
+          publicKey: config.provider.publicKey,
+          signer: identity,
+          timeoutMs: config.provider.timeoutMs,
+        });
+        appliance.provider = client;
+        appliance.providerSync = new ProviderSync({
+          client,
+          agents: () => agents.list(),
+          contacts: appliance.contacts,
+          prekeys: appliance.prekeys,
+          endpoint: () => config.provider?.endpoint ?? appliance.url,
+          lowWater: config.provider.otkLowWater,
+          target: Math.max(config.provider.otkTarget, config.provider.otkLowWater),
+        });
+      }
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -436,10 +464,31 @@ export class Appliance<C = unknown> {
             },
           },
         },
+        {
+          plugin: providerRoutes,
+          options: {
+            ...(this.providerSync ? { sync: this.providerSync } : {}),
+            ...(config.provider ? { url: config.provider.url } : {}),
+            audit: this.audit,
+          },
+        },
       ],
     });
     this.app = app;
     await app.listen({ host: config.host, port: config.port });
+    // Once listening (the endpoint it publishes is this address unless configured): publish now
+    // and then periodically; a failed run (Provider down, no quantum entropy yet) is logged and
+    // retried on the next tick.
+    const sync = this.providerSync;
+    if (sync && config.provider)
+      this.jobs.every(
+        'provider-sync',
+        config.provider.syncIntervalSeconds * 1000,
+        async () => {
+          await sync.run();
+        },
+        { runNow: true },
+      );
   }
 
   /** Asks the KME for the link status of every pinned peer that has an SAE id. */

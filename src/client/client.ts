@@ -1,8 +1,41 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { Provenance } from '../core/provenance.js';
-import type { ApplianceStatus } from '../status.js';
-import type { KeyMetadata, KeyState } from '../keys/interface.js';
+import type {
+  AcceptResponse,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  EntropyResponseBody,
+  InitiateResponse,
+  KeyMetadata,
+  Posture,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+
+/**
+ * The API's wire types, made from the server's response schemas (src/api/schemas.ts): the one
+ * definition of each shape, so the SDK's types follow the server's.
+ */
+export type {
+  AcceptResponse,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  DrbgProvenance,
+  EntropyResponseBody,
+  ErrorResponse,
+  InitiateResponse,
+  KeyMetadata,
+  Posture,
+  Provenance,
+  SessionProvenance,
+  SourceKind,
+  SourceSnapshot,
+  SourceState,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+
+export type KeyState = KeyMetadata['state'];
 
 /**
  * Typed client for the qkm REST API, for agents and for the `qkm` CLI. One method per route;
@@ -45,51 +78,27 @@ export interface QkmClientOptions {
   timeoutMs?: number;
 }
 
-export interface EntropyResponse {
-  data: Uint8Array;
-  bytes: number;
-  provenance: Provenance;
-}
+/** `GET /v1/entropy` with `data` decoded. */
+export type EntropyResponse = Omit<EntropyResponseBody, 'data'> & { data: Uint8Array };
 
-export type Posture = 'PQC' | 'PQC+QRNG' | 'QKD+PQC+QRNG';
+/**
+ * `POST /v1/sessions` with `key` decoded. `key` is empty when `key_pending` (requireConfirm):
+ * `confirm` returns the key.
+ */
+export type InitiatedSession = Omit<InitiateResponse, 'key'> & { key: Uint8Array };
 
-export interface SessionProvenance {
-  degraded: boolean;
-  reason?: string;
-  [k: string]: unknown;
-}
+/**
+ * `POST /v1/sessions/accept` with `key` decoded. `peer` is the initiator's node id, `peer_agent`
+ * the initiating agent as the signed handshake names it, `context` the initiator's context
+ * string as bound into the transcript.
+ */
+export type AcceptedSession = Omit<AcceptResponse, 'key'> & { key: Uint8Array };
 
-export interface InitiatedSession {
-  session_id: string;
-  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
-  key: Uint8Array;
-  key_pending?: boolean;
-  handshake: string;
-  posture: Posture;
-  provenance: SessionProvenance;
-}
+/** `POST /v1/keys/{id}/take` with `key` decoded. */
+export type TakenKey = Omit<TakenKeyResponse, 'key'> & { key: Uint8Array };
 
-export interface AcceptedSession {
-  session_id: string;
-  key: Uint8Array;
-  posture: Posture;
-  provenance: SessionProvenance;
-  confirm: string;
-  /** The initiator's node id. */
-  peer: string;
-  /** The initiating agent, as the signed handshake names it. */
-  peer_agent: string;
-  /** The initiator's context string, as bound into the transcript. */
-  context: string;
-}
-
-export interface AgentInfo {
-  name: string;
-  scopes: string[];
-  created: string;
-  revoked?: string;
-  aid?: string;
-}
+/** `POST /v1/sessions/{id}/confirm` with `key` (held by requireConfirm) decoded. */
+export type ConfirmedSession = Omit<ConfirmResponse, 'key'> & { key?: Uint8Array };
 
 export class QkmClient {
   private readonly base: string;
@@ -192,13 +201,9 @@ export class QkmClient {
     bytes: number,
     options: { require?: 'quantum' | 'any'; predictionResistance?: boolean } = {},
   ): Promise<EntropyResponse> {
-    const r = await this.request<{ data: string; bytes: number; provenance: Provenance }>(
-      'GET',
-      '/v1/entropy',
-      {
-        query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
-      },
-    );
+    const r = await this.request<EntropyResponseBody>('GET', '/v1/entropy', {
+      query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
+    });
     return { data: new Uint8Array(Buffer.from(r.data, 'base64')), bytes: r.bytes, provenance: r.provenance };
   }
 
@@ -214,11 +219,8 @@ export class QkmClient {
           ...(options.require !== undefined ? { require: options.require } : {}),
         },
       }),
-    take: async (id: string): Promise<KeyMetadata & { key: Uint8Array }> => {
-      const r = await this.request<KeyMetadata & { key: string }>(
-        'POST',
-        `/v1/keys/${encodeURIComponent(id)}/take`,
-      );
+    take: async (id: string): Promise<TakenKey> => {
+      const r = await this.request<TakenKeyResponse>('POST', `/v1/keys/${encodeURIComponent(id)}/take`);
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     list: async (query: { state?: KeyState; limit?: number; after?: string } = {}) =>
@@ -288,6 +290,12 @@ export class QkmClient {
       this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
   };
 
+  /** The node's link to its Provider (issue #12); admin token. */
+  readonly provider = {
+    sync: <T = Record<string, unknown>>() => this.request<T>('POST', '/v1/provider/sync'),
+    get: <T = Record<string, unknown>>() => this.request<T>('GET', '/v1/provider'),
+  };
+
   readonly policy = {
     explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
@@ -305,7 +313,7 @@ export class QkmClient {
       requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
+      const r = await this.request<InitiateResponse>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
           responder_agent: options.responderAgent,
@@ -317,30 +325,19 @@ export class QkmClient {
       return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
-      const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
-        'POST',
-        '/v1/sessions/accept',
-        {
-          body: { handshake },
-        },
-      );
+      const r = await this.request<AcceptResponse>('POST', '/v1/sessions/accept', {
+        body: { handshake },
+      });
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
-    confirm: async (
-      sessionId: string,
-      confirm: string,
-    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
-      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
+    confirm: async (sessionId: string, confirm: string): Promise<ConfirmedSession> => {
+      const { key, ...rest } = await this.request<ConfirmResponse>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
         { body: { confirm } },
       );
-      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
-        session_id: string;
-        confirmed: boolean;
-        key?: Uint8Array;
-      };
+      return { ...rest, ...(key ? { key: new Uint8Array(Buffer.from(key, 'base64')) } : {}) };
     },
   };
 

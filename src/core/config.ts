@@ -45,7 +45,7 @@ const SerialSourceConfig = Type.Object(
  * `store.backend: "etcd"`: several appliances share one key store on an etcd cluster. Every
  * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
  */
-const StoreConfigSchema = Type.Union([
+export const StoreConfigSchema = Type.Union([
   Type.Object({ backend: Type.Literal('level') }, { additionalProperties: false }),
   Type.Object(
     {
@@ -149,6 +149,29 @@ export const ConfigSchema = Type.Object(
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
+    /**
+     * The Provider this node publishes its governed agents to and fetches responder bundles from
+     * (issue #12). `publicKey` is the Provider's ML-DSA-65 key (base64url, `qkm provider status`):
+     * pinned, every Provider answer must verify against it.
+     */
+    provider: Type.Optional(
+      Type.Object(
+        {
+          url: Type.String({ pattern: '^https?://' }),
+          publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{2603}$' }),
+          /** The URL peers reach this node's API at (default: http://<host>:<port>). */
+          endpoint: Type.Optional(Type.String({ pattern: '^https?://' })),
+          /** How often the node publishes its agents, policies and prekeys, seconds. */
+          syncIntervalSeconds: Type.Integer({ minimum: 5, maximum: 86_400, default: 60 }),
+          /** Replenish an agent's one-time prekeys at the Provider when fewer than this are left… */
+          otkLowWater: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),
+          /** …back up to this many. */
+          otkTarget: Type.Integer({ minimum: 1, maximum: 10_000, default: 50 }),
+          timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
     governance: Type.Object(
       { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },

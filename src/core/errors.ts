@@ -83,6 +83,7 @@ export const ERROR_CATALOGUE = {
     status: 429,
     text: 'The initiator has used its contact budget for this responder in this window',
   },
+  PROVIDER_NOT_CONFIGURED: { status: 409, text: 'This node has no Provider configured (config provider)' },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---
   QUANTUM_ENTROPY_UNAVAILABLE: {
@@ -96,6 +97,11 @@ export const ERROR_CATALOGUE = {
   },
   QKD_UNAVAILABLE: { status: 503, text: 'The QKD link or its KME cannot deliver keys now' },
   STORE_UNAVAILABLE: { status: 503, text: 'The key store is not open' },
+  PROVIDER_UNAVAILABLE: { status: 503, text: 'The Provider cannot be reached or did not answer in time' },
+  PROVIDER_RESPONSE_INVALID: {
+    status: 502,
+    text: "The Provider's answer is unsigned, malformed or does not verify against the pinned Provider key",
+  },
   INTERNAL: { status: 500, text: 'Internal error (details are in the appliance log)' },
 } as const;
 

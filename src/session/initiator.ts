@@ -302,7 +302,7 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   };
 }
 
-/** Agent names as the registry allows them (src/core/agents.ts). */
+/** Agent names as the registry allows them (src/agents/registry.ts). */
 const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 function osRandomness(): { m: Uint8Array; r: Uint8Array; nonce: Uint8Array } {

@@ -1,6 +1,7 @@
-import type { Provenance } from '../core/provenance.js';
+import { type Static, Type } from '@sinclair/typebox';
+import { ProvenanceSchema } from '../core/provenance.js';
 import type { PqcWorkCounts } from '../core/pqc-worker.js';
-import type { Posture } from './posture.js';
+import { type Posture, PostureSchema } from './posture.js';
 
 /**
  * What a session leaves behind on each node: its provenance, the stored record, the results
@@ -8,47 +9,52 @@ import type { Posture } from './posture.js';
  */
 
 /** Where each leg of a session key came from. Travels with the key and into the audit log. */
-export interface SessionProvenance {
-  posture: Posture;
-  /**
-   * True when a stronger compliant posture was skipped because a configured source is failing
-   * (quantum entropy unhealthy, QKD link down) — not when it is merely not configured.
-   */
-  degraded: boolean;
-  /** Present when `degraded` or when the policy fell back for compliance reasons. */
-  reason?: string;
-  /** The policy chose below the best-scoring posture (compliance or availability). */
-  fallback: boolean;
-  pqc: {
-    kem: 'ML-KEM-768';
-    signature: 'ML-DSA-65';
-    kdf: 'HKDF-SHA-256';
-    /**
-     * Source of the encapsulation randomness, r and the nonce: `quantum` (quantum-seeded DRBG) or
-     * `os` (node:crypto). On the responder it is what the posture obliges the initiator to use.
-     */
-    randomness: 'quantum' | 'os';
-    /** `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake. */
-    randomnessOrigin: 'local' | 'initiator';
-  };
-  qkd: {
-    used: boolean;
-    keyIds: string[];
-    initiatorKmeId?: string;
-    responderKmeId?: string;
-    /** Why QKD was not used, when it was compliant. */
-    reason?: string;
-  };
-  qrng: {
-    used: boolean;
-    degraded: boolean;
-    reason?: string;
+export const SessionProvenanceSchema = Type.Object({
+  posture: PostureSchema,
+  degraded: Type.Boolean({
+    description:
+      'True when a stronger compliant posture was skipped because a configured source is failing ' +
+      '(quantum entropy unhealthy, QKD link down) — not when it is merely not configured',
+  }),
+  reason: Type.Optional(
+    Type.String({
+      description: 'Present when `degraded` or when the policy fell back for compliance reasons',
+    }),
+  ),
+  fallback: Type.Boolean({
+    description: 'The policy chose below the best-scoring posture (compliance or availability)',
+  }),
+  pqc: Type.Object({
+    kem: Type.Literal('ML-KEM-768'),
+    signature: Type.Literal('ML-DSA-65'),
+    kdf: Type.Literal('HKDF-SHA-256'),
+    randomness: Type.Union([Type.Literal('quantum'), Type.Literal('os')], {
+      description:
+        'Source of the encapsulation randomness, r and the nonce: `quantum` (quantum-seeded DRBG) or ' +
+        '`os` (node:crypto). On the responder it is what the posture obliges the initiator to use',
+    }),
+    randomnessOrigin: Type.Union([Type.Literal('local'), Type.Literal('initiator')], {
+      description:
+        '`local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake',
+    }),
+  }),
+  qkd: Type.Object({
+    used: Type.Boolean(),
+    keyIds: Type.Array(Type.String()),
+    initiatorKmeId: Type.Optional(Type.String()),
+    responderKmeId: Type.Optional(Type.String()),
+    reason: Type.Optional(Type.String({ description: 'Why QKD was not used, when it was compliant' })),
+  }),
+  qrng: Type.Object({
+    used: Type.Boolean(),
+    degraded: Type.Boolean(),
+    reason: Type.Optional(Type.String()),
     /** The EntropyProvider's provenance for the quantum draw (initiator only). */
-    entropy?: Provenance;
-  };
-  /** ISO-8601. */
-  at: string;
-}
+    entropy: Type.Optional(ProvenanceSchema),
+  }),
+  at: Type.String({ description: 'ISO-8601' }),
+});
+export type SessionProvenance = Static<typeof SessionProvenanceSchema>;
 
 /** Stored per session and role (namespace `sessions`, key `<role>:<session_id>`). No key bytes. */
 export interface SessionRecord {

@@ -2,7 +2,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AuditLog } from '../../audit/index.js';
 import type { NodeIdentity, PeerRegistry, PosturePolicy, SessionService } from '../../session/index.js';
-import { errorResponses } from '../schemas.js';
+import {
+  AcceptResponseSchema,
+  ConfirmResponseSchema,
+  InitiateResponseSchema,
+  PostureSchema,
+  errorResponses,
+} from '../schemas.js';
 
 export interface SessionRouteOptions {
   identity: NodeIdentity;
@@ -12,11 +18,6 @@ export interface SessionRouteOptions {
   audit: AuditLog;
 }
 
-const PostureSchema = Type.Union([
-  Type.Literal('PQC'),
-  Type.Literal('PQC+QRNG'),
-  Type.Literal('QKD+PQC+QRNG'),
-]);
 const Open = (description: string) => Type.Object({}, { additionalProperties: true, description });
 
 const BundleSchema = Type.Object(
@@ -33,17 +34,6 @@ const BundleSchema = Type.Object(
   },
   { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
 );
-
-const SessionProvenanceSchema = Type.Object({
-  posture: PostureSchema,
-  degraded: Type.Boolean(),
-  reason: Type.Optional(Type.String()),
-  fallback: Type.Boolean(),
-  pqc: Open('KEM, signature, KDF and where the randomness came from'),
-  qkd: Open('whether QKD key material went into K, key IDs and KME IDs'),
-  qrng: Open('whether quantum entropy went into K, with its entropy provenance'),
-  at: Type.String(),
-});
 
 const PeerSchema = Type.Object({
   node_id: Type.String(),
@@ -228,14 +218,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          201: Type.Object({
-            session_id: Type.String(),
-            key: Type.Optional(Type.String({ description: 'base64, 32 bytes; absent with require_confirm' })),
-            key_pending: Type.Optional(Type.Boolean()),
-            handshake: Type.String({ description: 'base64url signed handshake message' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-          }),
+          201: InitiateResponseSchema,
           ...errorResponses(404, 503),
         },
       },
@@ -274,18 +257,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            key: Type.String({ description: 'base64, 32 bytes' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-            confirm: Type.String({ description: 'base64url key-confirmation tag for the initiator' }),
-            peer: Type.String(),
-            peer_agent: Type.String({
-              description: 'the initiating agent, as the signed handshake names it',
-            }),
-            context: Type.String(),
-          }),
+          200: AcceptResponseSchema,
           ...errorResponses(403, 409, 503),
         },
       },
@@ -324,13 +296,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            confirmed: Type.Boolean(),
-            key: Type.Optional(
-              Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
-            ),
-          }),
+          200: ConfirmResponseSchema,
           ...errorResponses(404),
         },
       },

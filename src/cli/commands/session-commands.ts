@@ -8,18 +8,15 @@ import {
   verifyAuditLog,
 } from '../../audit/index.js';
 import { fromBase64url } from '../../session/encoding.js';
+import { POSTURES, type Posture, isPosture } from '../../session/posture.js';
 import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Identity, peers, posture policy, sessions and the audit log — all through the running appliance. */
 
-const POSTURES = ['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'] as const;
-type PostureArg = (typeof POSTURES)[number];
-
-function posture(v: string | undefined): PostureArg | undefined {
+function posture(v: string | undefined): Posture | undefined {
   if (v === undefined) return undefined;
-  if (!(POSTURES as readonly string[]).includes(v))
-    throw new CliError(`posture must be one of ${POSTURES.join(', ')}`, 2);
-  return v as PostureArg;
+  if (!isPosture(v)) throw new CliError(`posture must be one of ${POSTURES.join(', ')}`, 2);
+  return v;
 }
 
 interface Bundle {

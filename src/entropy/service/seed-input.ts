@@ -3,7 +3,9 @@ import type { SourceMonitor } from '../source-monitor.js';
 
 /**
  * The pipeline from sources to DRBG seed input: health-tested raw bytes from each source,
- * conditioned to full-entropy blocks, concatenated.
+ * conditioned to full-entropy blocks, concatenated. Every buffer it lets go of is wiped first,
+ * used or discarded: raw bytes and conditioned blocks are seed material (JavaScript cannot promise
+ * that no other copy survives; this removes the ones this module holds).
  */
 
 export interface SeedInput {
@@ -39,10 +41,16 @@ export async function gatherSeedInput(
       // Whole APT windows per block: the unit the monitor tests, and cheap per byte to hash.
       const blockBytes = conditioner.blockBytesFor(perByte, m.windowBytes);
       const raw = await m.take(blockBytes * blocksPerSource);
-      if (m.generation !== gen || m.state !== 'healthy') throw new Error(`${m.id} failed while read`);
+      if (m.generation !== gen || m.state !== 'healthy') {
+        raw.fill(0);
+        throw new Error(`${m.id} failed while read`);
+      }
       const conditioned = conditioner.conditionBlocks(raw, blockBytes, perByte);
       raw.fill(0);
-      if (!conditioned.fullEntropy) throw new Error(`${m.id}: conditioned blocks not full entropy`);
+      if (!conditioned.fullEntropy) {
+        conditioned.output.fill(0);
+        throw new Error(`${m.id}: conditioned blocks not full entropy`);
+      }
       return {
         monitor: m,
         blocks: [conditioned.output],
@@ -54,6 +62,7 @@ export async function gatherSeedInput(
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   // Re-check after the await: a source that failed meanwhile must not contribute.
   const good = ok.filter((r) => r.monitor.state === 'healthy' && r.monitor.generation === r.generation);
+  for (const r of ok) if (!good.includes(r)) for (const b of r.blocks) b.fill(0);
   if (good.length === 0) throw new Error(`no healthy ${origin} source delivered entropy`);
   const blocks = good.flatMap((r) => r.blocks);
   const entropy = new Uint8Array(blocks.reduce((a, b) => a + b.length, 0));
