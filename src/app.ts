@@ -22,6 +22,7 @@ import { ProviderClient } from './provider/client.js';
 import { ProviderSync } from './provider/sync.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
 import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { TokenIssuer, type TokenRecord } from './governance/resumption.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -48,6 +49,7 @@ import {
   SessionService,
   qkdAvailabilityFrom,
 } from './session/index.js';
+import { directoryBundles } from './session/bundles.js';
 import type { StorageBackend } from './store/interface.js';
 import { openStore } from './store/open.js';
 
@@ -104,6 +106,8 @@ export class Appliance<C = unknown> {
   contacts!: ContactPolicies;
   /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
   prekeys!: PrekeyStore;
+  /** Access tokens this node issued as a responder (issue #12); set once in `start`. */
+  tokens!: TokenIssuer;
   /**
    * The Provider client (config `provider`; issue #12): a `BundleSource` for initiating
    * handshakes, answers verified against the pinned Provider key. Undefined without a Provider.
@@ -296,6 +300,33 @@ export class Appliance<C = unknown> {
           : {}),
         ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
       });
+      const contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
+      const prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
+      // Access tokens (issued after governed handshakes); resumption salts from quantum entropy.
+      const tokens = new TokenIssuer({
+        tokens: store.records<TokenRecord>('access-tokens'),
+        nonces: store.records<{ at: string }>('access-token-nonces'),
+        keys: store.keys,
+        salt: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       const sessions = new SessionService({
         identity,
         peers,
@@ -305,6 +336,13 @@ export class Appliance<C = unknown> {
         store,
         audit,
         pqcWorker,
+        governance: {
+          contacts,
+          prekeys,
+          tokens,
+          tokenMaxUses: config.governance.tokenMaxUses,
+          tokenTtlSeconds: config.governance.tokenTtlSeconds,
+        },
         ...(config.qkd
           ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
           : {}),
@@ -328,23 +366,9 @@ export class Appliance<C = unknown> {
         pqcWorker,
         simulated,
       );
-      appliance.contacts = new ContactPolicies({
-        policies: store.records<StoredContactPolicy>('contact-policies'),
-        budgets: store.records<BudgetRecord>('contact-budgets'),
-        windowSeconds: config.governance.budgetWindowSeconds,
-        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
-      });
-      appliance.prekeys = new PrekeyStore({
-        signer: identity,
-        keys: store.keys,
-        records: store.records<PrekeyRecord>('prekeys'),
-        index: store.records<PrekeyIndexEntry>('prekey-ids'),
-        // ML-KEM seeds from quantum entropy only: never silently weaker material.
-        seed: async (n) => {
-          const e = await entropy.getEntropy(n, { require: 'quantum' });
-          return { data: e.bytes, provenance: e.provenance };
-        },
-      });
+      appliance.contacts = contacts;
+      appliance.prekeys = prekeys;
+      appliance.tokens = tokens;
       if (config.provider) {
         const client = new ProviderClient({
           url: config.provider.url,
@@ -451,6 +475,8 @@ export class Appliance<C = unknown> {
             policy: this.policy,
             sessions: this.sessions,
             audit: this.audit,
+            // Governed initiations without a prekey in the request ask the Provider for one.
+            ...(this.provider ? { bundles: directoryBundles(this.provider, this.peers) } : {}),
           },
         },
         {

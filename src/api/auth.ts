@@ -38,6 +38,8 @@ export interface AuthOptions {
   now?: () => number;
   /** Status-page logins, accepted on `uiCookie` routes; none: the cookie is never accepted. */
   uiSessions?: UiSessions;
+  /** Told of every request refused for its credentials (UNAUTHORIZED, FORBIDDEN): the audit. */
+  refused?: (code: string, reason: string, actor: string) => void;
 }
 
 /**
@@ -152,7 +154,18 @@ export const authPlugin = fp<AuthOptions>(
       }
       return agent;
     };
-    app.decorate('checkToken', (request: FastifyRequest, token: string) => checkToken(request, token));
+    app.decorate('checkToken', (request: FastifyRequest, token: string) => {
+      const checked = checkToken(request, token);
+      // A wrong token at the status-page login is audited like one in an Authorization header.
+      if (checked instanceof QkmError && checked.code === 'UNAUTHORIZED') {
+        opts.refused?.(
+          checked.code,
+          `${request.method} ${request.routeOptions.url ?? '(no route)'}: ${checked.message}`,
+          'unauthenticated',
+        );
+      }
+      return checked;
+    });
     /** Why the request may not proceed, or undefined when it may. */
     const refusal = (request: FastifyRequest): QkmError | undefined => {
       const host = (request.headers.host ?? '').toLowerCase();
@@ -204,6 +217,12 @@ export const authPlugin = fp<AuthOptions>(
       } catch (e) {
         err = e as Error;
       }
+      if (err instanceof QkmError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN'))
+        opts.refused?.(
+          err.code,
+          `${request.method} ${request.routeOptions.url ?? '(no route)'}: ${err.message}`,
+          request.agent?.name ?? 'unauthenticated',
+        );
       done(err);
     });
   },

@@ -1,6 +1,7 @@
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { ERROR_CATALOGUE, type ErrorCode } from '../core/errors.js';
 import { ProvenanceSchema, SourceSnapshotSchema } from '../core/provenance.js';
+import { IdentityBundleSchema } from '../session/identity.js';
 import { PostureSchema } from '../session/posture.js';
 import { SessionProvenanceSchema } from '../session/records.js';
 
@@ -30,6 +31,7 @@ export {
   SourceSnapshotSchema,
   SourceStateSchema,
 } from '../core/provenance.js';
+export { IdentityBundleSchema } from '../session/identity.js';
 export { PostureSchema } from '../session/posture.js';
 export { SessionProvenanceSchema } from '../session/records.js';
 
@@ -77,6 +79,56 @@ export const InitiateResponseSchema = Type.Object({
   provenance: SessionProvenanceSchema,
 });
 
+/** An access token for resumed sessions (governed sessions, protocol qkm/v2). */
+export const TokenSchema = Type.Object(
+  {
+    id: Type.String(),
+    sealed: Type.String({ description: 'base64url AES-256-GCM token body; opens only with the session key' }),
+    expires: Type.String(),
+    max_uses: Type.Integer(),
+  },
+  { description: 'Access token for resumed sessions (hand it to the initiating agent, for its confirm)' },
+);
+
+/** `POST /v1/sessions/resume`, 201. */
+export const ResumeStartSchema = Type.Object({
+  resume_id: Type.String(),
+  resume: Type.String({ description: 'base64url resume message for the responder agent' }),
+  token_id: Type.String(),
+  peer: Type.String(),
+  peer_aid: Type.String(),
+});
+
+/** `POST /v1/sessions/resume/accept` and `/v1/sessions/resume/{id}/complete`, 200. */
+export const ResumedSessionSchema = Type.Object({
+  session_id: Type.String(),
+  key: Type.String({ description: "base64, 32 bytes: K'" }),
+  posture: PostureSchema,
+  provenance: SessionProvenanceSchema,
+  token_id: Type.String(),
+  use: Type.Integer({ description: '1-based index of this use of the token' }),
+  remaining: Type.Optional(Type.Integer({ description: 'responder: uses left' })),
+  answer: Type.Optional(Type.String({ description: 'responder: base64url answer for the initiator' })),
+  peer: Type.String(),
+  peer_agent: Type.String(),
+  peer_aid: Type.Optional(Type.String()),
+});
+
+/** `GET /v1/tokens`, 200. */
+export const TokenListSchema = Type.Object({
+  tokens: Type.Array(
+    Type.Object({
+      token_id: Type.String(),
+      peer: Type.String(),
+      peer_aid: Type.String(),
+      expires: Type.String(),
+      max_uses: Type.Integer(),
+      used: Type.Integer(),
+      session_id: Type.String(),
+    }),
+  ),
+});
+
 /** `POST /v1/sessions/accept`, 200. */
 export const AcceptResponseSchema = Type.Object({
   session_id: Type.String(),
@@ -87,6 +139,10 @@ export const AcceptResponseSchema = Type.Object({
   peer: Type.String(),
   peer_agent: Type.String({ description: 'the initiating agent, as the signed handshake names it' }),
   context: Type.String(),
+  peer_aid: Type.Optional(
+    Type.String({ description: "governed sessions: the initiating agent's governed id" }),
+  ),
+  token: Type.Optional(TokenSchema),
 });
 
 /** `POST /v1/sessions/{id}/confirm`, 200. */
@@ -95,6 +151,38 @@ export const ConfirmResponseSchema = Type.Object({
   confirmed: Type.Boolean(),
   key: Type.Optional(
     Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
+  ),
+  token: Type.Optional(TokenSchema),
+});
+
+/** A pinned peer (`GET /v1/peers`, `POST /v1/peers`). */
+export const PeerSchema = Type.Object({
+  node_id: Type.String(),
+  bundle: IdentityBundleSchema,
+  pinned_at: Type.String(),
+  label: Type.Optional(Type.String()),
+  min_posture: Type.Optional(PostureSchema),
+});
+
+/** `GET /v1/policy/{peer}`, 200: the posture decision table. */
+export const PolicyExplanationSchema = Type.Object({
+  peer: Type.String(),
+  chosen: Type.Union([PostureSchema, Type.Null()]),
+  minimum: Type.Optional(PostureSchema),
+  reason: Type.Optional(Type.String()),
+  table: Type.Array(
+    Type.Object({
+      posture: PostureSchema,
+      sec: Type.Number(),
+      lat: Type.Number(),
+      cost: Type.Number(),
+      score: Type.Number(),
+      compliant: Type.Boolean(),
+      available: Type.Boolean(),
+      outage: Type.Boolean(),
+      admissible: Type.Boolean(),
+      why: Type.String(),
+    }),
   ),
 });
 
@@ -204,7 +292,14 @@ export type EntropyResponseBody = Static<typeof EntropyResponseSchema>;
 export type InitiateResponse = Static<typeof InitiateResponseSchema>;
 export type AcceptResponse = Static<typeof AcceptResponseSchema>;
 export type ConfirmResponse = Static<typeof ConfirmResponseSchema>;
+export type AccessToken = Static<typeof TokenSchema>;
+export type ResumeStart = Static<typeof ResumeStartSchema>;
+export type ResumedSessionResponse = Static<typeof ResumedSessionSchema>;
+export type HeldTokenInfo = Static<typeof TokenListSchema>['tokens'][number];
 export type AgentInfo = Static<typeof AgentSchema>;
+export type { IdentityBundle } from '../session/identity.js';
+export type PinnedPeer = Static<typeof PeerSchema>;
+export type PolicyExplanation = Static<typeof PolicyExplanationSchema>;
 export type ApplianceStatus = Static<typeof StatusSchema>;
 
 /** The standard error responses a route can give, keyed by status, for its response schema. */

@@ -2,15 +2,22 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type {
   AcceptResponse,
+  AccessToken,
   AgentInfo,
   ApplianceStatus,
   ConfirmResponse,
   EntropyResponseBody,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
+  ResumeStart,
+  ResumedSessionResponse,
   TakenKeyResponse,
 } from '../api/schemas.js';
+import type { HeldTokenInfo } from '../api/schemas.js';
 
 /**
  * The API's wire types, made from the server's response schemas (src/api/schemas.ts): the one
@@ -18,14 +25,21 @@ import type {
  */
 export type {
   AcceptResponse,
+  AccessToken,
+  HeldTokenInfo,
+  ResumeStart,
+  ResumedSessionResponse,
   AgentInfo,
   ApplianceStatus,
   ConfirmResponse,
   DrbgProvenance,
   EntropyResponseBody,
   ErrorResponse,
+  IdentityBundle,
   InitiateResponse,
   KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
   Posture,
   Provenance,
   SessionProvenance,
@@ -99,6 +113,9 @@ export type TakenKey = Omit<TakenKeyResponse, 'key'> & { key: Uint8Array };
 
 /** `POST /v1/sessions/{id}/confirm` with `key` (held by requireConfirm) decoded. */
 export type ConfirmedSession = Omit<ConfirmResponse, 'key'> & { key?: Uint8Array };
+
+/** Resumed sessions (`/v1/sessions/resume/...`) with `key` (K') decoded. */
+export type ResumedSession = Omit<ResumedSessionResponse, 'key'> & { key: Uint8Array };
 
 export class QkmClient {
   private readonly base: string;
@@ -242,17 +259,13 @@ export class QkmClient {
       ).agent,
   };
 
-  identity<T = Record<string, unknown>>(): Promise<T> {
+  identity<T = IdentityBundle>(): Promise<T> {
     return this.request('GET', '/v1/identity');
   }
 
   readonly peers = {
-    list: async <T = Record<string, unknown>>() =>
-      (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
-    add: <T = Record<string, unknown>>(
-      bundle: unknown,
-      options: { label?: string; minPosture?: Posture } = {},
-    ) =>
+    list: async <T = PinnedPeer>() => (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
+    add: <T = PinnedPeer>(bundle: unknown, options: { label?: string; minPosture?: Posture } = {}) =>
       this.request<T>('POST', '/v1/peers', {
         body: {
           bundle,
@@ -297,7 +310,7 @@ export class QkmClient {
   };
 
   readonly policy = {
-    explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
+    explain: <T = PolicyExplanation>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
         query: { min_posture: options.minPosture },
       }),
@@ -307,7 +320,10 @@ export class QkmClient {
     initiate: async (options: {
       peer: string;
       /** The agent on the peer node that may accept (signed into the handshake). */
-      responderAgent: string;
+      responderAgent?: string;
+      /** Governed session (qkm/v2): the responder by governed id, and its signed prekey. */
+      responderAid?: string;
+      prekey?: unknown;
       minPosture?: Posture;
       /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
       requireConfirm?: boolean;
@@ -316,7 +332,9 @@ export class QkmClient {
       const r = await this.request<InitiateResponse>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
-          responder_agent: options.responderAgent,
+          ...(options.responderAgent !== undefined ? { responder_agent: options.responderAgent } : {}),
+          ...(options.responderAid !== undefined ? { responder_aid: options.responderAid } : {}),
+          ...(options.prekey !== undefined ? { prekey: options.prekey } : {}),
           ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
@@ -331,14 +349,35 @@ export class QkmClient {
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
-    confirm: async (sessionId: string, confirm: string): Promise<ConfirmedSession> => {
+    confirm: async (sessionId: string, confirm: string, token?: AccessToken): Promise<ConfirmedSession> => {
       const { key, ...rest } = await this.request<ConfirmResponse>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
-        { body: { confirm } },
+        { body: { confirm, ...(token ? { token } : {}) } },
       );
       return { ...rest, ...(key ? { key: new Uint8Array(Buffer.from(key, 'base64')) } : {}) };
     },
+    /** Resumed sessions: initiator step 1 (hand `resume` to the responder agent). */
+    resume: async (tokenId: string): Promise<ResumeStart> =>
+      this.request('POST', '/v1/sessions/resume', { body: { token_id: tokenId } }),
+    /** Responder step 2: K' and the answer for the initiator. */
+    acceptResume: async (resume: string): Promise<ResumedSession> => {
+      const r = await this.request<ResumedSessionResponse>('POST', '/v1/sessions/resume/accept', {
+        body: { resume },
+      });
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** Initiator step 3: K' once the responder's tag matches. */
+    completeResume: async (resumeId: string, answer: string): Promise<ResumedSession> => {
+      const r = await this.request<ResumedSessionResponse>(
+        'POST',
+        `/v1/sessions/resume/${encodeURIComponent(resumeId)}/complete`,
+        { body: { answer } },
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** The access tokens the calling agent holds (no secrets). */
+    tokens: async () => (await this.request<{ tokens: HeldTokenInfo[] }>('GET', '/v1/tokens')).tokens,
   };
 
   readonly audit = {

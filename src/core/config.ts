@@ -46,7 +46,19 @@ const SerialSourceConfig = Type.Object(
  * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
  */
 export const StoreConfigSchema = Type.Union([
-  Type.Object({ backend: Type.Literal('level') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      backend: Type.Literal('level'),
+      /**
+       * LevelDB's block cache, bytes (default 8 MiB). With the memtable (`writeBufferBytes`, two
+       * of them while one is flushed) it bounds the store's native memory outside the V8 heap.
+       */
+      cacheBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 1073741824 })),
+      /** LevelDB's memtable (write buffer), bytes (default 4 MiB). */
+      writeBufferBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 268435456 })),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object(
     {
       backend: Type.Literal('etcd'),
@@ -174,7 +186,12 @@ export const ConfigSchema = Type.Object(
     ),
     /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
     governance: Type.Object(
-      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      {
+        budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }),
+        /** Access tokens issued after a governed handshake: uses and lifetime (s). */
+        tokenMaxUses: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 }),
+        tokenTtlSeconds: Type.Integer({ minimum: 1, maximum: 7_776_000, default: 604_800 }),
+      },
       { default: {}, additionalProperties: false },
     ),
   },

@@ -73,6 +73,10 @@ export const ERROR_CATALOGUE = {
   PREKEY_EXPIRED: { status: 410, text: 'The prekey has expired' },
   NODE_NOT_ENROLLED: { status: 403, text: 'The node is not enrolled with the Provider' },
   PREKEYS_EXHAUSTED: { status: 409, text: 'The responder agent has no prekey left at the Provider' },
+  AGENT_NOT_GOVERNED: {
+    status: 403,
+    text: 'The calling agent has no governed id (qkm agent add --aid) and cannot take part in a governed session',
+  },
   TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
   TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
   TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },

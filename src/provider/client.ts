@@ -4,7 +4,7 @@ import { canonicalAid } from '../governance/aid.js';
 import type { ContactRule } from '../governance/contact-policy.js';
 import { type SignedPrekey, verifyPrekey } from '../governance/prekeys.js';
 import { fromBase64url, toBase64url } from '../session/encoding.js';
-import { verifyBundle } from '../session/identity.js';
+import { type VerifiedBundle, verifyBundle } from '../session/identity.js';
 import type { Bundle, DirectoryAgent, EnrolledNode } from './directory.js';
 import { HEADER, signRequest, verifyResponse } from './wire.js';
 
@@ -50,6 +50,7 @@ export class ProviderClient implements BundleSource {
   private readonly base: URL;
   private readonly pinned: Uint8Array;
   private readonly now: () => number;
+  private readonly nodeCache = new Map<string, VerifiedBundle>();
 
   constructor(private readonly o: ProviderClientOptions) {
     this.base = new URL(o.url);
@@ -104,7 +105,7 @@ export class ProviderClient implements BundleSource {
     if (b.agent.aid !== r) throw invalid('names another agent');
     let nodeKey: Uint8Array;
     try {
-      const v = verifyBundle(b.node.identity);
+      const v = this.verifiedNode(b.node.identity);
       if (v.nodeId !== b.node.node_id || v.nodeId !== b.agent.node_id) throw invalid('names two nodes');
       if (v.bundle.ml_dsa_65_public_key !== b.node.ml_dsa_65_public_key)
         throw invalid('carries two node keys');
@@ -120,6 +121,21 @@ export class ProviderClient implements BundleSource {
     }
     if (b.lastResort !== (b.prekey.kind === 'last-resort')) throw invalid('mislabels its prekey');
     return b;
+  }
+
+  /**
+   * `verifyBundle`, remembered: a node's identity bundle does not change between bundles, and
+   * checking it (a signature and a KEM-key check) is a third of a bundle's cost at the client.
+   * Keyed by the whole bundle text, so any change is checked afresh.
+   */
+  private verifiedNode(identity: unknown): VerifiedBundle {
+    const key = JSON.stringify(identity);
+    const hit = this.nodeCache.get(key);
+    if (hit) return hit;
+    const v = verifyBundle(identity);
+    if (this.nodeCache.size >= 1024) this.nodeCache.clear();
+    this.nodeCache.set(key, v);
+    return v;
   }
 
   private async call<T>(caller: Caller, method: string, path: string, body?: unknown): Promise<T> {

@@ -11,6 +11,7 @@ import { errorResponses } from '../api/schemas.js';
 import { QkmError } from '../core/errors.js';
 import { MAX_BUDGET, MAX_RULES, MIN_BUDGET } from '../governance/contact-policy.js';
 import { fromBase64url, toBase64url } from '../session/encoding.js';
+import { IdentityBundleSchema } from '../session/identity.js';
 import type { RecordStore } from '../store/interface.js';
 import { type Directory, type EnrolledNode, MAX_PREKEY_UPLOAD } from './directory.js';
 import type { ProviderIdentity } from './identity.js';
@@ -59,18 +60,6 @@ export interface ProviderApiDeps {
 export function nonceKey(timestamp: number, nodeId: string, nonce: string): string {
   return `${String(timestamp).padStart(15, '0')} ${nodeId} ${nonce}`;
 }
-
-const IdentityBundleSchema = Type.Object({
-  version: Type.Literal(1),
-  node_id: Type.String(),
-  region: Type.String(),
-  ml_dsa_65_public_key: Type.String(),
-  ml_kem_768_public_key: Type.String(),
-  sae_id: Type.Optional(Type.String()),
-  kme_id: Type.Optional(Type.String()),
-  created: Type.String(),
-  signature: Type.String(),
-});
 
 const NodeSchema = Type.Object({
   node_id: Type.String(),

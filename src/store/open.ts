@@ -16,7 +16,12 @@ export async function openStore(
 ): Promise<StorageBackend> {
   const store = config.store;
   if (store === undefined || store.backend === 'level') {
-    return openLevelBackend({ path: join(config.dataDir, 'db'), kek });
+    return openLevelBackend({
+      path: join(config.dataDir, 'db'),
+      kek,
+      ...(store?.cacheBytes === undefined ? {} : { cacheBytes: store.cacheBytes }),
+      ...(store?.writeBufferBytes === undefined ? {} : { writeBufferBytes: store.writeBufferBytes }),
+    });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));
   const shared = await openEtcdBackend({

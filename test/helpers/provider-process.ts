@@ -1,8 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { repoRoot } from '../cli/run-cli.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// Not from run-cli.ts: that one imports vitest, and the bench imports this file too.
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
  * `qkm provider start` as its own process (tsx, no build step), for the e2e tests and the bench:
