@@ -72,8 +72,7 @@ async function main(): Promise<void> {
   if (minutes) process.env.QKM_SOAK_SECONDS = String(Number(minutes.slice('--minutes='.length)) * 60);
   // Flags (`--quiet`, `--progress`, `--minutes=N`) are not benchmark names.
   const named = wanted.filter((a) => !a.startsWith('--'));
-  const names =
-    named.length > 0 ? [...BENCHES, ...ON_DEMAND].filter((b) => named.includes(b)) : [...BENCHES];
+  const names = named.length > 0 ? [...BENCHES, ...ON_DEMAND].filter((b) => named.includes(b)) : [...BENCHES];
   if (process.env.QKM_BENCH_CHILD === '1') {
     for (const name of names) for (const r of await runHere(name)) console.log(JSON.stringify(r));
     return;
