@@ -13,9 +13,10 @@ import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
 import { simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
-import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { AuditLog, signerFromIdentity } from './audit/index.js';
 import { JobScheduler } from './core/jobs.js';
-import { PqcWorker } from './core/pqc-worker.js';
+import { legacyVerifications } from './pqc/domain.js';
+import { pqcInfo, usePqcBackend } from './pqc/index.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
@@ -92,8 +93,6 @@ export class Appliance {
     readonly qkd: Etsi014Client | undefined,
     private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
-    /** The ML-DSA worker thread shared by the audit seals and the handshakes. */
-    private readonly pqcWorker: PqcWorker,
     /** Fault controls of the simulated Quantis device, in simulator mode. */
     readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
     private app: QkmApp | undefined = undefined,
@@ -112,6 +111,9 @@ export class Appliance {
   static async start(options: ApplianceOptions): Promise<Appliance> {
     const { config } = options;
     const logger = options.logger ?? createLogger({ level: config.logLevel });
+    // Before any key is derived or any signature checked (the audit log's last seal on open):
+    // the process's PQC backend. A WebAssembly module that cannot load fails the start.
+    await usePqcBackend(config.pqc.backend);
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
     const store = await openStore(config, kek).finally(() => kek.fill(0));
@@ -198,11 +200,9 @@ export class Appliance {
           'node identity created',
         );
       }
-      // One worker thread for the node's ML-DSA work: audit seals queue on it; handshakes are
-      // signed and verified on it unless its queue is long. Closed after the audit log (last seal).
-      const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
-      cleanup.push(() => pqcWorker.close());
-      audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
+      // Seals are signed on the event loop (≈ 0.3–0.8 ms with liboqs): the PQC worker thread they
+      // and the handshakes used was removed in issue #13 (README, Benchmarks: no measurable gain).
+      audit.setSigner(signerFromIdentity(identity));
       // Opened with the signer known, so the last seal's signature is checked; an unsealed tail
       // left in the store is flagged (audit.unsealed_tail_found), never silently sealed.
       const opened = await audit.open();
@@ -259,7 +259,6 @@ export class Appliance {
         qkd,
         store,
         audit,
-        pqcWorker,
         ...(config.qkd
           ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
           : {}),
@@ -280,7 +279,6 @@ export class Appliance {
         qkd,
         links,
         tokenFiles,
-        pqcWorker,
         simulatedQuantis,
       );
       appliance.contacts = new ContactPolicies({
@@ -428,6 +426,7 @@ export class Appliance {
       qkd,
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
+      pqc: { ...pqcInfo(), legacyVerified: legacyVerifications() },
     };
   }
 
@@ -449,7 +448,6 @@ export class Appliance {
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);
-    await this.pqcWorker.close();
     await this.qkd?.close();
     await this.entropy.stop();
     await this.store.close();

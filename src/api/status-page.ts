@@ -51,8 +51,8 @@ async function poll(){const t=sessionStorage.getItem('qkm-token');if(!t){$('bann
  rows($('keys'),Object.entries(s.keys));
  rows($('qkd'),s.qkd.length?s.qkd.map(l=>[esc(l.peerSaeId),'<span class="'+(l.up?'ok':'bad')+'">'+(l.up?'up':'down')+'</span>',l.storedKeyCount??'-',esc(l.lastError||'')]):[['no QKD links configured']]);
  const ss=s.sessions,sum=o=>Object.values(o).reduce((a,b)=>a+b,0),codes=o=>Object.entries(o).map(([k,v])=>esc(k)+' '+v).join(', ')||'-';
- rows($('sessions'),[['<b>posture</b>','<b>initiated</b>','<b>degraded</b>','<b>accepted</b>']].concat(Object.keys(ss.initiated).map(p=>[p,ss.initiated[p],'<span class="'+(ss.initiatedDegraded[p]?'warn':'ok')+'">'+ss.initiatedDegraded[p]+'</span>',ss.accepted[p]])).concat([['refused (503)',ss.refused,'',''],['rejected',sum(ss.rejected),codes(ss.rejected),''],['abandoned',sum(ss.abandoned),codes(ss.abandoned),'']]).concat(ss.mldsa?[['handshake ML-DSA (worker / inline)',ss.mldsa.worker+' / '+ss.mldsa.inline,'','']]:[]));
- const a=s.audit;rows($('audit'),[['records',a.records],['sealed through',a.sealedThrough],['not yet sealed',a.records-a.sealedThrough]].concat(a.seals?[['seals (worker / inline)',a.seals.worker+' / '+'<span class="'+(a.seals.inline?'warn':'ok')+'">'+a.seals.inline+'</span>']]:[]));
+ rows($('sessions'),[['<b>posture</b>','<b>initiated</b>','<b>degraded</b>','<b>accepted</b>']].concat(Object.keys(ss.initiated).map(p=>[p,ss.initiated[p],'<span class="'+(ss.initiatedDegraded[p]?'warn':'ok')+'">'+ss.initiatedDegraded[p]+'</span>',ss.accepted[p]])).concat([['refused (503)',ss.refused,'',''],['rejected',sum(ss.rejected),codes(ss.rejected),''],['abandoned',sum(ss.abandoned),codes(ss.abandoned),'']]));
+ const a=s.audit;rows($('audit'),[['records',a.records],['sealed through',a.sealedThrough],['not yet sealed',a.records-a.sealedThrough]]);
  const now=Date.now();if(last){hist.push((c.bytesServed-last.b)/((now-last.t)/1000));if(hist.length>60)hist.shift();}last={b:c.bytesServed,t:now};
  line($('rate'),[hist],Math.max(1,...hist));
  for(const x of s.entropy.sources){(mins[x.id]=mins[x.id]||[]).push(x.estimatedMinEntropy||0);if(mins[x.id].length>60)mins[x.id].shift();}

@@ -6,7 +6,7 @@ import { Value } from '@sinclair/typebox/value';
 /**
  * Appliance configuration. Sources, lowest precedence first: built-in defaults, the JSON file
  * `<dataDir>/config.json` (or `QKM_CONFIG`), then environment variables (`QKM_PORT`,
- * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`). The file is validated
+ * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`, `QKM_PQC_BACKEND`). The file is validated
  * against the schema below, so a typo is an error at start-up rather than a silent default.
  */
 
@@ -132,6 +132,18 @@ export const ConfigSchema = Type.Object(
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
+    /**
+     * Post-quantum library (issue #13): `liboqs-wasm` (Open Quantum Safe's WebAssembly liboqs,
+     * default) or `noble` (@noble/post-quantum, pure TypeScript). Either way key generation from
+     * seeds and encapsulation with quantum randomness run on noble (liboqs-js cannot take them).
+     * `QKM_PQC_BACKEND` overrides it.
+     */
+    pqc: Type.Object(
+      {
+        backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], { default: 'liboqs-wasm' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
     governance: Type.Object(
       { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
@@ -164,6 +176,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   if (env.QKM_MODE) out.mode = env.QKM_MODE;
   if (env.QKM_LOG_LEVEL) out.logLevel = env.QKM_LOG_LEVEL;
   if (env.QKM_REGION) out.region = env.QKM_REGION;
+  if (env.QKM_PQC_BACKEND) out.pqc = { backend: env.QKM_PQC_BACKEND };
   return out;
 }
 

@@ -1,6 +1,7 @@
 import type { AuditStats } from '../audit/log.js';
 import type { EntropyStatus } from '../entropy/types.js';
 import type { KeyState } from '../keys/interface.js';
+import type { PqcInfo } from '../pqc/index.js';
 import type { SessionCounters } from '../session/handshake.js';
 
 /** One QKD link as the status page and metrics show it. */
@@ -33,4 +34,9 @@ export interface ApplianceStatus {
   sessions: SessionCounters;
   /** The audit chain's length, how far it is sealed, and where seals were signed. */
   audit: AuditStats;
+  /**
+   * The PQC backend (`pqc.backend`) and the library of each step; `legacyVerified`: signatures
+   * accepted in the pre-v3 context-string form since start (old audit seals, v1 bundles, prekeys).
+   */
+  pqc: PqcInfo & { legacyVerified: number };
 }

@@ -1,14 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import type { QkdKey, QkdKeySource } from '../../drivers/qkd/interface.js';
 import type { AuditSink } from '../audit/types.js';
 import { QkmError, isQkmError } from '../core/errors.js';
 import type { Provenance } from '../core/provenance.js';
-import type { PqcWorkCounts, PqcWorker } from '../core/pqc-worker.js';
 import type { EntropyProvider } from '../entropy/types.js';
+import { type PqcBackendName, mlKem768Decapsulate, mlKem768Encapsulate, pqcInfo } from '../pqc/index.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
 import { fromBase64url, readStr, str, toBase64url, toHex } from './encoding.js';
-import { DSA_CONTEXT, type NodeIdentity } from './identity.js';
+import type { NodeIdentity } from './identity.js';
 import type { Peer, PeerRegistry } from './peers.js';
 import type { PostureDecision, PosturePolicy } from './policy.js';
 import { type Posture, isPosture, postureAtLeast, postureHasQkd, postureHasQrng } from './posture.js';
@@ -58,6 +57,10 @@ export interface SessionProvenance {
     randomness: 'quantum' | 'os';
     /** `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake. */
     randomnessOrigin: 'local' | 'initiator';
+    /** This node's PQC backend (`pqc.backend`): its ML-DSA and ML-KEM decapsulation ran there. */
+    backend: PqcBackendName;
+    /** Initiator: the library that encapsulated with `randomness` (noble when the backend cannot take m). */
+    kemEncaps?: string;
   };
   qkd: {
     used: boolean;
@@ -172,11 +175,6 @@ export interface SessionCounters {
    * initiator's KME released it; nobody will use it) or abandoned after dec_keys.
    */
   qkdKeysWasted: number;
-  /**
-   * Handshake signatures and verifications computed on the PQC worker, and on the event loop
-   * (the worker's queue long, or the worker failing).
-   */
-  mldsa: PqcWorkCounts;
 }
 
 const perPosture = (): Record<Posture, number> => ({ PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 });
@@ -203,12 +201,6 @@ export interface SessionServiceOptions {
    * after a KME stopped answering, not after the full KME deadline.
    */
   qkdFallbackTimeoutMs?: number;
-  /**
-   * The node's ML-DSA worker thread. The initiator's handshake signature is computed there while
-   * this thread writes the records, and the responder's verification there while this thread
-   * decapsulates. Without one (or when its queue is long, or it fails) both run here.
-   */
-  pqcWorker?: PqcWorker;
 }
 
 export const DEFAULT_QKD_TIMEOUT_MS = 5000;
@@ -218,15 +210,6 @@ export const DEFAULT_WINDOW_MS = 120_000;
 /** How long a `requireConfirm` key waits for its confirm (unless `keepKeys` says otherwise), s. */
 export const DEFAULT_CONFIRM_HOLD_SECONDS = 600;
 
-/**
- * Handshake ML-DSA goes to the PQC worker unless this many operations are queued there already;
- * then this thread does it, so that under load both cores sign and verify. Measured with 8
- * concurrent agent pairs (both nodes in one process, 2 cores): worker only when idle 68–71
- * sessions/s, with up to 3–4 queued 90–108, always queued 91–105, never (all inline) 52–58.
- * Sequential sessions find the queue empty, or holding one audit seal.
- */
-const WORKER_QUEUE_LIMIT = 4;
-
 /** What checkHandshake hands to complete(): an authenticated, admitted handshake. */
 interface CheckedHandshake {
   body: HandshakeBody;
@@ -234,19 +217,12 @@ interface CheckedHandshake {
   peer: Peer;
   /** The replay entry's synced write. */
   admission: Promise<void>;
-  /** Present when the decapsulation already ran (alongside the signature check). */
-  decapsulated?: Decapsulated;
-}
-
-/** The ML-KEM shared secret; undefined when the ciphertext did not decapsulate. */
-interface Decapsulated {
-  ss: Uint8Array | undefined;
 }
 
 /** FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm. */
 function tryDecapsulate(cipherText: Uint8Array, secretKey: Uint8Array): Uint8Array | undefined {
   try {
-    return ml_kem768.decapsulate(cipherText, secretKey);
+    return mlKem768Decapsulate(cipherText, secretKey);
   } catch {
     return undefined;
   }
@@ -283,7 +259,6 @@ export class SessionService {
     rejected: {},
     abandoned: {},
     qkdKeysWasted: 0,
-    mldsa: { worker: 0, inline: 0 },
   };
   private readonly clock: () => number;
   private readonly windowMs: number;
@@ -315,7 +290,6 @@ export class SessionService {
       rejected: { ...t.rejected },
       abandoned: { ...t.abandoned },
       qkdKeysWasted: t.qkdKeysWasted,
-      mldsa: { ...t.mldsa },
     };
   }
 
@@ -412,7 +386,7 @@ export class SessionService {
     // 3. The PQ step: ML-KEM-768 encapsulation to the pinned key (FIPS 203 §7.2, m = explicit randomness).
     let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
     try {
-      encapsulated = ml_kem768.encapsulate(peer.kemPublicKey, m);
+      encapsulated = mlKem768Encapsulate(peer.kemPublicKey, m); // m given: noble on liboqs (src/pqc)
     } catch (err) {
       wipeWhenArrived(qkdRequest);
       throw err;
@@ -481,12 +455,8 @@ export class SessionService {
     };
     const bodyBytes = encodeBody(body);
     // K and the session id depend on the body only, not on the signature, so the keys are derived
-    // and the records written while the (slow) ML-DSA signature is computed: on the PQC worker
-    // (see WORKER_QUEUE_LIMIT), else on this thread once the records' writes are on their way.
-    const signing = this.onWorker(
-      (w) => w.sign(bodyBytes, DSA_CONTEXT.handshake),
-      () => signBody(bodyBytes, me.signing.secretKey),
-    );
+    // and the records written before the ML-DSA signature, which is computed once the records'
+    // writes are on their way.
     const th = transcriptHash(bodyBytes);
     const keys = deriveKeys(
       sharedSecret,
@@ -510,6 +480,8 @@ export class SessionService {
         kdf: 'HKDF-SHA-256',
         randomness,
         randomnessOrigin: 'local',
+        backend: pqcInfo().backend,
+        kemEncaps: pqcInfo().kemEncaps,
       },
       qkd: {
         used: qkd,
@@ -570,20 +542,14 @@ export class SessionService {
     // Observed below; this only keeps a failure from being reported as unhandled meanwhile.
     persisted.catch(() => undefined);
     recorded.catch(() => undefined);
-    // Signing on this thread: one turn of the event loop first hands the synced writes (session
-    // record, audit record) to the storage thread, so their fsyncs overlap the signature.
-    // Either way the handshake (the only thing that lets a peer use the session) is released only
-    // after both records are durable.
+    // One turn of the event loop first hands the synced writes (session record, audit record) to
+    // the storage thread, so their fsyncs overlap the signature. The handshake (the only thing
+    // that lets a peer use the session) is released only after both records are durable.
     let signature: Uint8Array;
     let keyId: string | undefined;
     try {
-      if (signing) {
-        signature = await signing;
-      } else {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        this.tally.mldsa.inline++;
-        signature = signBody(bodyBytes, me.signing.secretKey);
-      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      signature = signBody(bodyBytes, me.signing.secretKey);
       [keyId] = await Promise.all([persisted, recorded]);
     } catch (err) {
       // No handshake leaves this node, so K is never used: wipe it (and the QKD key it consumed
@@ -670,50 +636,11 @@ export class SessionService {
     const peer = await this.o.peers.get(body.initiatorNodeId);
     if (!peer)
       throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${body.initiatorNodeId} is not pinned`);
-    // The signature is verified on the PQC worker (see WORKER_QUEUE_LIMIT) while this thread
-    // decapsulates: the two largest steps of accepting run on two cores. Speculative and safe: ML-KEM is
-    // IND-CCA2, so decapsulating a ciphertext that turns out to be forged reveals nothing; the
-    // secret is wiped unless every check passes; and nothing that checks guard (KME call, replay
-    // entry, record) happens before they all have. A junk handshake naming a pinned peer costs
-    // this thread a decapsulation (≈ 1 ms) instead of a verification (≈ 3 ms).
-    let decapsulated: Decapsulated | undefined;
-    let verdict: boolean | Promise<boolean> | undefined = this.onWorker(
-      (w) => w.verify(signature, bodyBytes, peer.dsaPublicKey, DSA_CONTEXT.handshake),
-      () => verifyBody(signature, bodyBytes, peer.dsaPublicKey),
-    );
-    if (verdict) {
-      decapsulated = { ss: tryDecapsulate(body.kemCiphertext, me.kem.secretKey) };
-    } else {
-      this.tally.mldsa.inline++;
-      verdict = verifyBody(signature, bodyBytes, peer.dsaPublicKey);
-    }
-    try {
-      const { durable } = await this.checkVerified(body, peer, await verdict, agent);
-      return { body, bodyBytes, peer, admission: durable, ...(decapsulated ? { decapsulated } : {}) };
-    } catch (err) {
-      decapsulated?.ss?.fill(0);
-      throw err;
-    }
-  }
-
-  /**
-   * Runs `op` on the PQC worker unless WORKER_QUEUE_LIMIT operations are queued there already
-   * (undefined then: the caller does the work inline). A worker that fails mid-way gets the work done here instead, so the promise
-   * settles as the inline call would; the counters say where it ran.
-   */
-  private onWorker<T>(op: (w: PqcWorker) => Promise<T>, inline: () => T): Promise<T> | undefined {
-    const w = this.o.pqcWorker;
-    if (!w?.running || w.queued >= WORKER_QUEUE_LIMIT) return undefined;
-    return op(w).then(
-      (result) => {
-        this.tally.mldsa.worker++;
-        return result;
-      },
-      () => {
-        this.tally.mldsa.inline++;
-        return inline();
-      },
-    );
+    // Verified before anything else is spent on the handshake (no speculative decapsulation:
+    // with liboqs a verification takes ≈ 0.1–0.3 ms, src/pqc).
+    const verdict = verifyBody(signature, bodyBytes, peer.dsaPublicKey);
+    const { durable } = await this.checkVerified(body, peer, verdict, agent);
+    return { body, bodyBytes, peer, admission: durable };
   }
 
   /** The checks after the signature's verdict; ends with the replay cache's admission. */
@@ -779,13 +706,7 @@ export class SessionService {
    * store's lock makes this process its only writer), and should the process die before the entry
    * is durable, a replay after the restart still gets no key: the KME hands each key out once.
    */
-  private async complete({
-    body,
-    bodyBytes,
-    peer,
-    admission,
-    decapsulated,
-  }: CheckedHandshake): Promise<AcceptResult> {
+  private async complete({ body, bodyBytes, peer, admission }: CheckedHandshake): Promise<AcceptResult> {
     const me = this.o.identity;
     // dec_keys goes out first (the handshake is authenticated and admitted by now), so the KME
     // round trip overlaps the decapsulation and the synced writes below. Should anything below
@@ -816,6 +737,7 @@ export class SessionService {
         kdf: 'HKDF-SHA-256',
         randomness: body.randomness,
         randomnessOrigin: 'initiator',
+        backend: pqcInfo().backend,
       },
       qkd: {
         used: qkd,
@@ -860,9 +782,9 @@ export class SessionService {
     const early = this.o.keepKeys ? undefined : writeRecords(undefined);
     early?.catch(() => undefined); // observed below
     // One turn of the event loop puts the KME request on the wire and hands the synced writes to
-    // the storage thread before the CPU-bound step, when it is still to come.
-    if (!decapsulated) await new Promise<void>((resolve) => setImmediate(resolve));
-    let ss: Uint8Array | undefined = decapsulated?.ss;
+    // the storage thread before the CPU-bound step.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    let ss: Uint8Array | undefined;
     let qkdKeys: QkdKey[] = [];
     const abandon = async (err: unknown): Promise<never> => {
       ss?.fill(0);
@@ -893,7 +815,7 @@ export class SessionService {
       throw err;
     };
     // A failure is reported after the admission below has settled, so a store failure still wins.
-    if (!decapsulated) ss = tryDecapsulate(body.kemCiphertext, me.kem.secretKey);
+    ss = tryDecapsulate(body.kemCiphertext, me.kem.secretKey);
     try {
       await admission;
     } catch (err) {

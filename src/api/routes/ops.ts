@@ -16,7 +16,6 @@ export interface OpsRouteOptions {
 }
 
 /** Work done on a worker thread, and inline (on the event loop) instead. */
-const WorkCounts = Type.Object({ worker: Type.Integer(), inline: Type.Integer() });
 
 const PerPosture = Type.Object({
   PQC: Type.Integer(),
@@ -74,12 +73,10 @@ const StatusSchema = Type.Object({
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
     qkdKeysWasted: Type.Integer(),
-    mldsa: WorkCounts,
   }),
   audit: Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
-    seals: Type.Optional(WorkCounts),
     unsealedTail: Type.Optional(
       Type.Object({
         from_seq: Type.Integer(),
@@ -89,6 +86,14 @@ const StatusSchema = Type.Object({
         reason: Type.Optional(Type.String()),
       }),
     ),
+  }),
+  pqc: Type.Object({
+    backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')]),
+    signature: Type.String(),
+    kemDecaps: Type.String(),
+    kemEncaps: Type.String(),
+    keygen: Type.String(),
+    legacyVerified: Type.Integer(),
   }),
 });
 

@@ -21,7 +21,8 @@ const Open = (description: string) => Type.Object({}, { additionalProperties: tr
 
 const BundleSchema = Type.Object(
   {
-    version: Type.Literal(1),
+    // 2: domain-tagged signature; 1: made before that change (both verify).
+    version: Type.Union([Type.Literal(1), Type.Literal(2)]),
     node_id: Type.String(),
     region: Type.String(),
     ml_dsa_65_public_key: Type.String(),
