@@ -7,25 +7,25 @@ import {
   createSerialTrngFactory,
   parseSerialRngEnv,
 } from '../drivers/entropy/serial-trng/index.js';
-import { createSimulatedQuantis } from '../simulators/quantis/index.js';
 import { allowedHostsFor } from './api/auth.js';
 import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
-import { simRoutes } from './api/routes/sim.js';
+import { type SimulatedFaultTarget, simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
 import { AuditLog, signerFromIdentity } from './audit/index.js';
 import { JobScheduler } from './core/jobs.js';
 import { legacyVerifications } from './pqc/domain.js';
 import { pqcInfo, usePqcBackend } from './pqc/index.js';
-import { type AgentRecord, AgentRegistry, type Scope } from './core/agents.js';
+import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
-import { type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
+import { ensurePortFree } from './core/port.js';
 import { QkdLinkBoard } from './core/qkd-links.js';
-import type { ApplianceStatus } from './core/status.js';
+import type { ApplianceStatus } from './status.js';
 import { VERSION } from './core/version.js';
 import {
   type DegradedEvent,
@@ -59,16 +59,40 @@ const BUILT_IN_AGENTS: Array<{ name: string; scopes: Scope[] }> = [
   { name: 'admin', scopes: ['admin'] },
 ];
 
-export interface ApplianceOptions {
+/**
+ * What simulator mode runs on instead of devices. The appliance and the library entry never load
+ * `simulators/`: whoever starts an appliance in simulator mode passes a `SimulatorFactory` (the
+ * CLI's is `src/cli/simulator.ts`), so an embedder's bundle carries no simulator code.
+ */
+export interface SimulatedDevices<C = unknown> {
+  /** The quantum sources to run on (real drivers over simulated hardware). */
+  sources: EntropySourceConfig[];
+  /** The driver families watched for devices plugged in while running. */
+  families: EntropySourceFactory[];
+  /** The device `POST /v1/sim/faults` drives; absent, that route answers 409 SIMULATOR_ONLY. */
+  faults?: SimulatedFaultTarget;
+  /** The simulator's own handles (bus, devices), for tests and the demo: `Appliance.simulator`. */
+  controls: C;
+}
+
+/** Builds the simulated devices for a simulator-mode appliance, from its configuration. */
+export type SimulatorFactory<C = unknown> = (config: QkmConfig) => SimulatedDevices<C>;
+
+export interface ApplianceOptions<C = unknown> {
   config: QkmConfig;
   logger?: Logger;
+  /**
+   * Simulator mode's devices; required in simulator mode unless `quantumSources` is given.
+   * Ignored in hardware mode, so a caller may always pass it.
+   */
+  simulator?: SimulatorFactory<C>;
   /** Replace the configured quantum sources (tests inject simulators with fault controls). */
   quantumSources?: EntropySourceConfig[];
   /** Extra EntropyService tuning (tests shorten back-offs). */
   entropyTuning?: Partial<EntropyServiceOptions>;
 }
 
-export class Appliance {
+export class Appliance<C = unknown> {
   private readonly unwatchers: Array<() => void> = [];
   readonly startedAt = new Date();
   /** Background jobs: key expiry sweep, QKD link poll (src/core/jobs.ts). */
@@ -93,8 +117,8 @@ export class Appliance {
     readonly qkd: Etsi014Client | undefined,
     private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
-    /** Fault controls of the simulated Quantis device, in simulator mode. */
-    readonly simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined,
+    /** The simulated devices, in simulator mode (from `ApplianceOptions.simulator`). */
+    private readonly simulated: SimulatedDevices<C> | undefined,
     private app: QkmApp | undefined = undefined,
   ) {
     this.jobs = new JobScheduler(logger);
@@ -108,9 +132,23 @@ export class Appliance {
     return `http://${host}:${addr.port}`;
   }
 
-  static async start(options: ApplianceOptions): Promise<Appliance> {
+  /** The simulator's controls (`SimulatedDevices.controls`), in simulator mode. */
+  get simulator(): C | undefined {
+    return this.simulated?.controls;
+  }
+
+  static async start<C = unknown>(options: ApplianceOptions<C>): Promise<Appliance<C>> {
     const { config } = options;
+    // Checked before anything is written: no data dir, key or identity for a start that cannot run.
+    if (config.mode === 'simulator' && !options.quantumSources && !options.simulator) {
+      throw new TypeError(
+        'simulator mode needs ApplianceOptions.simulator (the qkm CLI passes one) or quantumSources',
+      );
+    }
     const logger = options.logger ?? createLogger({ level: config.logLevel });
+    // A taken port must fail before anything is written: a second `qkm start` on the same
+    // port would otherwise create a data dir, identity and audit records it never uses.
+    await ensurePortFree(config.host, config.port);
     // Before any key is derived or any signature checked (the audit log's last seal on open):
     // the process's PQC backend. A WebAssembly module that cannot load fails the start.
     await usePqcBackend(config.pqc.backend);
@@ -119,18 +157,14 @@ export class Appliance {
     const store = await openStore(config, kek).finally(() => kek.fill(0));
     const cleanup: Array<() => Promise<unknown>> = [() => store.close()];
     try {
-      let simulatedQuantis: ReturnType<typeof createSimulatedQuantis> | undefined;
+      let simulated: SimulatedDevices<C> | undefined;
       let sources = options.quantumSources;
       /** The driver families watched for devices plugged in while running. */
       let families: EntropySourceFactory[];
       if (!sources) {
         if (config.mode === 'simulator') {
-          simulatedQuantis = createSimulatedQuantis({
-            serial: 'SIM00001',
-            rateBps: config.entropy.simulatedRateBytesPerSec * 8,
-          });
-          sources = [{ factory: simulatedQuantis.factory }];
-          families = [simulatedQuantis.factory];
+          simulated = (options.simulator as SimulatorFactory<C>)(config);
+          ({ sources, families } = simulated);
         } else {
           ({ sources, families } = await hardwareSources(config, logger));
         }
@@ -279,7 +313,7 @@ export class Appliance {
         qkd,
         links,
         tokenFiles,
-        simulatedQuantis,
+        simulated,
       );
       appliance.contacts = new ContactPolicies({
         policies: store.records<StoredContactPolicy>('contact-policies'),
@@ -291,6 +325,7 @@ export class Appliance {
         signer: identity,
         keys: store.keys,
         records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
         // ML-KEM seeds from quantum entropy only: never silently weaker material.
         seed: async (n) => {
           const e = await entropy.getEntropy(n, { require: 'quantum' });
@@ -361,7 +396,7 @@ export class Appliance {
       requestTimeoutMs: config.api.requestTimeoutMs,
       badTokensPerMinute: config.api.badTokensPerMinute,
       plugins: [
-        { plugin: simRoutes, options: { device: this.simulatedQuantis?.device, audit: this.audit } },
+        { plugin: simRoutes, options: { device: this.simulated?.faults, audit: this.audit } },
         {
           plugin: sessionRoutes,
           options: {

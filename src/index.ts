@@ -1,5 +1,10 @@
 /** Library entry: embed the appliance, or use its pieces. Agents usually want `qkm/client`. */
-export { Appliance, type ApplianceOptions } from './app.js';
+export {
+  Appliance,
+  type ApplianceOptions,
+  type SimulatedDevices,
+  type SimulatorFactory,
+} from './app.js';
 export { loadConfig, type QkmConfig } from './core/config.js';
 export { ERROR_CATALOGUE, QkmError, type ErrorCode } from './core/errors.js';
 export type { Provenance, SourceSnapshot } from './core/provenance.js';

@@ -17,12 +17,19 @@ export interface SimulatedQuantisSetup {
 }
 
 /**
+ * Serial number of the simulated Quantis of simulator mode: the appliance (`qkm start`,
+ * `qkm status`) and the local `qkm sources list|test --simulated` use the same one, so the
+ * source id `quantis-usb:SIM00001` is the same everywhere.
+ */
+export const SIMULATED_QUANTIS_SERIAL = 'SIM00001';
+
+/**
  * Simulator mode in one call: a simulated Quantis USB on a simulated bus, and the real
  * `createQuantisFactory` driving it. `rateBps` is in bits per second (default 4 Mbit/s).
  *
  * ```ts
- * const { factory, device } = createSimulatedQuantis({ serial: 'SIM0001' });
- * const src = await factory.open();          // id 'quantis-usb:SIM0001', simulated: true
+ * const { factory, device } = createSimulatedQuantis({ serial: 'SIM00001' });
+ * const src = await factory.open();          // id 'quantis-usb:SIM00001', simulated: true
  * device.setFaults({ stuck: true });         // health tests should now fail
  * ```
  */

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { AgentInfo, AgentRegistry, Scope } from '../core/agents.js';
+import type { AgentInfo, AgentRegistry, Scope } from '../agents/registry.js';
 import { QkmError } from '../core/errors.js';
 
 declare module 'fastify' {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { HttpMetrics } from './http-metrics.js';
-import type { ApplianceStatus } from '../core/status.js';
+import type { ApplianceStatus } from '../status.js';
 import { VERSION } from '../core/version.js';
 
 /**

@@ -3,14 +3,15 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyPluginAsync, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { DeferredChildLogger } from '../core/logger.js';
-import type { AgentRegistry } from '../core/agents.js';
+import type { AgentRegistry } from '../agents/registry.js';
 import type { AuditSink } from '../audit/types.js';
-import type { ApplianceStatus } from '../core/status.js';
+import type { ApplianceStatus } from '../status.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import { authPlugin } from './auth.js';
 import { rateLimitPlugin } from './rate-limit.js';
 import { strictInputHook } from './strict-input.js';
 import { bodyDeadlineHook, clientErrorHandler, installErrorHandling } from './errors.js';
+import { schemaErrorFormatter } from './validation-errors.js';
 import type { QkmMetrics } from './metrics.js';
 import { DOCS_PAGE_HTML, finishOpenApi } from './openapi.js';
 import { entropyRoutes } from './routes/entropy.js';
@@ -61,6 +62,8 @@ export async function buildApi(deps: ApiDeps) {
         ? parent.child(bindings, options)
         : new DeferredChildLogger(parent as Logger, bindings),
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    // Messages that say which values are allowed, not ajv's "must be equal to constant".
+    schemaErrorFormatter,
     forceCloseConnections: true,
     // An unfinished request (headers or body) is answered 408 REQUEST_TIMEOUT and closed, not
     // held open; parser errors get catalogue codes (errors.ts).

@@ -9,6 +9,10 @@ export interface GlobalOptions {
   token?: string;
   tokenFile?: string;
   json?: boolean;
+  /** No progress or commentary on stderr (errors are still written). */
+  quiet?: boolean;
+  /** Progress on stderr even when it is not a terminal. */
+  progress?: boolean;
 }
 
 export function dataDirOf(opts: GlobalOptions): string {
@@ -44,14 +48,36 @@ export async function clientOf(opts: GlobalOptions, admin = false): Promise<QkmC
   return new QkmClient({ url: urlOf(opts), token: await tokenOf(opts, admin) });
 }
 
-/** An error the CLI reports as one line, exit code 1. */
+/**
+ * The CLI's exit codes (README, "Exit codes"). Scripts branch on them, so they are part of the
+ * interface: never renumber one.
+ */
+export const EXIT = {
+  OK: 0,
+  /** The command ran and failed: the appliance refused it, a test failed, a file is missing. */
+  FAILED: 1,
+  /** The command line is wrong (unknown option, bad value). */
+  USAGE: 2,
+  /** `qkm status`: the appliance answered and is degraded (its reasons are printed). */
+  DEGRADED: 3,
+  /** The appliance could not be reached (nothing listening, timeout, not a qkm answer). */
+  UNREACHABLE: 4,
+} as const;
+
+/**
+ * An error the CLI reports as one line (or, with `--json`, as `{error, message}` on stderr).
+ * `code` is the `error` field: `USAGE` for exit code 2, else `FAILED` unless named.
+ */
 export class CliError extends Error {
+  readonly code: string;
   constructor(
     message: string,
-    readonly exitCode = 1,
+    readonly exitCode: number = EXIT.FAILED,
+    code?: string,
   ) {
     super(message);
     this.name = 'CliError';
+    this.code = code ?? (exitCode === EXIT.USAGE ? 'USAGE' : 'FAILED');
   }
 }
 

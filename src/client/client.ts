@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Provenance } from '../core/provenance.js';
-import type { ApplianceStatus } from '../core/status.js';
+import type { ApplianceStatus } from '../status.js';
 import type { KeyMetadata, KeyState } from '../keys/interface.js';
 
 /**

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { describeValueErrors } from './schema-errors.js';
 
 /**
  * Appliance configuration. Sources, lowest precedence first: built-in defaults, the JSON file
@@ -77,7 +78,11 @@ export const ConfigSchema = Type.Object(
     dataDir: Type.String({ default: '.qkm' }),
     /** `simulator`: simulated Quantis device (and simulators wherever hardware would be); `hardware`: real devices only. */
     mode: Type.Union([Type.Literal('simulator'), Type.Literal('hardware')], { default: 'simulator' }),
-    logLevel: Type.String({ default: 'info' }),
+    /** pino's levels; validated here so that a typo is not reported in pino's own words. */
+    logLevel: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+      { default: 'info' },
+    ),
     /** Region of this node for the posture policy's jurisdiction table (US, EU, CN, JP, AU, MULTI). */
     region: Type.String({ default: 'EU' }),
     /** Extra Host header values accepted besides the bind address (DNS-rebinding guard). */
@@ -188,6 +193,11 @@ export function loadConfig(
   const early = { ...envOverrides(env), ...stripUndefined(options.overrides ?? {}) };
   const dataDir = resolve(String(early.dataDir ?? '.qkm'));
   const file = env.QKM_CONFIG ? resolve(env.QKM_CONFIG) : join(dataDir, 'config.json');
+  // The data dir's config.json is optional; a file the operator named is not: starting with
+  // defaults instead of the settings they asked for would be silently wrong.
+  if (env.QKM_CONFIG && !existsSync(file)) {
+    throw new ConfigError(`QKM_CONFIG names ${file}, which does not exist`);
+  }
   let fromFile: Record<string, unknown> = {};
   if (existsSync(file)) {
     try {
@@ -199,8 +209,8 @@ export function loadConfig(
   const merged = Value.Default(ConfigSchema, { ...fromFile, ...early, dataDir }) as unknown;
   const errors = [...Value.Errors(ConfigSchema, merged)];
   if (errors.length > 0) {
-    const lines = errors.slice(0, 5).map((e) => `${e.path || '/'}: ${e.message}`);
-    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
+    const source = existsSync(file) ? ` (${file} and the environment)` : '';
+    throw new ConfigError(`invalid configuration${source}: ${describeValueErrors(errors)}`);
   }
   return merged as QkmConfig;
 }

@@ -1,4 +1,14 @@
-import type { QkdLinkState } from './status.js';
+/** One QKD link as the status page and metrics show it. */
+export interface QkdLinkState {
+  peerSaeId: string;
+  kmeId: string;
+  kmeUrl: string;
+  up: boolean;
+  storedKeyCount?: number;
+  lastError?: string;
+  lastErrorAt?: string;
+  lastOkAt?: string;
+}
 
 /** What one look at a QKD link showed: the KME answered (with its stock), or it did not. */
 export type QkdLinkObservation =

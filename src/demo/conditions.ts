@@ -80,7 +80,7 @@ export async function restoreQkd(setup: TwoNodeSetup, timeoutMs = 15_000): Promi
 }
 
 function quantisOf(setup: TwoNodeSetup, node: 'a' | 'b') {
-  const q = setup[node].appliance.simulatedQuantis;
+  const q = setup[node].appliance.simulator;
   if (!q) throw new Error(`node ${node} has no simulated Quantis`);
   return q;
 }

@@ -96,13 +96,24 @@ async function step(
   }
 }
 
-export async function runDemo(setup: TwoNodeSetup): Promise<DemoReport> {
+export interface RunDemoOptions {
+  /** Told each stage as it begins (the CLI's progress line on stderr). */
+  onProgress?: (stage: string) => void;
+}
+
+export async function runDemo(setup: TwoNodeSetup, options: RunDemoOptions = {}): Promise<DemoReport> {
+  const say = options.onProgress ?? (() => undefined);
   const runs: PostureRun[] = [];
+  say('demo: waiting for the Quantis on node a to pass its start-up test');
   await waitForQrng(setup, 'a');
+  say('demo: waiting for the BB84 link to stock QKD keys');
   await waitForQkdKeys(setup);
+  say('demo: 1/3 QKD+PQC+QRNG session');
   runs.push(await step('QKD+PQC+QRNG', 'link up, Quantis healthy', setup, 'QKD+PQC+QRNG'));
 
+  say('demo: stopping the BB84 link and consuming its stocked keys');
   const consumed = await exhaustQkd(setup);
+  say('demo: 2/3 PQC+QRNG session');
   runs.push(
     await step(
       'PQC+QRNG',
@@ -111,10 +122,14 @@ export async function runDemo(setup: TwoNodeSetup): Promise<DemoReport> {
       'PQC+QRNG',
     ),
   );
+  say('demo: restoring the BB84 link');
   await restoreQkd(setup);
 
+  say('demo: making the Quantis on node a stuck until the health tests quarantine it');
   await quarantineQrng(setup);
+  say('demo: 3/3 PQC session');
   runs.push(await step('PQC', 'Quantis on node A stuck → quarantined by the health tests', setup, undefined));
+  say('demo: restoring the Quantis');
   await restoreQrng(setup);
 
   return { setup: setup.describe(), runs, ok: runs.every((r) => r.ok) };

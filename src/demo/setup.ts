@@ -5,6 +5,7 @@ import { generateSimCerts } from '../../simulators/kme/certs.js';
 import { runKmePairFromCerts } from '../../simulators/kme/pair.js';
 import { type KmePairControl, forkKmePair } from '../../simulators/kme/pair-process.js';
 import { Appliance } from '../app.js';
+import { type SimulatedAppliance, simulatedQuantis } from '../cli/simulator.js';
 import { QkmClient } from '../client/client.js';
 import { type QkmConfig, loadConfig } from '../core/config.js';
 import type { EntropyServiceOptions } from '../entropy/service.js';
@@ -57,7 +58,7 @@ export interface TwoNodeSetupOptions {
 
 export interface DemoNode {
   name: 'a' | 'b';
-  appliance: Appliance;
+  appliance: SimulatedAppliance;
   /** The `default` agent (scopes entropy, keys, sessions). */
   client: QkmClient;
   /** The `admin` agent, used to pin the peer. */
@@ -157,6 +158,7 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
         },
       });
       const appliance = await Appliance.start({
+        simulator: simulatedQuantis,
         config,
         entropyTuning: options.entropyTuning ?? DEFAULT_TUNING,
       });

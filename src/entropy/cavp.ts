@@ -47,6 +47,8 @@ export interface CavpReport {
 
 export interface CavpOptions {
   mechanism?: CavpMechanism;
+  /** Called before each group's cases run (the CLI's progress line); cases done so far of all. */
+  onGroup?: (group: { name: string; casesDone: number; casesTotal: number }) => void;
 }
 
 /** One COUNT block: field name → values in file order (AdditionalInput and EntropyInputPR repeat). */
@@ -231,8 +233,12 @@ export function runCavp(text: string, opts: CavpOptions = {}): CavpReport {
   const byName = new Map<string, CavpSectionResult>();
   const failures: CavpFailure[] = [];
   const failureIndex = new Map<string, CavpFailure>();
+  const casesTotal = groups.reduce((n, g) => n + g.cases.length, 0);
+  let casesDone = 0;
 
   for (const group of groups) {
+    opts.onGroup?.({ name: group.name, casesDone, casesTotal });
+    casesDone += group.cases.length;
     let section = byName.get(group.name);
     if (section === undefined) {
       section = { name: group.name, passed: 0, failed: 0 };

@@ -23,123 +23,39 @@
  * out), and the provenance names the reseed counter of the generate call that produced it.
  */
 import { EventEmitter } from 'node:events';
-import { randomUUID } from 'node:crypto';
-import cron, { type ScheduledTask } from 'node-cron';
-import type { EntropySourceFactory, EntropySourceOpenOptions } from '../../drivers/entropy/interface.js';
 import { osEntropyFactory } from '../../drivers/entropy/os/index.js';
 import { QkmError } from '../core/errors.js';
-import type { DrbgProvenance, Provenance, SourceSnapshot } from '../core/provenance.js';
+import { JobScheduler, isValidCron } from '../core/jobs.js';
+import type { SourceSnapshot } from '../core/provenance.js';
 import { HmacConditioner } from './conditioner.js';
 import { CtrDrbg } from './drbg/ctr-drbg.js';
-import { type Drbg, ReseedRequiredError } from './drbg/interface.js';
-import { type SourceHealthEvent, SourceMonitor, type SourceMonitorOptions } from './source-monitor.js';
+import { ReseedRequiredError } from './drbg/interface.js';
+import { Lineage } from './service/lineage.js';
+import type {
+  DegradedEvent,
+  EntropyServiceOptions,
+  EntropySourceConfig,
+  ReseedEvent,
+} from './service/options.js';
+import { ProvenanceBuilder, type ServiceCounters } from './service/provenance.js';
+import { type SeedInput, failedSince } from './service/seed-input.js';
+import { LineageSeeder } from './service/seeder.js';
+import { SourceSet } from './service/sources.js';
+import type { SourceHealthEvent, SourceMonitor } from './source-monitor.js';
 import type { EntropyProvider, EntropyRequest, EntropyResult, EntropyStatus } from './types.js';
 
-export interface EntropySourceConfig {
-  factory: EntropySourceFactory;
-  open?: EntropySourceOpenOptions;
-}
+// The service's parts live in ./service/: sources (which monitor feeds which DRBG), seed-input
+// (conditioning), seeder (instantiate/reseed), lineage (DRBG state, output buffer), provenance
+// (provenance and status). Callers import from here.
+export type {
+  DegradedEvent,
+  EntropyServiceOptions,
+  EntropySourceConfig,
+  MonitorTuning,
+  ReseedEvent,
+} from './service/options.js';
 
-export type MonitorTuning = Omit<SourceMonitorOptions, 'factory' | 'open' | 'expectedKind'>;
-
-export interface EntropyServiceOptions {
-  /** Quantum sources (one monitor each). Sources whose `info().kind` is not `quantum` are monitored and shown but never seed the quantum DRBG. */
-  sources?: EntropySourceConfig[];
-  /** The OS source behind the fallback DRBG (default: `drivers/entropy/os`). */
-  osSource?: EntropySourceConfig;
-  /** Makes a DRBG; called twice (quantum, fallback). Default `new CtrDrbg({cipher: 'aes-256', df: true})`. */
-  createDrbg?: () => Drbg;
-  /** node-cron expression for scheduled reseeds (default every minute, `* * * * *`); null disables. */
-  reseedCron?: string | null;
-  /** Reseed after this many bytes served by a DRBG (default 1 MiB). */
-  reseedBytes?: number;
-  /** Per-request cap in bytes (default 65 536). */
-  maxRequestBytes?: number;
-  /** Back-off, sentinel interval, pool size for every source monitor. */
-  monitor?: MonitorTuning;
-  conditioner?: HmacConditioner;
-  /** Wall clock in ms since the epoch (default `Date.now`); used for provenance times and nonces. */
-  clock?: () => number;
-  /**
-   * Size of the per-lineage output buffer for small requests (default 0: every request is its
-   * own generate call). At most the DRBG's per-request limit.
-   */
-  outputBufferBytes?: number;
-  /** Largest request served from the output buffer (default 256 bytes). */
-  bufferedRequestMax?: number;
-}
-
-/** Emitted as `reseed`; carries no seed material. */
-export interface ReseedEvent {
-  origin: 'quantum' | 'os';
-  /** `instantiate` starts a new lineage. */
-  operation: 'instantiate' | 'reseed';
-  cause: 'start' | 'cron' | 'bytes' | 'interval' | 'prediction-resistance' | 'recovery' | 'first-use';
-  instance: string;
-  creditedBits: number;
-  sources: string[];
-}
-
-/** Emitted as `degraded` when serving turns degraded or stops being degraded. */
-export interface DegradedEvent {
-  degraded: boolean;
-  reason?: string;
-}
-
-interface Lineage {
-  drbg: Drbg;
-  origin: 'quantum' | 'os';
-  seeded: boolean;
-  instance: string;
-  seededAt: number;
-  /** Credited bits of the latest (re)seed input. */
-  credited: number;
-  /** Every source whose entropy went into this lineage since instantiate. */
-  contributors: Set<string>;
-  bytesSinceReseed: number;
-  /** Set when a contributor failed: the lineage must not be used again. */
-  tainted: string | null;
-  /** Single-flight for (re)seeding. */
-  seeding: Promise<void> | null;
-  /** Output of one generate call not yet handed out; bytes before `bufferOffset` are zeroed. */
-  buffer: Buffer | null;
-  bufferOffset: number;
-  /** Reseed counter right after the generate call that filled `buffer`. */
-  bufferReseedCounter: number;
-  /** Source snapshots for provenance, reused until a state change, a (re)seed or `SNAPSHOT_TTL_MS`. */
-  sourcesCache: { sources: SourceSnapshot[]; seededAt: string; at: number } | null;
-  /**
-   * The last provenance handed out (frozen): outputs in the same millisecond from the same
-   * generate call have identical provenance, so they share one object (and its serialisation).
-   */
-  lastProvenance: {
-    value: Provenance;
-    sources: Lineage['sourcesCache'];
-    reseedCounter: number;
-    now: number;
-    predictionResistance: boolean;
-    reason: string | undefined;
-  } | null;
-}
-
-interface Gathered {
-  entropy: Uint8Array;
-  credited: number;
-  sources: SourceMonitor[];
-  /** Each source's `generation` when its bytes were taken, to detect a failure since. */
-  generations: number[];
-}
-
-/** The first source of `g` that left `healthy` since its bytes were taken, if any. */
-function failedSince(g: Gathered): SourceMonitor | undefined {
-  return g.sources.find((m, i) => m.state !== 'healthy' || m.generation !== g.generations[i]);
-}
-
-const PERSONALIZATION_QUANTUM = new TextEncoder().encode('qkm/v1 entropy-service quantum');
-const PERSONALIZATION_OS = new TextEncoder().encode('qkm/v1 entropy-service os-fallback');
 const MIB = 1 << 20;
-/** How long provenance may reuse source snapshots (their min-entropy estimates move slowly). */
-const SNAPSHOT_TTL_MS = 1000;
 
 export interface EntropyService {
   on(event: 'health', listener: (event: SourceHealthEvent) => void): this;
@@ -153,23 +69,22 @@ export interface EntropyService {
 export class EntropyService extends EventEmitter implements EntropyProvider {
   readonly maxRequestBytes: number;
   readonly reseedBytes: number;
-  private readonly quantumMonitors: SourceMonitor[];
-  private readonly tuning: MonitorTuning;
-  private readonly osMonitor: SourceMonitor;
-  private readonly conditioner: HmacConditioner;
+  private readonly sources: SourceSet;
+  private readonly seeder: LineageSeeder;
+  private readonly provenance: ProvenanceBuilder;
   private readonly clock: () => number;
   private readonly cronExpr: string | null;
   private readonly outputBufferBytes: number;
   private readonly bufferedRequestMax: number;
   private readonly quantum: Lineage;
   private readonly fallback: Lineage;
-  private cronTask: ScheduledTask | null = null;
+  /** The scheduled reseed (src/core/jobs.ts); its one job cannot fail, so it has no logger. */
+  private readonly jobs = new JobScheduler();
   private started = false;
   /** Background (re)seeding on source recovery; off until start() has done the first seeding. */
   private autoSeed = false;
-  private nonceCounter = 0n;
   private lastDegraded: boolean | null = null;
-  private readonly counters = {
+  private readonly counters: ServiceCounters = {
     bytesServed: 0,
     bytesServedDegraded: 0,
     reseeds: 0,
@@ -185,14 +100,14 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     }
     if (!(this.reseedBytes >= 1)) throw new RangeError('reseedBytes must be ≥ 1');
     this.cronExpr = options.reseedCron === undefined ? '* * * * *' : options.reseedCron;
-    if (this.cronExpr !== null && !cron.validate(this.cronExpr)) {
+    if (this.cronExpr !== null && !isValidCron(this.cronExpr)) {
       throw new RangeError(`invalid reseed cron expression: ${this.cronExpr}`);
     }
-    this.conditioner = options.conditioner ?? new HmacConditioner();
+    const conditioner = options.conditioner ?? new HmacConditioner();
     this.clock = options.clock ?? Date.now;
     const createDrbg = options.createDrbg ?? (() => new CtrDrbg({ cipher: 'aes-256', df: true }));
-    this.quantum = this.newLineage(createDrbg(), 'quantum');
-    this.fallback = this.newLineage(createDrbg(), 'os');
+    this.quantum = new Lineage(createDrbg(), 'quantum');
+    this.fallback = new Lineage(createDrbg(), 'os');
     this.outputBufferBytes = options.outputBufferBytes ?? 0;
     this.bufferedRequestMax = Math.min(options.bufferedRequestMax ?? 256, this.outputBufferBytes);
     const drbgMax = Math.min(this.quantum.drbg.maxRequestBytes, this.fallback.drbg.maxRequestBytes);
@@ -203,18 +118,23 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     ) {
       throw new RangeError(`outputBufferBytes must be an integer in 0..${drbgMax}`);
     }
-    this.tuning = options.monitor ?? {};
-    this.quantumMonitors = (options.sources ?? []).map(
-      (s) => new SourceMonitor({ ...this.tuning, factory: s.factory, open: s.open, expectedKind: 'quantum' }),
+    this.sources = new SourceSet(
+      options.sources ?? [],
+      options.osSource ?? { factory: osEntropyFactory },
+      options.monitor ?? {},
+      (m) => this.wire(m),
     );
-    const os = options.osSource ?? { factory: osEntropyFactory };
-    this.osMonitor = new SourceMonitor({
-      ...this.tuning,
-      factory: os.factory,
-      open: os.open,
-      expectedKind: 'os',
+    this.seeder = new LineageSeeder({
+      sources: this.sources,
+      conditioner,
+      clock: this.clock,
+      onSeeded: (ev) => {
+        this.counters.reseeds++;
+        this.emit('reseed', ev);
+        this.noteDegraded();
+      },
     });
-    for (const m of [...this.quantumMonitors, this.osMonitor]) this.wire(m);
+    this.provenance = new ProvenanceBuilder(this.sources);
   }
 
   private wire(m: SourceMonitor): void {
@@ -233,26 +153,16 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   async addSource(source: EntropySourceConfig): Promise<boolean> {
     const id = source.open?.id ?? source.open?.serial ?? source.open?.path;
     if (id === undefined) throw new RangeError('addSource needs open.id, serial or path');
-    const driver = source.factory.driver;
-    const clash = this.quantumMonitors.some(
-      (m) => m.id === id || (m.info === undefined && m.state !== 'closed' && m.driver === driver),
-    );
-    if (clash || !this.started) return false;
-    const m = new SourceMonitor({
-      ...this.tuning,
-      factory: source.factory,
-      open: source.open,
-      expectedKind: 'quantum',
-    });
-    this.quantumMonitors.push(m);
-    this.wire(m);
+    if (!this.started) return false;
+    const m = this.sources.add(source, id);
+    if (!m) return false;
     await m.start();
     return true;
   }
 
   /** The monitors, for the lead's metrics and the CLI (`sources list`). Read-only use. */
   get monitors(): readonly SourceMonitor[] {
-    return [...this.quantumMonitors, this.osMonitor];
+    return this.sources.all();
   }
 
   /**
@@ -262,16 +172,13 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    await Promise.all([...this.quantumMonitors, this.osMonitor].map((m) => m.start()));
-    await Promise.allSettled([this.seed(this.quantum, 'start'), this.seed(this.fallback, 'start')]);
+    await Promise.all(this.sources.all().map((m) => m.start()));
+    await Promise.allSettled([
+      this.seeder.seed(this.quantum, 'start'),
+      this.seeder.seed(this.fallback, 'start'),
+    ]);
     this.autoSeed = true;
-    if (this.cronExpr !== null) {
-      this.cronTask = cron.schedule(this.cronExpr, () => this.scheduledReseed(), {
-        name: 'qkm-entropy-reseed',
-        noOverlap: true,
-      });
-      this.cronTask.unref();
-    }
+    if (this.cronExpr !== null) this.jobs.cron('entropy-reseed', this.cronExpr, () => this.reseedNow());
     this.noteDegraded();
   }
 
@@ -280,22 +187,15 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     if (!this.started) return;
     this.started = false;
     this.autoSeed = false;
-    const task = this.cronTask;
-    this.cronTask = null;
-    if (task) await task.destroy();
-    await Promise.all([...this.quantumMonitors, this.osMonitor].map((m) => m.stop()));
+    this.jobs.stop();
+    await Promise.all(this.sources.all().map((m) => m.stop()));
     await Promise.allSettled([this.quantum.seeding, this.fallback.seeding]);
-    for (const l of [this.quantum, this.fallback]) {
-      this.dropBuffer(l);
-      if (l.drbg.instantiated) l.drbg.uninstantiate();
-      l.seeded = false;
-      l.contributors.clear();
-    }
+    for (const l of [this.quantum, this.fallback]) l.wipe();
   }
 
   /** Reseeds both DRBGs now (what the cron job does). */
   async reseedNow(): Promise<void> {
-    await this.scheduledReseed();
+    await this.seeder.reseedAll([this.quantum, this.fallback]);
   }
 
   /**
@@ -333,7 +233,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     this.counters.requestsRejected++;
     throw new QkmError(
       'ENTROPY_UNAVAILABLE',
-      `${this.degradedReason()}; the OS fallback is ${this.osMonitor.state}`,
+      `${this.degradedReason()}; the OS fallback is ${this.sources.os.state}`,
     );
   }
 
@@ -353,83 +253,17 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
 
   status(): EntropyStatus {
     const quantumOk = this.usable(this.quantum);
-    const lineage = quantumOk ? this.quantum : this.fallback;
-    const status: EntropyStatus = {
-      quantumAvailable: quantumOk,
-      degraded: !quantumOk,
-      sources: [...this.quantumMonitors, this.osMonitor].map((m) => m.snapshot()),
-      drbg: {
-        name: lineage.drbg.name,
-        seedOrigin: lineage.seeded ? lineage.origin : 'unseeded',
-        reseedCounter: lineage.drbg.reseedCounter,
-        seededAt: lineage.seeded ? new Date(lineage.seededAt).toISOString() : null,
-        bytesSinceReseed: lineage.bytesSinceReseed,
-      },
-      counters: {
-        ...this.counters,
-        healthFailures: [...this.quantumMonitors, this.osMonitor].reduce((a, m) => a + m.failures, 0),
-      },
-    };
-    if (!quantumOk) status.reason = this.degradedReason();
-    return status;
+    const serving = quantumOk ? this.quantum : this.fallback;
+    const reason = quantumOk ? undefined : this.degradedReason();
+    return this.provenance.status(serving, quantumOk, this.counters, reason);
   }
 
   // --- internals ---
 
-  private newLineage(drbg: Drbg, origin: 'quantum' | 'os'): Lineage {
-    return {
-      drbg,
-      origin,
-      seeded: false,
-      instance: '',
-      seededAt: 0,
-      credited: 0,
-      contributors: new Set(),
-      bytesSinceReseed: 0,
-      tainted: null,
-      seeding: null,
-      buffer: null,
-      bufferOffset: 0,
-      bufferReseedCounter: 0,
-      sourcesCache: null,
-      lastProvenance: null,
-    };
-  }
-
-  /** Wipes and forgets a lineage's buffered output and cached snapshots. */
-  private dropBuffer(l: Lineage): void {
-    l.buffer?.fill(0);
-    l.buffer = null;
-    l.bufferOffset = 0;
-    l.sourcesCache = null;
-    l.lastProvenance = null;
-  }
-
-  private monitorsOf(l: Lineage): SourceMonitor[] {
-    return l.origin === 'quantum'
-      ? this.quantumMonitors.filter((m) => m.kind === 'quantum')
-      : [this.osMonitor];
-  }
-
-  private healthyOf(l: Lineage): SourceMonitor[] {
-    return this.monitorsOf(l).filter((m) => m.state === 'healthy');
-  }
-
   /** May this lineage serve right now? Checked synchronously right before every generate. */
   private usable(l: Lineage): boolean {
     if (!l.seeded || l.tainted !== null || !l.drbg.instantiated) return false;
-    // Allocation-free (this runs on every request): some source of the lineage is healthy, and
-    // every contributor is one of the lineage's sources and healthy.
-    const quantum = l.origin === 'quantum';
-    let healthy = 0;
-    let healthyContributors = 0;
-    for (const m of quantum ? this.quantumMonitors : [this.osMonitor]) {
-      if (quantum && m.kind !== 'quantum') continue;
-      if (m.state !== 'healthy') continue;
-      healthy++;
-      if (l.contributors.has(m.id)) healthyContributors++;
-    }
-    return healthy > 0 && healthyContributors === l.contributors.size;
+    return this.sources.servesWith(l.origin, l.contributors);
   }
 
   private onSourceState(m: SourceMonitor, snap: SourceSnapshot): void {
@@ -439,12 +273,13 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
       l.lastProvenance = null;
       if (snap.state !== 'healthy' && l.contributors.has(m.id) && l.tainted === null) {
         l.tainted = `${m.id} ${snap.state}${snap.reason ? ` (${snap.reason})` : ''}`;
-        this.dropBuffer(l);
+        l.dropBuffer();
       }
       // A source came (back) up: re-instantiate a tainted or unseeded lineage in the background,
       // so status turns non-degraded without waiting for traffic.
       if (snap.state === 'healthy' && this.autoSeed && (!l.seeded || l.tainted !== null)) {
-        if (this.monitorsOf(l).includes(m)) void this.seed(l, 'recovery').catch(() => undefined);
+        if (this.sources.feeding(l.origin).includes(m))
+          void this.seeder.seed(l, 'recovery').catch(() => undefined);
       }
     }
     this.noteDegraded();
@@ -461,13 +296,8 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
 
   /** Why the quantum DRBG cannot serve now (only meaningful when it cannot). */
   private degradedReason(): string {
-    const qs = this.quantumMonitors.filter((m) => m.kind === 'quantum');
-    if (qs.length === 0) return 'no quantum source configured';
-    const healthy = qs.filter((m) => m.state === 'healthy');
-    if (healthy.length === 0) {
-      const parts = qs.map((m) => `${m.id} ${m.state}${m.reason ? ` (${m.reason})` : ''}`);
-      return `no healthy quantum source: ${parts.join('; ')}`;
-    }
+    const noSource = this.sources.quantumUnavailable();
+    if (noSource !== null) return noSource;
     if (this.quantum.tainted !== null) {
       return `quantum DRBG awaiting re-instantiation from healthy sources after ${this.quantum.tainted}`;
     }
@@ -480,139 +310,18 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
    * byte count or the DRBG's reseed interval says so. False if it cannot serve.
    */
   private async prepare(l: Lineage, predictionResistance: boolean): Promise<boolean> {
-    if (this.healthyOf(l).length === 0) return false;
+    if (this.sources.healthy(l.origin).length === 0) return false;
     try {
       const cause = this.dueSeeding(l, predictionResistance);
-      if (cause !== null) await this.seed(l, cause);
+      if (cause !== null) await this.seeder.seed(l, cause);
     } catch {
       // A source failed while we read from it; its monitor has recorded why.
     }
     return this.usable(l);
   }
 
-  /** Why the lineage must be (re)seeded before it serves, or null when it need not be. */
   private dueSeeding(l: Lineage, predictionResistance: boolean): ReseedEvent['cause'] | null {
-    if (!l.seeded || l.tainted !== null) return l.tainted !== null ? 'recovery' : 'first-use';
-    if (l.bytesSinceReseed >= this.reseedBytes) return 'bytes';
-    // Leave room for the chunks of one request; prediction resistance reseeds anyway.
-    if (!predictionResistance && l.drbg.reseedCounter + this.chunksFor(l) > l.drbg.reseedInterval) {
-      return 'interval';
-    }
-    return null;
-  }
-
-  private chunksFor(l: Lineage): number {
-    return Math.ceil(this.maxRequestBytes / l.drbg.maxRequestBytes);
-  }
-
-  /** Single-flight (re)seed of a lineage from its healthy sources. */
-  private seed(l: Lineage, cause: ReseedEvent['cause']): Promise<void> {
-    if (l.seeding) return l.seeding;
-    const run = (async () => {
-      const fresh = !l.seeded || l.tainted !== null || !l.drbg.instantiated;
-      const g = await this.gather(l);
-      // Output generated under the previous seed must not be served with the new seed's provenance.
-      this.dropBuffer(l);
-      // Sources may have failed while we awaited them; use only those still healthy on the same generation.
-      if (fresh) {
-        const nonce = this.nonce();
-        if (l.drbg.instantiated) l.drbg.uninstantiate();
-        l.drbg.instantiate(
-          g.entropy,
-          nonce,
-          l.origin === 'quantum' ? PERSONALIZATION_QUANTUM : PERSONALIZATION_OS,
-        );
-        l.instance = randomUUID();
-        l.contributors = new Set(g.sources.map((m) => m.id));
-        l.tainted = null;
-        l.seeded = true;
-      } else {
-        l.drbg.reseed(g.entropy);
-        for (const m of g.sources) l.contributors.add(m.id);
-      }
-      g.entropy.fill(0);
-      // Monitors run on their own timers: one may have failed between gather() and here. Its
-      // bytes are now in the state, so the lineage must not be used.
-      const failed = failedSince(g);
-      if (failed && l.tainted === null)
-        l.tainted = `${failed.id} ${failed.state} (${failed.reason ?? 'failed'})`;
-      l.credited = g.credited;
-      l.seededAt = this.clock();
-      l.bytesSinceReseed = 0;
-      this.counters.reseeds++;
-      this.emit('reseed', {
-        origin: l.origin,
-        operation: fresh ? 'instantiate' : 'reseed',
-        cause,
-        instance: l.instance,
-        creditedBits: g.credited,
-        sources: g.sources.map((m) => m.id),
-      } satisfies ReseedEvent);
-      this.noteDegraded();
-    })();
-    l.seeding = run;
-    const clear = (): void => {
-      if (l.seeding === run) l.seeding = null;
-    };
-    run.then(clear, clear);
-    return run;
-  }
-
-  /**
-   * Full-entropy input from every healthy source of the lineage: per source ⌈strength/256⌉
-   * conditioned blocks, each from the fewest whole APT windows of tested raw bytes that give
-   * h_in ≥ 256 + 64. Throws if no
-   * source delivered. Sources that failed while being read are left out (their bytes discarded).
-   */
-  private async gather(l: Lineage): Promise<Gathered> {
-    const blocksPerSource = Math.ceil(l.drbg.securityStrength / this.conditioner.outputBits);
-    const healthy = this.healthyOf(l);
-    const results = await Promise.allSettled(
-      healthy.map(async (m) => {
-        const gen = m.generation;
-        const perByte = m.entropyPerByte;
-        // Whole APT windows per block: the unit the monitor tests, and cheap per byte to hash.
-        const blockBytes = this.conditioner.blockBytesFor(perByte, m.windowBytes);
-        const raw = await m.take(blockBytes * blocksPerSource);
-        if (m.generation !== gen || m.state !== 'healthy') throw new Error(`${m.id} failed while read`);
-        const conditioned = this.conditioner.conditionBlocks(raw, blockBytes, perByte);
-        raw.fill(0);
-        if (!conditioned.fullEntropy) throw new Error(`${m.id}: conditioned blocks not full entropy`);
-        return {
-          monitor: m,
-          blocks: [conditioned.output],
-          credited: conditioned.creditedBits,
-          generation: gen,
-        };
-      }),
-    );
-    const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    // Re-check after the await: a source that failed meanwhile must not contribute.
-    const good = ok.filter((r) => r.monitor.state === 'healthy' && r.monitor.generation === r.generation);
-    if (good.length === 0) throw new Error(`no healthy ${l.origin} source delivered entropy`);
-    const blocks = good.flatMap((r) => r.blocks);
-    const entropy = new Uint8Array(blocks.reduce((a, b) => a + b.length, 0));
-    let off = 0;
-    for (const b of blocks) {
-      entropy.set(b, off);
-      off += b.length;
-      b.fill(0);
-    }
-    return {
-      entropy,
-      credited: good.reduce((a, r) => a + r.credited, 0),
-      sources: good.map((r) => r.monitor),
-      generations: good.map((r) => r.generation),
-    };
-  }
-
-  /** SP 800-90A §8.6.7: a timestamp concatenated with a monotonically increasing sequence number. */
-  private nonce(): Uint8Array {
-    const nonce = new Uint8Array(16);
-    const view = new DataView(nonce.buffer);
-    view.setBigUint64(0, BigInt(Math.floor(this.clock())));
-    view.setBigUint64(8, ++this.nonceCounter);
-    return nonce;
+    return l.dueSeeding(predictionResistance, this.reseedBytes, this.maxRequestBytes);
   }
 
   /**
@@ -626,10 +335,10 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     predictionResistance: boolean,
     additionalInput: Uint8Array | undefined,
   ): Promise<EntropyResult | null> {
-    let prInput: Gathered | null = null;
+    let prInput: SeedInput | null = null;
     if (predictionResistance) {
       try {
-        prInput = await this.gather(l);
+        prInput = await this.seeder.gather(l);
       } catch {
         return null;
       }
@@ -646,14 +355,15 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     n: number,
     predictionResistance: boolean,
     additionalInput: Uint8Array | undefined,
-    prInput: Gathered | null,
+    prInput: SeedInput | null,
   ): EntropyResult | null {
     if (!this.usable(l) || (prInput && failedSince(prInput))) {
       prInput?.entropy.fill(0);
       return null;
     }
     if (prInput === null && additionalInput === undefined && n <= this.bufferedRequestMax) {
-      return this.fromBuffer(l, n);
+      const out = l.takeBuffered(n, this.outputBufferBytes, this.reseedBytes);
+      return out && this.served(l, out, l.bufferReseedCounter, false);
     }
     const out = new Uint8Array(n);
     try {
@@ -664,7 +374,7 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
         off = k;
         for (const m of prInput.sources) l.contributors.add(m.id);
         // Buffered output predates this reseed; so do the cached seededAt and contributors.
-        this.dropBuffer(l);
+        l.dropBuffer();
         l.credited = prInput.credited;
         l.seededAt = this.clock();
         l.bytesSinceReseed = 0;
@@ -698,43 +408,6 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     return this.served(l, out, l.drbg.reseedCounter, predictionResistance);
   }
 
-  /** `n` bytes from the lineage's output buffer, refilled by one generate call when short. */
-  private fromBuffer(l: Lineage, n: number): EntropyResult | null {
-    let buf = l.buffer;
-    if (buf === null || buf.length - l.bufferOffset < n) {
-      this.dropBuffer(l);
-      let fresh: Uint8Array;
-      try {
-        fresh = l.drbg.generate(this.outputBufferBytes);
-      } catch (err) {
-        if (err instanceof ReseedRequiredError) {
-          l.bytesSinceReseed = this.reseedBytes;
-          return null;
-        }
-        throw err;
-      }
-      buf = Buffer.from(fresh.buffer, fresh.byteOffset, fresh.byteLength);
-      l.buffer = buf;
-      l.bufferOffset = 0;
-      l.bufferReseedCounter = l.drbg.reseedCounter;
-      l.bytesSinceReseed += buf.length;
-    }
-    const start = l.bufferOffset;
-    const out = new Uint8Array(n);
-    out.set(buf.subarray(start, start + n));
-    buf.fill(0, start, start + n);
-    l.bufferOffset = start + n;
-    return this.served(l, out, l.bufferReseedCounter, false);
-  }
-
-  private lastIso = { ms: Number.NaN, iso: '' };
-
-  /** `new Date(ms).toISOString()`, formatted once per millisecond. */
-  private isoAt(ms: number): string {
-    if (ms !== this.lastIso.ms) this.lastIso = { ms, iso: new Date(ms).toISOString() };
-    return this.lastIso.iso;
-  }
-
   /** Counts the output and attaches its provenance. */
   private served(
     l: Lineage,
@@ -747,64 +420,10 @@ export class EntropyService extends EventEmitter implements EntropyProvider {
     this.counters.bytesServed += n;
     if (degraded) this.counters.bytesServedDegraded += n;
     const now = this.clock();
-    let cache = l.sourcesCache;
-    if (cache === null || now - cache.at >= SNAPSHOT_TTL_MS || now < cache.at) {
-      cache = {
-        sources: this.monitorsOf(l)
-          .filter((m) => l.contributors.has(m.id))
-          .map((m) => Object.freeze(m.snapshot())),
-        seededAt: new Date(l.seededAt).toISOString(),
-        at: now,
-      };
-      Object.freeze(cache.sources);
-      l.sourcesCache = cache;
-    }
     const reason = degraded ? this.degradedReason() : undefined;
-    const last = l.lastProvenance;
-    if (
-      last !== null &&
-      last.sources === cache &&
-      last.reseedCounter === reseedCounter &&
-      last.now === now &&
-      last.predictionResistance === predictionResistance &&
-      last.reason === reason
-    ) {
-      return { bytes: out, provenance: last.value };
-    }
-    const drbg: DrbgProvenance = Object.freeze({
-      name: l.drbg.name,
-      instance: l.instance,
-      reseedCounter,
-      seededAt: cache.seededAt,
-      predictionResistance,
-    });
-    const provenance: Provenance = {
-      seedOrigin: l.origin,
-      sources: cache.sources,
-      entropyCredited: l.credited,
-      drbg,
-      degraded,
-      at: this.isoAt(now),
+    return {
+      bytes: out,
+      provenance: this.provenance.of(l, reseedCounter, predictionResistance, now, reason),
     };
-    if (reason !== undefined) provenance.reason = reason;
-    Object.freeze(provenance);
-    l.lastProvenance = {
-      value: provenance,
-      sources: cache,
-      reseedCounter,
-      now,
-      predictionResistance,
-      reason,
-    };
-    return { bytes: out, provenance };
-  }
-
-  private async scheduledReseed(): Promise<void> {
-    await Promise.allSettled(
-      [this.quantum, this.fallback].map(async (l) => {
-        if (this.healthyOf(l).length === 0) return;
-        await this.seed(l, l.seeded && l.tainted === null ? 'cron' : 'recovery');
-      }),
-    );
   }
 }

@@ -50,6 +50,8 @@ export interface SourceTestOptions {
   claimedMinEntropy?: number;
   /** −log2 of the health tests' α per sample (default MONITOR_ALPHA_LOG2, as the running appliance). */
   alphaLog2?: number;
+  /** Called after each read (the CLI's progress line). */
+  onProgress?: (bytesRead: number, samples: number) => void;
 }
 
 export interface SourceTestReport {
@@ -121,6 +123,7 @@ export async function testSource(
     const first = await source.read(startupBytes(info.sampleBits));
     collected.push(first);
     report.bytesRead += first.length;
+    options.onProgress?.(report.bytesRead, samples);
     const startupFailure = runStartupTest(first, testerOptions);
     report.startup = startupFailure ? { passed: false, failure: startupFailure.message } : { passed: true };
 
@@ -130,6 +133,7 @@ export async function testSource(
       collected.push(bytes);
       report.bytesRead += bytes.length;
       failure ??= tester.feed(bytes);
+      options.onProgress?.(report.bytesRead, samples);
     }
     report.continuous.passed = failure === null;
     if (failure) {

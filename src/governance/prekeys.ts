@@ -53,6 +53,11 @@ export interface PrekeyRecord {
   used?: string;
 }
 
+/** Index record: prekey id → key of its `PrekeyRecord`, so a decapsulation is two reads, not a scan. */
+export interface PrekeyIndexEntry {
+  key: string;
+}
+
 export interface PrekeySigner {
   nodeId: string;
   signing: { publicKey: Uint8Array; secretKey: Uint8Array };
@@ -126,6 +131,8 @@ export interface PrekeyStoreOptions {
   signer: PrekeySigner;
   keys: KeyStore;
   records: RecordStore<PrekeyRecord>;
+  /** Its own namespace (the appliance: `prekey-ids`): prekey id → record key. */
+  index: RecordStore<PrekeyIndexEntry>;
   /** Fresh key-generation seed material (the appliance: quantum entropy). */
   seed: (bytes: number) => Promise<{ data: Uint8Array; provenance: Provenance }>;
   now?: () => number;
@@ -211,8 +218,10 @@ export class PrekeyStore {
   }
 
   private async find(id: string): Promise<PrekeyRecord | undefined> {
-    for (const [, r] of await this.o.records.entries()) if (r.prekey.id === id) return r;
-    return undefined;
+    if (typeof id !== 'string' || id.length === 0 || id.length > 128) return undefined;
+    const entry = await this.o.index.get(id);
+    const rec = entry ? await this.o.records.get(entry.key) : undefined;
+    return rec?.prekey.id === id ? rec : undefined;
   }
 
   private async create(aid: string, kind: PrekeyKind, ttlSeconds: number): Promise<SignedPrekey> {
@@ -256,7 +265,10 @@ export class PrekeyStore {
     } finally {
       seed.data.fill(0);
     }
-    await this.o.records.put(kind === 'otk' ? otkKey(aid, id) : lastResortKey(aid), { prekey, seedId });
+    const key = kind === 'otk' ? otkKey(aid, id) : lastResortKey(aid);
+    // Index first: an index entry whose record was never written resolves to "not found".
+    await this.o.index.put(id, { key });
+    await this.o.records.put(key, { prekey, seedId });
     return prekey;
   }
 }

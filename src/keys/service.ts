@@ -305,27 +305,6 @@ export class KeyService {
     }
     return total;
   }
-
-  /**
-   * Runs `sweep` every `intervalMs` (default 60 s) on an unref'd timer until `stop()`. A failing
-   * sweep is logged and retried on the next tick; sweeps never overlap.
-   */
-  startSweeper(intervalMs = 60_000): { stop(): void } {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      this.sweep()
-        .catch((err: unknown) => {
-          this.#log?.warn({ err: err instanceof Error ? err.message : String(err) }, 'key sweep failed');
-        })
-        .finally(() => {
-          running = false;
-        });
-    }, intervalMs);
-    timer.unref();
-    return { stop: () => clearInterval(timer) };
-  }
 }
 
 function invalid(message: string): QkmError {

@@ -8,6 +8,7 @@ import {
 } from '../governance/contacts.js';
 import { type SignedPrekey, verifyPrekey } from '../governance/prekeys.js';
 import { fromBase64url } from '../session/encoding.js';
+import { type IdentityBundle, verifyBundle } from '../session/identity.js';
 import type { StorageBackend } from '../store/interface.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 
@@ -16,19 +17,28 @@ import { KeyedMutex } from '../store/keyed-mutex.js';
  * governed agent at which endpoint, each agent's contact policy, and its published prekeys.
  * Built on `StorageBackend` record stores only, so it runs on LevelDB or on etcd alike.
  *
- * - Nodes are enrolled by the Provider's administrator (their ML-DSA-65 public key); only an
+ * - Nodes are enrolled by the Provider's administrator (their self-signed identity bundle: the
+ *   ML-DSA-65 key the node signs with, the ML-KEM-768 key initiators encapsulate to); only an
  *   enrolled node can register agents, and only under its own node id — registration is
  *   admin-gated, which is what stops Sybil registrations.
  * - An agent id belongs to one node; another node claiming it gets AID_EXISTS.
  * - Prekeys are accepted only if signed by the registering node's key and bound to the agent.
  * - `bundle` enforces the responder's contact policy (its budget counts prekeys handed out)
  *   and hands out exactly one OTK per request — or, when none is left, the last-resort prekey,
- *   flagged. The responder node enforces its own policy again when it accepts.
+ *   flagged. The responder node enforces its own policy again when it accepts. When the request
+ *   comes from a node, the initiator must be one of that node's agents: a node cannot spend
+ *   another node's agent's budget nor borrow its standing in a policy.
+ *
+ * Concurrency: budget counts and OTK removal are serialised by an in-process lock, so ONE
+ * Provider process may serve a store at a time (LevelDB enforces it; on etcd it is the
+ * operator's rule — see README, "Provider").
  */
 
 export interface EnrolledNode {
   node_id: string;
   ml_dsa_65_public_key: string;
+  /** The node's self-signed identity bundle (verified at enrolment; region, KEM key). */
+  identity: IdentityBundle;
   label?: string;
   enrolled: string;
 }
@@ -84,26 +94,43 @@ export class Directory {
     });
   }
 
-  /** Administrator: enrol a node by its identity key. */
-  async enroll(nodeId: string, dsaPublicKey: string, label?: string): Promise<EnrolledNode> {
-    if (!/^[0-9a-f]{32}$/.test(nodeId))
-      throw new QkmError('INVALID_PARAMETER', 'node id must be 32 hex digits');
-    let pk: Uint8Array;
-    try {
-      pk = fromBase64url(dsaPublicKey, 'ml_dsa_65_public_key');
-    } catch {
-      throw new QkmError('INVALID_PARAMETER', 'ml_dsa_65_public_key must be base64url');
-    }
-    if (pk.length !== 1952)
-      throw new QkmError('INVALID_PARAMETER', 'ml_dsa_65_public_key is not an ML-DSA-65 key');
+  /**
+   * Administrator: enrol a node by its self-signed identity bundle (BUNDLE_INVALID otherwise).
+   * Re-enrolling the same node replaces its label and bundle and keeps its agents.
+   */
+  async enroll(identity: unknown, label?: string): Promise<EnrolledNode> {
+    const v = verifyBundle(identity);
+    if (label !== undefined && (typeof label !== 'string' || label.length > 128))
+      throw new QkmError('INVALID_PARAMETER', 'a node label is a string of at most 128 characters');
+    const previous = await this.nodes.get(v.nodeId);
     const rec: EnrolledNode = {
-      node_id: nodeId,
-      ml_dsa_65_public_key: dsaPublicKey,
+      node_id: v.nodeId,
+      ml_dsa_65_public_key: v.bundle.ml_dsa_65_public_key,
+      identity: v.bundle,
       ...(label ? { label } : {}),
-      enrolled: new Date(this.now()).toISOString(),
+      enrolled: previous?.enrolled ?? new Date(this.now()).toISOString(),
     };
-    await this.nodes.put(nodeId, rec);
+    await this.nodes.put(v.nodeId, rec);
     return rec;
+  }
+
+  /** The enrolled node `nodeId`, or undefined (request authentication looks nodes up here). */
+  async enrolled(nodeId: string): Promise<EnrolledNode | undefined> {
+    return /^[0-9a-f]{32}$/.test(nodeId) ? this.nodes.get(nodeId) : undefined;
+  }
+
+  async listNodes(): Promise<EnrolledNode[]> {
+    return (await this.nodes.entries()).map(([, n]) => n);
+  }
+
+  /** Counts for the administrator's status view (a scan: admin-only, not on the request path). */
+  async stats(): Promise<{ nodes: number; agents: number; otks: number; lastResort: number }> {
+    return {
+      nodes: (await this.nodes.entries()).length,
+      agents: (await this.agents.entries()).length,
+      otks: (await this.otks.entries()).length,
+      lastResort: (await this.lastResorts.entries()).length,
+    };
   }
 
   private async node(nodeId: string): Promise<EnrolledNode> {
@@ -184,16 +211,25 @@ export class Directory {
    * available, then (under the responder's lock) counts one unit of budget and removes the OTK
    * it hands out. A refusal consumes neither budget nor prekeys.
    */
-  async bundle(responder: string, initiator: string): Promise<Bundle> {
+  async bundle(responder: string, initiator: string, opts: { requester?: string } = {}): Promise<Bundle> {
     const r = canonicalAid(responder);
     const i = canonicalAid(initiator);
+    if (opts.requester !== undefined) {
+      await this.node(opts.requester);
+      const own = await this.agents.get(i);
+      if (!own || own.node_id !== opts.requester)
+        throw new QkmError('FORBIDDEN', `the initiator '${i}' is not registered by the requesting node`);
+    }
     const agent = await this.agents.get(r);
     if (!agent) throw new QkmError('AID_NOT_FOUND', `no agent '${r}' is registered`);
     const node = await this.node(agent.node_id);
     return this.lock.run(r, async () => {
       const now = this.now();
       let chosen: [string, SignedPrekey] | undefined;
-      for (const entry of await this.otks.entries(`${r} `)) {
+      // Oldest first, one record per read (O(1) per bundle however many OTKs are stocked).
+      for (;;) {
+        const [entry] = await this.otks.entries(`${r} `, { limit: 1 });
+        if (!entry) break;
         if (now < Date.parse(entry[1].expires)) {
           chosen = entry;
           break;
@@ -221,6 +257,16 @@ export class Directory {
         },
       };
     });
+  }
+
+  /** What node `registrant` has stocked for its agent `aid` (it replenishes from this). */
+  async prekeyStock(
+    registrant: string,
+    aid: string,
+  ): Promise<{ otks: number; lastResortExpires: string | null }> {
+    const { agent } = await this.owned(registrant, aid);
+    const lr = await this.lastResorts.get(agent.aid);
+    return { otks: await this.remainingOtks(agent.aid), lastResortExpires: lr?.expires ?? null };
   }
 
   async remainingOtks(aid: string): Promise<number> {

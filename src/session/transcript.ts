@@ -46,7 +46,7 @@ export const MAX_CONTEXT_BYTES = 1024;
 export const MAX_QKD_KEYS = 8;
 /** The body has exactly this many fields. */
 const BODY_FIELDS = 19;
-/** Agent names as the registry allows them (src/core/agents.ts). */
+/** Agent names as the registry allows them (src/agents/registry.ts). */
 const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** `flags` bits. */
 export const FLAG_DEGRADED = 0x01;

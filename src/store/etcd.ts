@@ -3,8 +3,8 @@ import { Etcd3, type IOptions, Range } from 'etcd3';
 import { QkmError } from '../core/errors.js';
 import { EtcdKeyStore } from '../keys/etcd-store.js';
 import { etcdOp } from './etcd-errors.js';
-import type { RecordStore, StorageBackend } from './interface.js';
-import { checkNamespace, checkRecordKey, toJson } from './records.js';
+import type { EntriesOptions, RecordStore, StorageBackend } from './interface.js';
+import { checkLimit, checkNamespace, checkRecordKey, toJson } from './records.js';
 
 export interface EtcdTlsOptions {
   /** PEM file of the CA that signed the etcd members' certificates. */
@@ -168,15 +168,16 @@ class EtcdRecordStore<T> implements RecordStore<T> {
     );
   }
 
-  async entries(prefix = ''): Promise<Array<[string, T]>> {
+  async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {
     this.#assertOpen();
-    const res = await this.#op(() =>
-      this.#client
+    const limit = checkLimit(options.limit);
+    const res = await this.#op(() => {
+      const q = this.#client
         .getAll()
         .inRange(Range.prefix(this.#ns + prefix))
-        .sort('Key', 'Ascend')
-        .exec(),
-    );
+        .sort('Key', 'Ascend');
+      return (limit === undefined ? q : q.limit(limit)).exec();
+    });
     const cut = Buffer.byteLength(this.#ns, 'utf8');
     return res.kvs.map((kv) => [
       kv.key.subarray(cut).toString('utf8'),

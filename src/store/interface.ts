@@ -15,8 +15,16 @@ export interface RecordStore<T> {
    */
   putIfAbsent(key: string, value: T): Promise<boolean>;
   del(key: string): Promise<void>;
-  /** All records in key order (optionally only keys starting with `prefix`). */
-  entries(prefix?: string): Promise<Array<[string, T]>>;
+  /**
+   * All records in key order (optionally only keys starting with `prefix`), or only the first
+   * `limit` of them: a page costs O(limit) reads, not a scan of the prefix.
+   */
+  entries(prefix?: string, options?: EntriesOptions): Promise<Array<[string, T]>>;
+}
+
+export interface EntriesOptions {
+  /** At most this many records (a positive integer). */
+  limit?: number;
 }
 
 /** One opened storage backend: the key store plus namespaced record stores, sharing one database. */

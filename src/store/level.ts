@@ -2,10 +2,10 @@ import { mkdir } from 'node:fs/promises';
 import type { AbstractSublevel } from 'abstract-level';
 import { ClassicLevel } from 'classic-level';
 import { LevelKeyStore, type RootDb } from '../keys/level-store.js';
-import type { RecordStore, StorageBackend } from './interface.js';
+import type { EntriesOptions, RecordStore, StorageBackend } from './interface.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { levelOp, toStoreError } from './level-errors.js';
-import { checkNamespace, checkRecordKey, toJson } from './records.js';
+import { checkLimit, checkNamespace, checkRecordKey, toJson } from './records.js';
 
 export interface LevelBackendOptions {
   /** Directory of the LevelDB database (created, mode 0700, if missing). */
@@ -119,11 +119,12 @@ class LevelRecordStore<T> implements RecordStore<T> {
     await this.#locks.run(key, () => this.#write({ type: 'del', sublevel: this.#db, key }));
   }
 
-  async entries(prefix = ''): Promise<Array<[string, T]>> {
+  async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {
+    const limit = checkLimit(options.limit) ?? Number.POSITIVE_INFINITY;
     return levelOp(this.#path, async () => {
       const out: Array<[string, T]> = [];
       for await (const [key, json] of this.#db.iterator(prefix === '' ? {} : { gte: prefix })) {
-        if (!key.startsWith(prefix)) break;
+        if (!key.startsWith(prefix) || out.length >= limit) break;
         out.push([key, JSON.parse(json) as T]);
       }
       return out;

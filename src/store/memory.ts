@@ -1,7 +1,7 @@
 import { MemoryKeyStore } from '../keys/memory-store.js';
 import { QkmError } from '../core/errors.js';
-import type { RecordStore, StorageBackend } from './interface.js';
-import { checkNamespace, checkRecordKey, compareUtf8, toJson } from './records.js';
+import type { EntriesOptions, RecordStore, StorageBackend } from './interface.js';
+import { checkLimit, checkNamespace, checkRecordKey, compareUtf8, toJson } from './records.js';
 
 /**
  * In-memory storage backend for tests and demos: a `MemoryKeyStore` plus JSON record stores.
@@ -69,11 +69,13 @@ class MemoryRecordStore<T> implements RecordStore<T> {
     this.#data.delete(key);
   }
 
-  async entries(prefix = ''): Promise<Array<[string, T]>> {
+  async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {
     this.#assertOpen();
+    const limit = checkLimit(options.limit);
     return [...this.#data.keys()]
       .filter((k) => k.startsWith(prefix))
       .sort(compareUtf8)
+      .slice(0, limit)
       .map((k) => [k, JSON.parse(this.#data.get(k)!) as T]);
   }
 

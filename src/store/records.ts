@@ -31,3 +31,11 @@ export function toJson(value: unknown): string {
 export function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
+
+/** The `limit` of an `entries` call: undefined (all) or a positive safe integer. */
+export function checkLimit(limit: unknown): number | undefined {
+  if (limit === undefined) return undefined;
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1)
+    throw new TypeError('entries limit must be a positive integer');
+  return limit;
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/api/metrics.js';
 import { QkdLinkBoard } from '../../src/core/qkd-links.js';
-import type { ApplianceStatus } from '../../src/core/status.js';
+import type { ApplianceStatus } from '../../src/status.js';
 import { FakeEntropy } from '../helpers/api-fakes.js';
 import { promtoolAvailable, promtoolCheck } from '../helpers/promtool.js';
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import type { BenchRecord } from './types.js';
 
@@ -68,6 +69,7 @@ function median(xs: number[]): number {
 export default async function run(): Promise<BenchRecord[]> {
   const dir = await mkdtemp(join(tmpdir(), 'qkm-bench-'));
   const appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: {

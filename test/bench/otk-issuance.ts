@@ -9,11 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import type { Provenance } from '../../src/core/provenance.js';
-import { type PrekeyRecord, PrekeyStore, type SignedPrekey } from '../../src/governance/prekeys.js';
+import {
+  type PrekeyIndexEntry,
+  type PrekeyRecord,
+  PrekeyStore,
+  type SignedPrekey,
+} from '../../src/governance/prekeys.js';
 import { Directory } from '../../src/provider/directory.js';
-import { toBase64url } from '../../src/session/encoding.js';
+import { identityFromSeed } from '../../src/session/identity.js';
 import { openLevelBackend } from '../../src/store/level.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import type { BenchRecord } from './types.js';
@@ -36,13 +40,18 @@ const PROVENANCE: Provenance = {
 };
 
 export default async function run(): Promise<BenchRecord[]> {
-  const signing = ml_dsa65.keygen(new Uint8Array(32).fill(1));
-  const nodeId = '0b'.repeat(16);
+  const identity = identityFromSeed(
+    new Uint8Array(96).fill(1),
+    { region: 'EU', created: new Date(0).toISOString() },
+    PROVENANCE,
+  );
+  const nodeId = identity.nodeId;
   const nodeStore = createMemoryBackend();
   const prekeys = new PrekeyStore({
-    signer: { nodeId, signing },
+    signer: identity,
     keys: nodeStore.keys,
     records: nodeStore.records<PrekeyRecord>('prekeys'),
+    index: nodeStore.records<PrekeyIndexEntry>('prekey-ids'),
     seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
   });
   const aid = 'bob@example.com:calendar';
@@ -55,7 +64,7 @@ export default async function run(): Promise<BenchRecord[]> {
   const store = await openLevelBackend({ path: join(dir, 'db'), kek: new Uint8Array(randomBytes(32)) });
   try {
     const directory = new Directory({ store });
-    await directory.enroll(nodeId, toBase64url(signing.publicKey));
+    await directory.enroll(identity.bundle);
     await directory.registerAgent(nodeId, aid, 'http://127.0.0.1:1');
     await directory.setPolicy(nodeId, aid, [{ pattern: '*', budget: COUNT }]);
     for (let i = 0; i < COUNT; i += 100) await directory.uploadPrekeys(nodeId, aid, batch.slice(i, i + 100));

@@ -2,12 +2,15 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { cpus, totalmem } from 'node:os';
 import { createInterface } from 'node:readline';
+import { progressOf } from '../../src/cli/progress.js';
 import type { BenchRecord } from './types.js';
 
 /**
  * `npm run bench [name ...]`: runs each benchmark module in turn, prints one JSON object per
  * line on stdout (machine-readable), then a human summary. Every goal is a ratio against a
  * baseline measured in the same run, so the numbers mean the same on a noisy machine.
+ * Which benchmark is running goes to stderr, as for the CLI's long commands (src/cli/progress.ts):
+ * on a terminal, or with `--progress`; never with `--quiet`.
  */
 const BENCHES = [
   'drbg',
@@ -80,8 +83,11 @@ async function main(): Promise<void> {
   };
   console.log(JSON.stringify({ bench: 'machine', ...machine }));
   const all: BenchRecord[] = [];
-  for (const name of names) {
+  const progress = progressOf({ quiet: wanted.includes('--quiet'), progress: wanted.includes('--progress') });
+  for (const [i, name] of names.entries()) {
+    progress.step(`bench ${i + 1}/${names.length}: ${name}`);
     const records = await runIsolated(name);
+    progress.done();
     for (const r of records) {
       console.log(JSON.stringify(r));
       all.push(r);

@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import type { BenchRecord } from './types.js';
 
@@ -60,6 +61,7 @@ async function du(dir: string): Promise<number> {
 export default async function run(): Promise<BenchRecord[]> {
   const dir = await mkdtemp(join(tmpdir(), 'qkm-soak-'));
   const appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: {

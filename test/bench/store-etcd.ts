@@ -2,6 +2,7 @@ import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { type QkmConfig, loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -50,7 +51,11 @@ export default async function run(): Promise<BenchRecord[]> {
   let cluster: EtcdCluster | undefined;
   const started: Appliance[] = [];
   try {
-    const level = await Appliance.start({ config: config(join(root, 'level')), logger });
+    const level = await Appliance.start({
+      simulator: simulatedQuantis,
+      config: config(join(root, 'level')),
+      logger,
+    });
     started.push(level);
     const levelToken = (await readFile(level.tokenFiles.default!, 'utf8')).trim();
     await pairsPerSecond([level.url], levelToken); // warm-up
@@ -60,13 +65,21 @@ export default async function run(): Promise<BenchRecord[]> {
 
     cluster = await EtcdCluster.start();
     const store = { backend: 'etcd' as const, endpoints: cluster.endpoints, prefix: 'bench/' };
-    const first = await Appliance.start({ config: config(join(root, 'a'), { ...store, node: 'a' }), logger });
+    const first = await Appliance.start({
+      simulator: simulatedQuantis,
+      config: config(join(root, 'a'), { ...store, node: 'a' }),
+      logger,
+    });
     started.push(first);
     for (const name of ['b', 'c']) await cp(join(root, 'a'), join(root, name), { recursive: true });
     const token = (await readFile(first.tokenFiles.default!, 'utf8')).trim();
     for (const name of ['b', 'c']) {
       started.push(
-        await Appliance.start({ config: config(join(root, name), { ...store, node: name }), logger }),
+        await Appliance.start({
+          simulator: simulatedQuantis,
+          config: config(join(root, name), { ...store, node: name }),
+          logger,
+        }),
       );
     }
     const urls = started.map((a) => a.url);

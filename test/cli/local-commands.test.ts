@@ -113,6 +113,10 @@ describe('qkm selftest drbg', () => {
     const report = JSON.parse(j.stdout) as CavpReport;
     expect(report.sections.find((s) => s.name === 'SHA3-256')?.unsupported).toBeTruthy();
     expect(report).toMatchObject({ passed: 1, failed: 1 });
+    expect(JSON.parse(j.stderr)).toEqual({
+      error: 'SELFTEST_FAILED',
+      message: 'DRBG self-test failed: 1 case(s) failed; unsupported section(s): SHA3-256',
+    });
   });
 
   it('fails (exit 1) on a file with no test cases', async () => {
@@ -232,7 +236,14 @@ describe('qkm sources', () => {
     const report = JSON.parse(r.stdout) as SourceTestReport;
     expect(report).toMatchObject({ id, verdict: 'fail', bytesRead: 0 });
     expect(report.error?.failure).toBeDefined();
-    expect(r.stderr).toMatch(new RegExp(`^qkm: source ${id} failed: `));
+    // --json: the report on stdout, the failure as {error, message} on stderr.
+    expect(JSON.parse(r.stderr)).toEqual({
+      error: 'SOURCE_TEST_FAILED',
+      message: expect.stringMatching(new RegExp(`^source ${id} failed: `)),
+    });
+    const text = await runCli('sources', 'test', id);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toMatch(new RegExp(`^qkm: source ${id} failed: `));
   });
 
   it('exits 1 for an unknown id or an absent device, 2 for a bad --samples', async () => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import { repoRoot } from './run-cli.js';
@@ -60,6 +61,7 @@ describe('qkm start and signals', () => {
     expect(await exited).toEqual({ code: 0, signal: null });
 
     const again = await Appliance.start({
+      simulator: simulatedQuantis,
       config: loadConfig({ env: {}, overrides: { dataDir, port: 0, mode: 'simulator' } }),
       logger: createLogger({ level: 'silent' }),
     });

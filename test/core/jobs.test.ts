@@ -70,6 +70,28 @@ describe('JobScheduler', () => {
     jobs.stop();
   });
 
+  it('refuses an invalid cron expression, naming the job', () => {
+    const jobs = new JobScheduler(logger);
+    expect(() => jobs.cron('reseed', 'not cron', async () => undefined)).toThrow(RangeError);
+    expect(() => jobs.cron('reseed', 'not cron', async () => undefined)).toThrow(/reseed/);
+    expect(jobs.names()).toEqual([]);
+  });
+
+  it('without a logger, a failing run is dropped and the schedule kept', async () => {
+    vi.useFakeTimers();
+    const jobs = new JobScheduler();
+    let runs = 0;
+    jobs.every('quiet', 100, async () => {
+      runs++;
+      throw new Error('nobody listens');
+    });
+    await vi.advanceTimersByTimeAsync(250);
+    expect(runs).toBe(2);
+    expect(lines).toHaveLength(0);
+    jobs.stop();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it('schedules cron jobs by expression and stops them', () => {
     const jobs = new JobScheduler(logger);
     jobs.cron('sweep', '*/5 * * * *', async () => undefined);

@@ -11,6 +11,7 @@ import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { ProvenanceSchema } from '../../src/api/schemas.js';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis, type SimulatedAppliance } from '../../src/cli/simulator.js';
 import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
@@ -26,7 +27,7 @@ const repoRoot = resolve(import.meta.dirname, '../..');
 const run = promisify(execFile);
 const logLines: string[] = [];
 let dir: string;
-let appliance: Appliance;
+let appliance: SimulatedAppliance;
 let client: QkmClient;
 let admin: QkmClient;
 
@@ -37,7 +38,7 @@ function config() {
   });
 }
 
-async function startAppliance(): Promise<Appliance> {
+async function startAppliance(): Promise<SimulatedAppliance> {
   const logger = createLogger({
     level: 'debug',
     destination: new Writable({
@@ -48,6 +49,7 @@ async function startAppliance(): Promise<Appliance> {
     }),
   });
   return Appliance.start({
+    simulator: simulatedQuantis,
     config: config(),
     logger,
     entropyTuning: { monitor: { backoff: { initialMs: 50, maxMs: 400, factor: 2 }, sentinelIntervalMs: 50 } },
@@ -153,7 +155,7 @@ describe('entropy over HTTP', () => {
 
 describe('fault injection on the simulated Quantis', () => {
   const faults: Array<
-    [string, Parameters<NonNullable<Appliance['simulatedQuantis']>['device']['setFaults']>[0]]
+    [string, Parameters<NonNullable<SimulatedAppliance['simulator']>['device']['setFaults']>[0]]
   > = [
     ['stuck output', { stuck: true }],
     ['bias', { bias: 0.5 }],
@@ -163,7 +165,7 @@ describe('fault injection on the simulated Quantis', () => {
   ];
   for (const [name, fault] of faults) {
     it(`${name}: quarantines the source, flags output degraded, refuses require=quantum, then recovers`, async () => {
-      const device = appliance.simulatedQuantis!.device;
+      const device = appliance.simulator!.device;
       device.setFaults(fault);
       try {
         await waitFor('source to leave healthy', async () =>
@@ -198,7 +200,7 @@ describe('fault injection on the simulated Quantis', () => {
   }
 
   it('unplug: the source detaches and output is degraded; replug: a fresh start-up test, then quantum again', async () => {
-    const device = appliance.simulatedQuantis!.device;
+    const device = appliance.simulator!.device;
     device.unplug();
     await waitFor('detach', async () => ((await quantisState()) === 'detached' ? true : undefined));
     expect((await client.entropy(8)).provenance.degraded).toBe(true);

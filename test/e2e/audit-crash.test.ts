@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isQkmError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -81,6 +82,7 @@ describe('audit and key store after kill -9 under load', () => {
     expect(created.length).toBeGreaterThan(200);
 
     const appliance = await Appliance.start({
+      simulator: simulatedQuantis,
       config: loadConfig({
         env: {},
         overrides: { dataDir, port: 0, logLevel: 'silent', mode: 'simulator' },

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis, type SimulatedAppliance } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -19,7 +20,7 @@ import { waitFor } from '../helpers/wait.js';
 
 const LIMIT_MS = 1000;
 let dir: string;
-let appliance: Appliance;
+let appliance: SimulatedAppliance;
 let client: QkmClient;
 let token: string;
 
@@ -28,6 +29,7 @@ const quantumSource = async () => (await client.status()).entropy.sources.find((
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qkm-fault-latency-'));
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', mode: 'simulator' },
@@ -107,7 +109,7 @@ describe('fault detection latency at the default settings', () => {
 
   for (const [name, inject] of faults) {
     it(`${name}: status, metrics and provenance show it within 1 s (idle)`, async () => {
-      const device = appliance.simulatedQuantis!.device;
+      const device = appliance.simulator!.device;
       // Let the appliance sit idle first: a long quiet spell is what the read-ahead hid faults in.
       await new Promise((r) => setTimeout(r, 1500));
       const t0 = performance.now();
@@ -126,7 +128,7 @@ describe('fault detection latency at the default settings', () => {
 
   for (const [name, inject] of faults.slice(0, 3)) {
     it(`${name}: under load, no answer received 1 s after the fault claims quantum`, async () => {
-      const device = appliance.simulatedQuantis!.device;
+      const device = appliance.simulator!.device;
       const answers: Array<{ at: number; degraded: boolean; sourceHealthy: boolean }> = [];
       let stop = false;
       let t0 = Number.POSITIVE_INFINITY;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { type QkmApiError, QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -30,7 +31,7 @@ async function start(): Promise<Appliance> {
     overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', mode: 'simulator' },
   });
   // A short window would make the test depend on the clock; the default (one day) is used.
-  return Appliance.start({ config, logger: createLogger({ level: 'silent' }) });
+  return Appliance.start({ simulator: simulatedQuantis, config, logger: createLogger({ level: 'silent' }) });
 }
 
 async function connect(): Promise<void> {

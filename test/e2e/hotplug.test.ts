@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis, type SimulatedAppliance } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -13,7 +14,7 @@ import { waitFor } from '../helpers/wait.js';
  * simulated bus becomes a source of its own through the same driver watch() a real bus uses.
  */
 let dir: string;
-let appliance: Appliance;
+let appliance: SimulatedAppliance;
 let client: QkmClient;
 let admin: QkmClient;
 
@@ -22,6 +23,7 @@ const stateOf = async (id: string) => (await client.status()).entropy.sources.fi
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qkm-hotplug-'));
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'warn', mode: 'simulator' },
@@ -46,7 +48,7 @@ afterAll(async () => {
 
 describe('hot-plug', () => {
   it('a Quantis plugged in while running becomes a source, carries the service when the first is unplugged, and a replug adds nothing', async () => {
-    const sim = appliance.simulatedQuantis!;
+    const sim = appliance.simulator!;
     await waitFor('first source healthy', async () => (await stateOf('quantis-usb:SIM00001')) === 'healthy');
 
     sim.transport.addQuantis({ serial: 'SIM00002' });

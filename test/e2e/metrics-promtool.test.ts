@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -29,6 +30,7 @@ const scrape = async () => {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qkm-metrics-'));
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'warn', mode: 'simulator' },

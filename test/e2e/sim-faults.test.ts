@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -21,6 +22,7 @@ let agent: QkmClient;
 
 const start = (mode: 'simulator' | 'hardware', sub: string) =>
   Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: { dataDir: join(dir, sub), port: 0, logLevel: 'silent', mode },

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Appliance } from '../../src/app.js';
+import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { QkmClient } from '../../src/client/client.js';
 import { loadConfig } from '../../src/core/config.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
@@ -20,6 +21,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'qkm-strict-'));
   const base = loadConfig({ env: {}, overrides: { mode: 'simulator' } });
   appliance = await Appliance.start({
+    simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
       overrides: {

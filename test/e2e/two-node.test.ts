@@ -304,7 +304,15 @@ describe('two nodes on loopback', () => {
   }, 20_000);
 
   it('runDemo (what `qkm demo` prints) reaches every posture with equal keys and working messages', async () => {
-    const report = await runDemo(setup);
+    const stages: string[] = [];
+    const report = await runDemo(setup, { onProgress: (s) => stages.push(s) });
+    // The CLI's progress lines: one per stage, in order, each session numbered.
+    expect(stages.filter((s) => / \d\/3 /.test(s))).toEqual([
+      'demo: 1/3 QKD+PQC+QRNG session',
+      'demo: 2/3 PQC+QRNG session',
+      'demo: 3/3 PQC session',
+    ]);
+    expect(stages).toHaveLength(9);
     expect(report.runs.map((r) => [r.target, r.posture])).toEqual([
       ['QKD+PQC+QRNG', 'QKD+PQC+QRNG'],
       ['PQC+QRNG', 'PQC+QRNG'],

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
 import type { Provenance } from '../../src/core/provenance.js';
 import {
+  type PrekeyIndexEntry,
   type PrekeyRecord,
   PrekeyStore,
   type SignedPrekey,
@@ -40,6 +41,7 @@ function prekeys(store: StorageBackend, clock = { t: Date.now() }) {
     signer,
     keys: store.keys,
     records: store.records<PrekeyRecord>('prekeys'),
+    index: store.records<PrekeyIndexEntry>('prekey-ids'),
     seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
     now: () => clock.t,
   });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { QkmError } from '../../src/core/errors.js';
+import { JobScheduler } from '../../src/core/jobs.js';
 import type {
   EntropyProvider,
   EntropyRequest,
@@ -203,15 +204,16 @@ describe('KeyService', () => {
     }
   });
 
-  it('startSweeper sweeps on its interval and stops', async () => {
+  it('sweeps on a JobScheduler tick (as the appliance schedules it) and stops with it', async () => {
     vi.useFakeTimers();
     try {
       await service.create({ size: 16, ttlSeconds: 1 });
       clock = new Date(T0.getTime() + 2000);
-      const sweeper = service.startSweeper(1000);
+      const jobs = new JobScheduler();
+      jobs.every('key-expiry-sweep', 1000, async () => void (await service.sweep()));
       await vi.advanceTimersByTimeAsync(1000);
       expect((await service.counts()).expired).toBe(1);
-      sweeper.stop();
+      jobs.stop();
       expect(vi.getTimerCount()).toBe(0);
     } finally {
       vi.useRealTimers();

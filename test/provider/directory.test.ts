@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
 import type { Provenance } from '../../src/core/provenance.js';
-import { type PrekeyRecord, PrekeyStore } from '../../src/governance/prekeys.js';
+import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from '../../src/governance/prekeys.js';
 import { Directory } from '../../src/provider/directory.js';
-import { toBase64url } from '../../src/session/encoding.js';
+import { identityFromSeed } from '../../src/session/identity.js';
+import type { StorageBackend } from '../../src/store/interface.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
+import { BACKENDS, type BackendHarness, ETCD_SKIP, stopSharedEtcd } from '../keys/helpers.js';
 
 const PROVENANCE: Provenance = {
   seedOrigin: 'quantum',
@@ -27,16 +28,21 @@ const ALICE = 'alice@example.com:mail';
 const EVE = 'eve@evil.example:mail';
 
 function node(fill: number) {
-  const signing = ml_dsa65.keygen(new Uint8Array(32).fill(fill));
-  const nodeId = fill.toString(16).padStart(2, '0').repeat(16);
+  const id = identityFromSeed(
+    new Uint8Array(96).fill(fill),
+    { region: 'EU', created: '2026-01-01T00:00:00.000Z' },
+    PROVENANCE,
+  );
+  const nodeId = id.nodeId;
   const store = createMemoryBackend();
   const prekeys = new PrekeyStore({
-    signer: { nodeId, signing },
+    signer: id,
     keys: store.keys,
     records: store.records<PrekeyRecord>('prekeys'),
+    index: store.records<PrekeyIndexEntry>('prekey-ids'),
     seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
   });
-  return { nodeId, pk: toBase64url(signing.publicKey), prekeys };
+  return { nodeId, bundle: id.bundle, prekeys };
 }
 
 async function code(p: Promise<unknown>): Promise<string | undefined> {
@@ -48,22 +54,45 @@ async function code(p: Promise<unknown>): Promise<string | undefined> {
   }
 }
 
-async function setup() {
-  const dir = new Directory({ store: createMemoryBackend() });
-  const b = node(0xb);
-  const a = node(0xa);
-  await dir.enroll(b.nodeId, b.pk, 'node B');
-  await dir.enroll(a.nodeId, a.pk, 'node A');
-  await dir.registerAgent(b.nodeId, BOB, 'http://127.0.0.1:7301');
-  await dir.setPolicy(b.nodeId, BOB, [
-    { pattern: '*@example.com:*', budget: 2 },
-    { pattern: '*@evil.example:*', budget: -1 },
-  ]);
-  await dir.uploadPrekeys(b.nodeId, BOB, await b.prekeys.publishBatch(BOB, 3));
-  return { dir, a, b };
+const A = node(0xa);
+const B = node(0xb);
+
+afterAll(() => stopSharedEtcd(), 30_000);
+
+if (ETCD_SKIP !== undefined) {
+  describe('Provider directory: etcd', () => {
+    it.skip(`skipped: ${ETCD_SKIP}`, () => undefined);
+  });
 }
 
-describe('Provider directory', () => {
+/** The directory conformance suite: the same behaviour on every record store (#14). */
+describe.each(BACKENDS)('Provider directory on $name', ({ make }) => {
+  let harness: BackendHarness | undefined;
+  let store: StorageBackend | undefined;
+  afterEach(async () => {
+    await store?.close();
+    await harness?.cleanup();
+    store = undefined;
+    harness = undefined;
+  });
+
+  async function setup() {
+    harness = await make();
+    store = await harness.open();
+    const dir = new Directory({ store });
+    const b = B;
+    const a = A;
+    await dir.enroll(b.bundle, 'node B');
+    await dir.enroll(a.bundle, 'node A');
+    await dir.registerAgent(b.nodeId, BOB, 'http://127.0.0.1:7301');
+    await dir.setPolicy(b.nodeId, BOB, [
+      { pattern: '*@example.com:*', budget: 2 },
+      { pattern: '*@evil.example:*', budget: -1 },
+    ]);
+    await dir.uploadPrekeys(b.nodeId, BOB, await b.prekeys.publishBatch(BOB, 3));
+    return { dir, a, b };
+  }
+
   it('hands out exactly one OTK per bundle, budget permitting, and nothing on refusal', async () => {
     const { dir, b } = await setup();
     const first = await dir.bundle(BOB, ALICE);
@@ -114,7 +143,35 @@ describe('Provider directory', () => {
     expect(await code(dir.registerAgent(a.nodeId, 'x@example.com:y', 'ftp://nope'))).toBe(
       'INVALID_PARAMETER',
     );
-    expect(await code(dir.enroll('zz', a.pk))).toBe('INVALID_PARAMETER');
+    expect(await code(dir.enroll({ ...a.bundle, region: 'US' }))).toBe('BUNDLE_INVALID');
+    expect(await code(dir.enroll('zz'))).toBe('BUNDLE_INVALID');
+  });
+
+  it('a node asks bundles only for its own initiator agents, and a refusal consumes nothing', async () => {
+    const { dir, a, b } = await setup();
+    await dir.registerAgent(a.nodeId, ALICE, 'http://127.0.0.1:7302');
+    // Node B may not spend Alice's budget (nor borrow her standing in Bob's policy).
+    expect(await code(dir.bundle(BOB, ALICE, { requester: b.nodeId }))).toBe('FORBIDDEN');
+    expect(await code(dir.bundle(BOB, 'nobody@example.com:x', { requester: a.nodeId }))).toBe('FORBIDDEN');
+    expect(await code(dir.bundle(BOB, ALICE, { requester: node(0xc).nodeId }))).toBe('NODE_NOT_ENROLLED');
+    expect((await dir.contacts.explain(BOB, ALICE)).used).toBe(0);
+    expect(await dir.remainingOtks(BOB)).toBe(3);
+    const got = await dir.bundle(BOB, ALICE, { requester: a.nodeId });
+    expect(got.node.identity).toEqual(b.bundle);
+    expect(await dir.prekeyStock(b.nodeId, BOB)).toEqual({ otks: 2, lastResortExpires: null });
+    expect(await code(dir.prekeyStock(a.nodeId, BOB))).toBe('FORBIDDEN');
+  });
+
+  it('the state survives reopening the store (durable backends)', async () => {
+    const { dir, b } = await setup();
+    if (!harness?.durable || !store) return;
+    await dir.bundle(BOB, ALICE);
+    store = await harness.reopen(store);
+    const again = new Directory({ store });
+    expect(await again.enrolled(b.nodeId)).toMatchObject({ label: 'node B' });
+    expect(await again.remainingOtks(BOB)).toBe(2);
+    expect((await again.contacts.explain(BOB, ALICE)).used).toBe(1);
+    expect(await again.stats()).toEqual({ nodes: 2, agents: 1, otks: 2, lastResort: 0 });
   });
 
   it('concurrent bundle requests never hand out one OTK twice or exceed the budget', async () => {

@@ -82,6 +82,16 @@ describe.each(BACKENDS)('RecordStore conformance: $name', ({ make }) => {
     expect(await r.entries('zz')).toEqual([]);
   });
 
+  it('entries with a limit returns the first records of the prefix, in key order', async () => {
+    const r = backend.records<string>('paged');
+    for (const k of ['b/2', 'a/1', 'b/1', 'c', 'b/10']) await r.put(k, k);
+    expect(await r.entries('b/', { limit: 1 })).toEqual([['b/1', 'b/1']]);
+    expect((await r.entries('', { limit: 3 })).map(([k]) => k)).toEqual(['a/1', 'b/1', 'b/10']);
+    expect((await r.entries('b/', { limit: 10 })).map(([k]) => k)).toEqual(['b/1', 'b/10', 'b/2']);
+    for (const bad of [0, -1, 1.5, Number.NaN, '2'])
+      await expect(r.entries('', { limit: bad as number })).rejects.toThrow(TypeError);
+  });
+
   it('entries order is UTF-8 byte order for any keys (same on every backend)', async () => {
     const r = backend.records<number>('order');
     await fc.assert(

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { SCOPES, type AgentRegistry, type Scope } from '../../core/agents.js';
+import { SCOPES, type AgentRegistry, type Scope } from '../../agents/registry.js';
 import type { AuditSink } from '../../audit/types.js';
-import type { ApplianceStatus } from '../../core/status.js';
+import type { ApplianceStatus } from '../../status.js';
 import type { QkmMetrics } from '../metrics.js';
 import { SourceSnapshot, errorResponses } from '../schemas.js';
 import { STATUS_PAGE_HTML } from '../status-page.js';

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { QuantisFaults, SimulatedQuantisDevice } from '../../../simulators/quantis/index.js';
 import type { AuditSink } from '../../audit/types.js';
 import { QkmError } from '../../core/errors.js';
 import { errorResponses } from '../schemas.js';
@@ -35,18 +34,44 @@ const FaultsSchema = Type.Object({
   ais31Pending: Type.Boolean(),
 });
 
+/** The faults a simulated entropy device can be switched into (see simulators/quantis). */
+export interface SimulatedFaults {
+  stall: boolean;
+  shortPacket: boolean;
+  stuck: boolean;
+  /** Fraction (0–1) of output bytes forced to 0x00. */
+  bias: number;
+  statusNotReady: boolean;
+}
+
+/**
+ * The fault controls of a simulated entropy device, as these routes drive them. Types only: the
+ * simulator implements it (`SimulatedQuantisDevice`), and the API never loads the simulators.
+ */
+export interface SimulatedFaultTarget {
+  readonly serial: string;
+  readonly attached: boolean;
+  readonly ais31Pending: boolean;
+  getFaults(): SimulatedFaults;
+  setFaults(faults: Partial<SimulatedFaults>): void;
+  clearFaults(): void;
+  raiseAis31(): void;
+  unplug(): void;
+  replug(): void;
+}
+
 export interface SimRoutesOptions {
   /** The simulated device, or undefined in hardware mode. */
-  device: SimulatedQuantisDevice | undefined;
+  device: SimulatedFaultTarget | undefined;
   audit?: AuditSink;
 }
 
-function view(d: SimulatedQuantisDevice): QuantisFaults & { attached: boolean; ais31Pending: boolean } {
+function view(d: SimulatedFaultTarget): SimulatedFaults & { attached: boolean; ais31Pending: boolean } {
   return { ...d.getFaults(), attached: d.attached, ais31Pending: d.ais31Pending };
 }
 
 export const simRoutes: FastifyPluginAsyncTypebox<SimRoutesOptions> = async (app, opts) => {
-  const device = (): SimulatedQuantisDevice => {
+  const device = (): SimulatedFaultTarget => {
     if (!opts.device) {
       throw new QkmError(
         'SIMULATOR_ONLY',

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { Appliance } from '../../app.js';
+import { simulatedQuantis } from '../simulator.js';
 import { type QkmConfig, loadConfig } from '../../core/config.js';
 import { CliError, type GlobalOptions, print, setLongRunning } from '../context.js';
 
@@ -43,7 +44,7 @@ export function registerApplianceCommands(program: Command): void {
           `qkm: WARNING: listening on ${config.host}, not loopback; agents elsewhere can reach the API (tokens still required)\n`,
         );
       }
-      const appliance = await Appliance.start({ config });
+      const appliance = await Appliance.start({ simulator: simulatedQuantis, config });
       setLongRunning();
       const info = {
         url: appliance.url,
@@ -92,7 +93,7 @@ export function registerApplianceCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & StartFlags;
       const config = { ...configFrom(opts), host: '127.0.0.1', port: 0 };
-      const appliance = await Appliance.start({ config });
+      const appliance = await Appliance.start({ simulator: simulatedQuantis, config });
       const info = {
         dataDir: config.dataDir,
         nodeId: appliance.identity.nodeId,

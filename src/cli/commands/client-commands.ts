@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import type { ApplianceStatus } from '../../core/status.js';
-import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
+import type { ApplianceStatus } from '../../status.js';
+import { CliError, EXIT, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Commands that talk to a running appliance through the client SDK. */
 
@@ -35,7 +35,9 @@ function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
 export function registerClientCommands(program: Command): void {
   program
     .command('status')
-    .description('show sources, health, DRBG, keys, QKD links and degraded flags')
+    .description(
+      'show sources, health, DRBG, keys, QKD links and degraded flags; exit 0 healthy, 3 degraded, 4 unreachable',
+    )
     .action(async (_o, cmd: Command) => {
       const opts = globals(cmd);
       const s = await (await clientOf(opts)).status();
@@ -67,6 +69,8 @@ export function registerClientCommands(program: Command): void {
         ];
         return lines.join('\n');
       });
+      // Monitoring scripts branch on the code: degraded is an answer, not a failure to get one.
+      if (s.degraded) process.exitCode = EXIT.DEGRADED;
     });
 
   program
@@ -89,13 +93,16 @@ export function registerClientCommands(program: Command): void {
         print(
           opts,
           { data: encoded, encoding: o.hex ? 'hex' : 'base64', bytes: r.bytes, provenance: r.provenance },
-          () =>
-            [
-              encoded,
-              `# ${r.bytes} bytes from ${r.provenance.drbg.name}, seed ${r.provenance.seedOrigin}` +
-                `${r.provenance.degraded ? `, DEGRADED: ${r.provenance.reason}` : ''}`,
-            ].join('\n'),
+          () => encoded,
         );
+        // stdout is exactly the bytes, so that `$(qkm entropy --bytes 32 --hex)` is usable as is;
+        // where they came from goes to stderr (not with --quiet).
+        if (!opts.json && !opts.quiet) {
+          process.stderr.write(
+            `# ${r.bytes} bytes from ${r.provenance.drbg.name}, seed ${r.provenance.seedOrigin}` +
+              `${r.provenance.degraded ? `, DEGRADED: ${r.provenance.reason}` : ''}\n`,
+          );
+        }
       },
     );
 

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { formatReport, runDemo } from '../../demo/run.js';
 import { type TwoNodeSetup, startTwoNodeSetup } from '../../demo/setup.js';
 import { CliError, type GlobalOptions, setLongRunning } from '../context.js';
+import { progressOf } from '../progress.js';
 
 /**
  * `qkm demo`: two qkm nodes, the KME pair and the BB84 link (in a child process) on loopback; two
@@ -44,6 +45,8 @@ function holdUntilSignal(setup: TwoNodeSetup): void {
 }
 
 async function demoAction(o: DemoOptions, g: GlobalOptions): Promise<void> {
+  const progress = progressOf(g);
+  progress.step('demo: starting the KME pair, the BB84 link and two nodes');
   const setup = await startTwoNodeSetup({
     // The KMEs are other machines: in a process of their own, the timings the demo reports do
     // not include their work.
@@ -53,13 +56,15 @@ async function demoAction(o: DemoOptions, g: GlobalOptions): Promise<void> {
     ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
   });
   if (o.hold) {
+    progress.done();
     setLongRunning();
     holdUntilSignal(setup);
     process.stdout.write(`${JSON.stringify(setup.describe())}\n`);
     return;
   }
   try {
-    const report = await runDemo(setup);
+    const report = await runDemo(setup, { onProgress: (stage) => progress.step(stage) });
+    progress.done();
     process.stdout.write(g.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
     if (!report.ok) process.exitCode = 1;
   } finally {

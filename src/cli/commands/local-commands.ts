@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../../core/config.js';
 import type { EntropySourceFactory } from '../../../drivers/entropy/interface.js';
 import { osEntropyFactory } from '../../../drivers/entropy/os/index.js';
-import { createSimulatedQuantis } from '../../../simulators/quantis/index.js';
+import { SIMULATED_QUANTIS_SERIAL, createSimulatedQuantis } from '../../../simulators/quantis/index.js';
 import { type CavpReport, formatCavpReport, runCavp } from '../../entropy/cavp.js';
 import { type DrbgMechanism, parseMechanism } from '../../entropy/drbg/index.js';
 import {
@@ -14,6 +14,7 @@ import {
   testSource,
 } from '../../entropy/source-check.js';
 import { CliError, type GlobalOptions, print } from '../context.js';
+import { progressOf } from '../progress.js';
 
 /**
  * Commands that run on this host without the appliance: `selftest drbg` (NIST CAVP known
@@ -22,10 +23,10 @@ import { CliError, type GlobalOptions, print } from '../context.js';
  */
 
 /**
- * Serial number of the simulated Quantis the CLI adds in simulator mode. Fixed, so that the id
- * printed by `sources list --simulated` is the id `sources test --simulated` finds.
+ * Serial number of the simulated Quantis the CLI adds in simulator mode: the appliance's own,
+ * so that `sources list --simulated` prints the id `qkm status` shows and `sources test` finds.
  */
-export const CLI_SIMULATED_QUANTIS_SERIAL = 'SIM0001';
+export const CLI_SIMULATED_QUANTIS_SERIAL = SIMULATED_QUANTIS_SERIAL;
 
 function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
@@ -57,7 +58,7 @@ async function readOperatorFile(path: string, what: string): Promise<string> {
           : e.code === 'EISDIR'
             ? 'is a directory'
             : (e.code ?? e.message);
-    throw new CliError(`cannot read ${what} ${path}: ${why}`);
+    throw new CliError(`cannot read ${what} ${path}: ${why}`, 1, 'FILE_UNREADABLE');
   }
 }
 
@@ -160,10 +161,16 @@ export function registerLocalCommands(program: Command): void {
     .action(async (o: { vectors: string; mechanism?: DrbgMechanism }, cmd: Command) => {
       const opts = globals(cmd);
       const text = await readOperatorFile(o.vectors, 'vectors file');
-      const report = runCavp(text, o.mechanism === undefined ? {} : { mechanism: o.mechanism });
+      const progress = progressOf(opts);
+      const report = runCavp(text, {
+        ...(o.mechanism === undefined ? {} : { mechanism: o.mechanism }),
+        onGroup: (g) => progress.step(`selftest: [${g.name}] (${g.casesDone}/${g.casesTotal} cases done)`),
+      });
+      progress.done();
       print(opts, report, () => formatCavpReport(report).join('\n'));
       const problem = cavpVerdict(report);
-      if (problem !== undefined) throw new CliError(`DRBG self-test failed: ${problem}`);
+      if (problem !== undefined)
+        throw new CliError(`DRBG self-test failed: ${problem}`, 1, 'SELFTEST_FAILED');
     });
 
   const sources = program.command('sources').description('entropy sources on this host');
@@ -184,20 +191,26 @@ export function registerLocalCommands(program: Command): void {
     .action(async (id: string, o: { samples?: number; simulated?: boolean }, cmd: Command) => {
       const opts = globals(cmd);
       const factory = await factoryFor(cliSourceFactories(o), id);
-      if (factory === undefined) throw new CliError(`no entropy source ${id} (see \`qkm sources list\`)`);
+      if (factory === undefined)
+        throw new CliError(`no entropy source ${id} (see \`qkm sources list\`)`, 1, 'SOURCE_NOT_FOUND');
       // The same α as the appliance this host runs (its config file, env), default 2⁻⁴⁰.
       const config = loadConfig({ overrides: opts.data ? { dataDir: opts.data } : {} });
+      const progress = progressOf(opts);
+      progress.step(`sources test: opening ${id}`);
       const report = await testSource(factory, id, {
         ...(o.samples === undefined ? {} : { samples: o.samples }),
         alphaLog2: config.entropy.healthAlphaLog2,
+        onProgress: (done, total) =>
+          progress.tick(`sources test: ${id}: ${done}/${total} bytes read and tested`),
       });
+      progress.done();
       print(opts, report, () => formatSourceReport(report));
       if (report.verdict !== 'pass') {
         const why =
           report.error?.message ??
           (report.startup.passed ? report.continuous.failure : report.startup.failure) ??
           'health tests failed';
-        throw new CliError(`source ${id} failed: ${why}`);
+        throw new CliError(`source ${id} failed: ${why}`, 1, 'SOURCE_TEST_FAILED');
       }
     });
 }

@@ -1,5 +1,5 @@
 import { hash, randomBytes } from 'node:crypto';
-import { QkmError } from './errors.js';
+import { QkmError } from '../core/errors.js';
 import type { AuditSink } from '../audit/types.js';
 import type { RecordStore } from '../store/interface.js';
 import { canonicalAid } from '../governance/aid.js';
@@ -49,6 +49,8 @@ function newToken(): string {
 
 export class AgentRegistry {
   private readonly byHash = new Map<string, AgentRecord>();
+  /** Governed id → agent name of the live agents: `byAid` is a map lookup, not a scan. */
+  private readonly aidIndex = new Map<string, string>();
 
   private constructor(
     private readonly records: RecordStore<AgentRecord>,
@@ -58,7 +60,9 @@ export class AgentRegistry {
   static async open(records: RecordStore<AgentRecord>, audit: AuditSink): Promise<AgentRegistry> {
     const registry = new AgentRegistry(records, audit);
     for (const [, rec] of await records.entries()) {
-      if (!rec.revoked) registry.byHash.set(rec.tokenHash, rec);
+      if (rec.revoked) continue;
+      registry.byHash.set(rec.tokenHash, rec);
+      if (rec.aid) registry.aidIndex.set(rec.aid, rec.name);
     }
     return registry;
   }
@@ -92,6 +96,7 @@ export class AgentRegistry {
     await this.records.put(name, rec);
     if (existing) this.byHash.delete(existing.tokenHash);
     this.byHash.set(rec.tokenHash, rec);
+    if (aid) this.aidIndex.set(aid, name);
     await this.audit.append({
       type: 'agent.created',
       actor,
@@ -140,6 +145,7 @@ export class AgentRegistry {
     const next = { ...rec, revoked: new Date().toISOString() };
     await this.records.put(name, next);
     this.byHash.delete(rec.tokenHash);
+    if (rec.aid && this.aidIndex.get(rec.aid) === name) this.aidIndex.delete(rec.aid);
     await this.audit.append({
       type: 'agent.revoked',
       actor: opts.actor ?? 'system',
@@ -159,10 +165,11 @@ export class AgentRegistry {
 
   /** The live agent with governed id `aid` (canonical form), or undefined. */
   async byAid(aid: string): Promise<AgentInfo | undefined> {
-    for (const [, rec] of await this.records.entries()) {
-      if (!rec.revoked && rec.aid === aid) return info(rec);
-    }
-    return undefined;
+    const name = this.aidIndex.get(aid);
+    if (name === undefined) return undefined;
+    // The record, not the index, has the last word (the index is this process's view).
+    const rec = await this.records.get(name);
+    return rec && !rec.revoked && rec.aid === aid ? info(rec) : undefined;
   }
 
   /** The agent a presented token belongs to, or undefined. */

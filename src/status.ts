@@ -1,22 +1,14 @@
-import type { AuditStats } from '../audit/log.js';
-import type { EntropyStatus } from '../entropy/types.js';
-import type { KeyState } from '../keys/interface.js';
-import type { PqcInfo } from '../pqc/index.js';
-import type { SessionCounters } from '../session/handshake.js';
+import type { AuditStats } from './audit/log.js';
+import type { EntropyStatus } from './entropy/types.js';
+import type { KeyState } from './keys/interface.js';
+import type { PqcInfo } from './pqc/index.js';
+import type { SessionCounters } from './session/handshake.js';
+import type { QkdLinkState } from './core/qkd-links.js';
 
-/** One QKD link as the status page and metrics show it. */
-export interface QkdLinkState {
-  peerSaeId: string;
-  kmeId: string;
-  kmeUrl: string;
-  up: boolean;
-  storedKeyCount?: number;
-  lastError?: string;
-  lastErrorAt?: string;
-  lastOkAt?: string;
-}
-
-/** What `GET /v1/status` returns. */
+/**
+ * What `GET /v1/status` returns: one view over every subsystem, so it sits above them all (not in
+ * `src/core`, which imports nothing outside itself).
+ */
 export interface ApplianceStatus {
   version: string;
   nodeId?: string;
