@@ -18,8 +18,12 @@ import { legacyVerifications } from './pqc/domain.js';
 import { pqcInfo, usePqcBackend } from './pqc/index.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
+import { providerRoutes } from './api/routes/provider.js';
+import { ProviderClient } from './provider/client.js';
+import { ProviderSync } from './provider/sync.js';
 import { type BudgetRecord, ContactPolicies, type StoredContactPolicy } from './governance/contacts.js';
 import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from './governance/prekeys.js';
+import { TokenIssuer, type TokenRecord } from './governance/resumption.js';
 import type { QkmConfig } from './core/config.js';
 import { ensurePrivateDir, fileExists, tokenFile, writeSecretFile } from './core/datadir.js';
 import { createLogger } from './core/logger.js';
@@ -45,6 +49,7 @@ import {
   SessionService,
   qkdAvailabilityFrom,
 } from './session/index.js';
+import { directoryBundles } from './session/bundles.js';
 import type { StorageBackend } from './store/interface.js';
 import { openStore } from './store/open.js';
 
@@ -101,6 +106,15 @@ export class Appliance<C = unknown> {
   contacts!: ContactPolicies;
   /** One-time and last-resort prekeys of the governed agents (issue #12); set once in `start`. */
   prekeys!: PrekeyStore;
+  /** Access tokens this node issued as a responder (issue #12); set once in `start`. */
+  tokens!: TokenIssuer;
+  /**
+   * The Provider client (config `provider`; issue #12): a `BundleSource` for initiating
+   * handshakes, answers verified against the pinned Provider key. Undefined without a Provider.
+   */
+  provider: ProviderClient | undefined;
+  /** Publishes the governed agents, policies and prekeys to the Provider (job `provider-sync`). */
+  providerSync: ProviderSync | undefined;
 
   private constructor(
     readonly config: QkmConfig,
@@ -285,6 +299,33 @@ export class Appliance<C = unknown> {
           : {}),
         ...(config.policy ? { config: config.policy as Partial<PolicyConfig> } : {}),
       });
+      const contacts = new ContactPolicies({
+        policies: store.records<StoredContactPolicy>('contact-policies'),
+        budgets: store.records<BudgetRecord>('contact-budgets'),
+        windowSeconds: config.governance.budgetWindowSeconds,
+        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
+      });
+      const prekeys = new PrekeyStore({
+        signer: identity,
+        keys: store.keys,
+        records: store.records<PrekeyRecord>('prekeys'),
+        index: store.records<PrekeyIndexEntry>('prekey-ids'),
+        // ML-KEM seeds from quantum entropy only: never silently weaker material.
+        seed: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
+      // Access tokens (issued after governed handshakes); resumption salts from quantum entropy.
+      const tokens = new TokenIssuer({
+        tokens: store.records<TokenRecord>('access-tokens'),
+        nonces: store.records<{ at: string }>('access-token-nonces'),
+        keys: store.keys,
+        salt: async (n) => {
+          const e = await entropy.getEntropy(n, { require: 'quantum' });
+          return { data: e.bytes, provenance: e.provenance };
+        },
+      });
       const sessions = new SessionService({
         identity,
         peers,
@@ -293,6 +334,13 @@ export class Appliance<C = unknown> {
         qkd,
         store,
         audit,
+        governance: {
+          contacts,
+          prekeys,
+          tokens,
+          tokenMaxUses: config.governance.tokenMaxUses,
+          tokenTtlSeconds: config.governance.tokenTtlSeconds,
+        },
         ...(config.qkd
           ? { qkdTimeoutMs: config.qkd.timeoutMs, qkdFallbackTimeoutMs: config.qkd.fallbackTimeoutMs }
           : {}),
@@ -315,23 +363,27 @@ export class Appliance<C = unknown> {
         tokenFiles,
         simulated,
       );
-      appliance.contacts = new ContactPolicies({
-        policies: store.records<StoredContactPolicy>('contact-policies'),
-        budgets: store.records<BudgetRecord>('contact-budgets'),
-        windowSeconds: config.governance.budgetWindowSeconds,
-        isLocalAid: async (aid) => (await agents.byAid(aid)) !== undefined,
-      });
-      appliance.prekeys = new PrekeyStore({
-        signer: identity,
-        keys: store.keys,
-        records: store.records<PrekeyRecord>('prekeys'),
-        index: store.records<PrekeyIndexEntry>('prekey-ids'),
-        // ML-KEM seeds from quantum entropy only: never silently weaker material.
-        seed: async (n) => {
-          const e = await entropy.getEntropy(n, { require: 'quantum' });
-          return { data: e.bytes, provenance: e.provenance };
-        },
-      });
+      appliance.contacts = contacts;
+      appliance.prekeys = prekeys;
+      appliance.tokens = tokens;
+      if (config.provider) {
+        const client = new ProviderClient({
+          url: config.provider.url,
+          publicKey: config.provider.publicKey,
+          signer: identity,
+          timeoutMs: config.provider.timeoutMs,
+        });
+        appliance.provider = client;
+        appliance.providerSync = new ProviderSync({
+          client,
+          agents: () => agents.list(),
+          contacts: appliance.contacts,
+          prekeys: appliance.prekeys,
+          endpoint: () => config.provider?.endpoint ?? appliance.url,
+          lowWater: config.provider.otkLowWater,
+          target: Math.max(config.provider.otkTarget, config.provider.otkLowWater),
+        });
+      }
       appliance.watchForNewDevices(families);
       await appliance.listen();
       return appliance;
@@ -379,6 +431,7 @@ export class Appliance<C = unknown> {
       if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
     });
     if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
+
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -405,6 +458,8 @@ export class Appliance<C = unknown> {
             policy: this.policy,
             sessions: this.sessions,
             audit: this.audit,
+            // Governed initiations without a prekey in the request ask the Provider for one.
+            ...(this.provider ? { bundles: directoryBundles(this.provider, this.peers) } : {}),
           },
         },
         {
@@ -418,10 +473,31 @@ export class Appliance<C = unknown> {
             },
           },
         },
+        {
+          plugin: providerRoutes,
+          options: {
+            ...(this.providerSync ? { sync: this.providerSync } : {}),
+            ...(config.provider ? { url: config.provider.url } : {}),
+            audit: this.audit,
+          },
+        },
       ],
     });
     this.app = app;
     await app.listen({ host: config.host, port: config.port });
+    // Once listening (the endpoint it publishes is this address unless configured): publish now
+    // and then periodically; a failed run (Provider down, no quantum entropy yet) is logged and
+    // retried on the next tick.
+    const sync = this.providerSync;
+    if (sync && config.provider)
+      this.jobs.every(
+        'provider-sync',
+        config.provider.syncIntervalSeconds * 1000,
+        async () => {
+          await sync.run();
+        },
+        { runNow: true },
+      );
   }
 
   /** Asks the KME for the link status of every pinned peer that has an SAE id. */

@@ -7,25 +7,14 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { EtsiStatusSchema } from '../../drivers/qkd/etsi014/schemas.js';
 import { unauthorized } from './errors.js';
 import { callerOf, createMtlsServer, sendUnauthorized, type TlsMaterial } from './http-common.js';
 import type { KmeCore } from './kme-core.js';
 import { parseKeyIdQuery, parseKeyIds, parseKeyRequest, parseKeyRequestQuery } from './validate.js';
 
 /** Response schemas double as allowlists: nothing but these fields can leave in a 200. */
-const StatusSchema = Type.Object({
-  source_KME_ID: Type.String(),
-  target_KME_ID: Type.String(),
-  master_SAE_ID: Type.String(),
-  slave_SAE_ID: Type.String(),
-  key_size: Type.Integer(),
-  stored_key_count: Type.Integer(),
-  max_key_count: Type.Integer(),
-  max_key_per_request: Type.Integer(),
-  max_key_size: Type.Integer(),
-  min_key_size: Type.Integer(),
-  max_SAE_ID_count: Type.Integer(),
-});
+const StatusSchema = EtsiStatusSchema;
 
 const KeyContainerSchema = Type.Object({
   keys: Type.Array(Type.Object({ key_ID: Type.String(), key: Type.String() })),

@@ -4,21 +4,8 @@
  * KME pair.
  */
 
-/** §6.1 Status. Sizes in bits. */
-export interface EtsiStatus {
-  source_KME_ID: string;
-  target_KME_ID: string;
-  master_SAE_ID: string;
-  slave_SAE_ID: string;
-  key_size: number;
-  stored_key_count: number;
-  max_key_count: number;
-  max_key_per_request: number;
-  max_key_size: number;
-  min_key_size: number;
-  max_SAE_ID_count: number;
-  status_extension?: Record<string, unknown>;
-}
+/** §6.1 Status: one definition, shared with the driver (drivers/qkd/etsi014/schemas.ts). */
+export type { EtsiStatus } from '../../drivers/qkd/etsi014/schemas.js';
 
 /** §6.2 Key request. Every field optional. */
 export interface EtsiKeyRequest {

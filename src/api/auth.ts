@@ -23,6 +23,8 @@ export interface AuthOptions {
   badTokensPerMinute?: number;
   /** Monotonic clock in ms (default performance.now); injectable for tests. */
   now?: () => number;
+  /** Told of every request refused for its credentials (UNAUTHORIZED, FORBIDDEN): the audit. */
+  refused?: (code: string, reason: string, actor: string) => void;
 }
 
 /**
@@ -161,6 +163,12 @@ export const authPlugin = fp<AuthOptions>(
       } catch (e) {
         err = e as Error;
       }
+      if (err instanceof QkmError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN'))
+        opts.refused?.(
+          err.code,
+          `${request.method} ${request.routeOptions.url ?? '(no route)'}: ${err.message}`,
+          request.agent?.name ?? 'unauthenticated',
+        );
       done(err);
     });
   },

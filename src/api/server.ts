@@ -7,6 +7,7 @@ import type { AgentRegistry } from '../agents/registry.js';
 import type { AuditSink } from '../audit/types.js';
 import type { ApplianceStatus } from '../status.js';
 import type { EntropyProvider } from '../entropy/types.js';
+import { RejectionAudit } from '../session/rejection-audit.js';
 import { authPlugin } from './auth.js';
 import { rateLimitPlugin } from './rate-limit.js';
 import { strictInputHook } from './strict-input.js';
@@ -90,8 +91,19 @@ export async function buildApi(deps: ApiDeps) {
     },
   });
 
+  // Requests refused for their credentials are audited, bounded per code and minute (a flood of
+  // bad tokens must not become an fsync each): `api.refused`, then `api.refusals_suppressed`.
+  const refusals = deps.audit
+    ? new RejectionAudit(deps.audit, { type: 'api.refused', suppressedType: 'api.refusals_suppressed' })
+    : undefined;
+  if (refusals) app.addHook('onClose', async () => refusals.flush());
   await app.register(authPlugin, {
     agents: deps.agents,
+    ...(refusals
+      ? {
+          refused: (code: string, reason: string, actor: string) => void refusals.record(actor, code, reason),
+        }
+      : {}),
     allowedHosts: deps.allowedHosts,
     ...(deps.badTokensPerMinute !== undefined ? { badTokensPerMinute: deps.badTokensPerMinute } : {}),
   });

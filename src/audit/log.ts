@@ -86,7 +86,8 @@ const recKey = (seq: number) => `r:${String(seq).padStart(12, '0')}`;
  * The tamper-evident audit log (QSC Algorithm 9): hash-chained records (SHA3-256 over RFC 8785
  * canonical JSON), sealed every `sealEvery` records and on `flush`/`close` by a chained
  * `audit.seal` record carrying an ML-DSA-65 signature over the last hash. Appends are serialised
- * (one chain) and never sign; sealing runs behind them on the same queue.
+ * (one chain) and never sign; sealing runs on the same queue, ahead of appends not yet started
+ * (a seal covers what was written before it, so it need not wait for what was queued after).
  * Storage: namespace `audit`, keys `r:<seq 12 digits>`, plus `head` (a start-up hint that may lag
  * the records; `loadHead` rolls forward over any records written after it).
  */
@@ -104,12 +105,22 @@ export class AuditLog implements AuditSink {
   private readonly sealEvery: number;
   private signer: AuditSigner | undefined;
   private head: Head | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Work on the chain, run one at a time in order (seals go first; see `enqueue`). */
+  private readonly jobs: Array<() => Promise<void>> = [];
+  private running = false;
   private ids: { bytes: Uint8Array; used: number; source: 'quantum' | 'os' } | undefined;
   private closed = false;
   private tail: UnsealedTail | undefined;
   /** The tail found on open still has to be flagged (first thing written). */
   private tailToFlag = false;
+  /**
+   * The seal queued or running, which a `flush` joins instead of queueing a signature of its own
+   * (group commit): every append that resolved before the flush was called was written before
+   * that seal starts (one queue), so the seal covers it. Many readers, one signature. The seal
+   * is queued ahead of appends that have not started: those have not resolved, so no flush
+   * caller is owed them, and a reader does not wait for a backlog of synced appends.
+   */
+  private sealInFlight: Promise<AuditRecord | undefined> | undefined;
 
   constructor(private readonly opts: AuditLogOptions) {
     this.rs = opts.store.records('audit');
@@ -134,9 +145,9 @@ export class AuditLog implements AuditSink {
       this.write(event.type, String(event.actor ?? 'system'), sanitizeDetails(event.details)),
     );
     p.then((rec) => {
-      if (this.signer && rec.seq - this.head!.sealed_through >= this.sealEvery) {
+      if (this.signer && rec.seq - this.head!.sealed_through >= this.sealEvery && !this.sealInFlight) {
         // Behind the caller: the appender does not wait for the signature.
-        this.enqueue(() => this.sealNow()).catch(() => undefined);
+        this.seal().catch(() => undefined);
       }
     }).catch(() => undefined);
     return p;
@@ -164,9 +175,42 @@ export class AuditLog implements AuditSink {
     });
   }
 
-  /** Seals any unsealed records now (no-op without a signer or when nothing is unsealed). */
+  /**
+   * Seals every record whose append resolved before this call (no-op without a signer or when
+   * nothing is unsealed). Concurrent flushes share one seal (see `sealInFlight`); resolves with
+   * the seal written, or undefined when none was needed.
+   */
   flush(): Promise<AuditRecord | undefined> {
-    return this.enqueue(() => this.sealNow());
+    return this.sealInFlight ?? this.seal();
+  }
+
+  private seal(): Promise<AuditRecord | undefined> {
+    const p = this.enqueue(() => this.sealNow(), true);
+    this.sealInFlight = p;
+    const clear = () => {
+      if (this.sealInFlight === p) this.sealInFlight = undefined;
+    };
+    p.then(clear, clear);
+    return p;
+  }
+
+  /**
+   * A page for a reader (`GET /v1/audit`): up to `limit` records from `fromSeq`, with every
+   * record appended before the call sealed. A page inside the sealed part is read at once —
+   * sealed records never change, so there is nothing to wait for; a page reaching the unsealed
+   * tail waits for one (shared) seal, not for appends queued after the call.
+   */
+  async sealedPage(opts: { fromSeq: number; limit: number }): Promise<AuditRecord[]> {
+    const from = Math.max(1, opts.fromSeq);
+    const head = this.head;
+    // A seal is needed only when the page reaches records that are written but not sealed.
+    const unsealed =
+      !head ||
+      (head.seq > head.sealed_through && from <= head.seq && from + opts.limit - 1 > head.sealed_through);
+    if (unsealed) await this.flush();
+    // Every record whose append resolved is in the store (the put precedes the resolve), and a
+    // page stops at the first missing seq: no need to wait for the queue.
+    return this.page(from, opts.limit);
   }
 
   /** Flushes, then refuses further appends. Does not close the store. */
@@ -186,7 +230,7 @@ export class AuditLog implements AuditSink {
    * by key, O(limit) however long the log. Without one it reads the whole log (export).
    */
   async records(opts: { fromSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
-    await this.queue.catch(() => undefined);
+    await this.idle();
     if (opts.limit !== undefined) return this.page(Math.max(1, opts.fromSeq ?? 1), opts.limit);
     const rows = await this.rs.entries('r:');
     let out = rows.map(([, r]) => r as AuditRecord);
@@ -214,7 +258,7 @@ export class AuditLog implements AuditSink {
 
   /** Records with seq > `seq`, in order, read one by one (cheap when `seq` is near the head). */
   async recordsAfter(seq: number): Promise<AuditRecord[]> {
-    await this.queue.catch(() => undefined);
+    await this.idle();
     const out: AuditRecord[] = [];
     for (let s = seq + 1; ; s++) {
       const rec = (await this.rs.get(recKey(s))) as AuditRecord | undefined;
@@ -229,10 +273,35 @@ export class AuditLog implements AuditSink {
     return toJsonLines(await this.records());
   }
 
-  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.queue.then(fn, fn);
-    this.queue = p.catch(() => undefined);
-    return p;
+  /** Runs `fn` after the work queued before it (or, `first`, before every job not yet started). */
+  private enqueue<T>(fn: () => Promise<T>, first = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const job = async () => {
+        try {
+          resolve(await fn());
+        } catch (err) {
+          reject(err);
+        }
+      };
+      if (first) this.jobs.unshift(job);
+      else this.jobs.push(job);
+      void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      for (let job = this.jobs.shift(); job; job = this.jobs.shift()) await job();
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Resolves once the work queued before the call is done (failed or not). */
+  private idle(): Promise<void> {
+    return this.enqueue(async () => undefined);
   }
 
   private async loadHead(): Promise<Head> {

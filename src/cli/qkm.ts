@@ -7,6 +7,7 @@ import { registerDemoCommands } from './commands/demo-commands.js';
 import { registerGovernanceCommands } from './commands/governance-commands.js';
 import { registerLocalCommands } from './commands/local-commands.js';
 import { registerMcpCommand } from './commands/mcp-command.js';
+import { registerProviderCommands } from './commands/provider-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerSimCommands } from './commands/sim-commands.js';
 import { ConfigError } from '../core/config.js';
@@ -42,6 +43,7 @@ export function buildProgram(argv: readonly string[] = []): Command {
   registerSessionCommands(program);
   registerGovernanceCommands(program);
   registerLocalCommands(program);
+  registerProviderCommands(program);
   registerSimCommands(program);
   registerDemoCommands(program);
   registerMcpCommand(program);

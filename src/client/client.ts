@@ -1,8 +1,55 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { Provenance } from '../core/provenance.js';
-import type { ApplianceStatus } from '../status.js';
-import type { KeyMetadata, KeyState } from '../keys/interface.js';
+import type {
+  AcceptResponse,
+  AccessToken,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  EntropyResponseBody,
+  IdentityBundle,
+  InitiateResponse,
+  KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
+  Posture,
+  ResumeStart,
+  ResumedSessionResponse,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+import type { HeldTokenInfo } from '../api/schemas.js';
+
+/**
+ * The API's wire types, made from the server's response schemas (src/api/schemas.ts): the one
+ * definition of each shape, so the SDK's types follow the server's.
+ */
+export type {
+  AcceptResponse,
+  AccessToken,
+  HeldTokenInfo,
+  ResumeStart,
+  ResumedSessionResponse,
+  AgentInfo,
+  ApplianceStatus,
+  ConfirmResponse,
+  DrbgProvenance,
+  EntropyResponseBody,
+  ErrorResponse,
+  IdentityBundle,
+  InitiateResponse,
+  KeyMetadata,
+  PinnedPeer,
+  PolicyExplanation,
+  Posture,
+  Provenance,
+  SessionProvenance,
+  SourceKind,
+  SourceSnapshot,
+  SourceState,
+  TakenKeyResponse,
+} from '../api/schemas.js';
+
+export type KeyState = KeyMetadata['state'];
 
 /**
  * Typed client for the qkm REST API, for agents and for the `qkm` CLI. One method per route;
@@ -45,51 +92,30 @@ export interface QkmClientOptions {
   timeoutMs?: number;
 }
 
-export interface EntropyResponse {
-  data: Uint8Array;
-  bytes: number;
-  provenance: Provenance;
-}
+/** `GET /v1/entropy` with `data` decoded. */
+export type EntropyResponse = Omit<EntropyResponseBody, 'data'> & { data: Uint8Array };
 
-export type Posture = 'PQC' | 'PQC+QRNG' | 'QKD+PQC+QRNG';
+/**
+ * `POST /v1/sessions` with `key` decoded. `key` is empty when `key_pending` (requireConfirm):
+ * `confirm` returns the key.
+ */
+export type InitiatedSession = Omit<InitiateResponse, 'key'> & { key: Uint8Array };
 
-export interface SessionProvenance {
-  degraded: boolean;
-  reason?: string;
-  [k: string]: unknown;
-}
+/**
+ * `POST /v1/sessions/accept` with `key` decoded. `peer` is the initiator's node id, `peer_agent`
+ * the initiating agent as the signed handshake names it, `context` the initiator's context
+ * string as bound into the transcript.
+ */
+export type AcceptedSession = Omit<AcceptResponse, 'key'> & { key: Uint8Array };
 
-export interface InitiatedSession {
-  session_id: string;
-  /** Empty when `key_pending` (requireConfirm): `confirm` returns the key. */
-  key: Uint8Array;
-  key_pending?: boolean;
-  handshake: string;
-  posture: Posture;
-  provenance: SessionProvenance;
-}
+/** `POST /v1/keys/{id}/take` with `key` decoded. */
+export type TakenKey = Omit<TakenKeyResponse, 'key'> & { key: Uint8Array };
 
-export interface AcceptedSession {
-  session_id: string;
-  key: Uint8Array;
-  posture: Posture;
-  provenance: SessionProvenance;
-  confirm: string;
-  /** The initiator's node id. */
-  peer: string;
-  /** The initiating agent, as the signed handshake names it. */
-  peer_agent: string;
-  /** The initiator's context string, as bound into the transcript. */
-  context: string;
-}
+/** `POST /v1/sessions/{id}/confirm` with `key` (held by requireConfirm) decoded. */
+export type ConfirmedSession = Omit<ConfirmResponse, 'key'> & { key?: Uint8Array };
 
-export interface AgentInfo {
-  name: string;
-  scopes: string[];
-  created: string;
-  revoked?: string;
-  aid?: string;
-}
+/** Resumed sessions (`/v1/sessions/resume/...`) with `key` (K') decoded. */
+export type ResumedSession = Omit<ResumedSessionResponse, 'key'> & { key: Uint8Array };
 
 export class QkmClient {
   private readonly base: string;
@@ -192,13 +218,9 @@ export class QkmClient {
     bytes: number,
     options: { require?: 'quantum' | 'any'; predictionResistance?: boolean } = {},
   ): Promise<EntropyResponse> {
-    const r = await this.request<{ data: string; bytes: number; provenance: Provenance }>(
-      'GET',
-      '/v1/entropy',
-      {
-        query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
-      },
-    );
+    const r = await this.request<EntropyResponseBody>('GET', '/v1/entropy', {
+      query: { bytes, require: options.require, prediction_resistance: options.predictionResistance },
+    });
     return { data: new Uint8Array(Buffer.from(r.data, 'base64')), bytes: r.bytes, provenance: r.provenance };
   }
 
@@ -214,11 +236,8 @@ export class QkmClient {
           ...(options.require !== undefined ? { require: options.require } : {}),
         },
       }),
-    take: async (id: string): Promise<KeyMetadata & { key: Uint8Array }> => {
-      const r = await this.request<KeyMetadata & { key: string }>(
-        'POST',
-        `/v1/keys/${encodeURIComponent(id)}/take`,
-      );
+    take: async (id: string): Promise<TakenKey> => {
+      const r = await this.request<TakenKeyResponse>('POST', `/v1/keys/${encodeURIComponent(id)}/take`);
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     list: async (query: { state?: KeyState; limit?: number; after?: string } = {}) =>
@@ -240,17 +259,13 @@ export class QkmClient {
       ).agent,
   };
 
-  identity<T = Record<string, unknown>>(): Promise<T> {
+  identity<T = IdentityBundle>(): Promise<T> {
     return this.request('GET', '/v1/identity');
   }
 
   readonly peers = {
-    list: async <T = Record<string, unknown>>() =>
-      (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
-    add: <T = Record<string, unknown>>(
-      bundle: unknown,
-      options: { label?: string; minPosture?: Posture } = {},
-    ) =>
+    list: async <T = PinnedPeer>() => (await this.request<{ peers: T[] }>('GET', '/v1/peers')).peers,
+    add: <T = PinnedPeer>(bundle: unknown, options: { label?: string; minPosture?: Posture } = {}) =>
       this.request<T>('POST', '/v1/peers', {
         body: {
           bundle,
@@ -288,8 +303,14 @@ export class QkmClient {
       this.request<T>('GET', `/v1/prekeys/${encodeURIComponent(aid)}/last-resort`),
   };
 
+  /** The node's link to its Provider (issue #12); admin token. */
+  readonly provider = {
+    sync: <T = Record<string, unknown>>() => this.request<T>('POST', '/v1/provider/sync'),
+    get: <T = Record<string, unknown>>() => this.request<T>('GET', '/v1/provider'),
+  };
+
   readonly policy = {
-    explain: <T = Record<string, unknown>>(peer: string, options: { minPosture?: Posture } = {}) =>
+    explain: <T = PolicyExplanation>(peer: string, options: { minPosture?: Posture } = {}) =>
       this.request<T>('GET', `/v1/policy/${encodeURIComponent(peer)}`, {
         query: { min_posture: options.minPosture },
       }),
@@ -299,16 +320,21 @@ export class QkmClient {
     initiate: async (options: {
       peer: string;
       /** The agent on the peer node that may accept (signed into the handshake). */
-      responderAgent: string;
+      responderAgent?: string;
+      /** Governed session (qkm/v2): the responder by governed id, and its signed prekey. */
+      responderAid?: string;
+      prekey?: unknown;
       minPosture?: Posture;
       /** Return no key now (`key` empty, `key_pending`): `confirm` returns it once the tag matches. */
       requireConfirm?: boolean;
       context?: string;
     }): Promise<InitiatedSession> => {
-      const r = await this.request<Omit<InitiatedSession, 'key'> & { key?: string }>('POST', '/v1/sessions', {
+      const r = await this.request<InitiateResponse>('POST', '/v1/sessions', {
         body: {
           peer: options.peer,
-          responder_agent: options.responderAgent,
+          ...(options.responderAgent !== undefined ? { responder_agent: options.responderAgent } : {}),
+          ...(options.responderAid !== undefined ? { responder_aid: options.responderAid } : {}),
+          ...(options.prekey !== undefined ? { prekey: options.prekey } : {}),
           ...(options.requireConfirm ? { require_confirm: true } : {}),
           ...(options.minPosture ? { min_posture: options.minPosture } : {}),
           ...(options.context !== undefined ? { context: options.context } : {}),
@@ -317,31 +343,41 @@ export class QkmClient {
       return { ...r, key: new Uint8Array(Buffer.from(r.key ?? '', 'base64')) };
     },
     accept: async (handshake: string): Promise<AcceptedSession> => {
-      const r = await this.request<Omit<AcceptedSession, 'key'> & { key: string }>(
-        'POST',
-        '/v1/sessions/accept',
-        {
-          body: { handshake },
-        },
-      );
+      const r = await this.request<AcceptResponse>('POST', '/v1/sessions/accept', {
+        body: { handshake },
+      });
       return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
     },
     /** With `requireConfirm` at initiate, the (first) successful confirm also returns the key. */
-    confirm: async (
-      sessionId: string,
-      confirm: string,
-    ): Promise<{ session_id: string; confirmed: boolean; key?: Uint8Array }> => {
-      const r = await this.request<{ session_id: string; confirmed: boolean; key?: string }>(
+    confirm: async (sessionId: string, confirm: string, token?: AccessToken): Promise<ConfirmedSession> => {
+      const { key, ...rest } = await this.request<ConfirmResponse>(
         'POST',
         `/v1/sessions/${encodeURIComponent(sessionId)}/confirm`,
-        { body: { confirm } },
+        { body: { confirm, ...(token ? { token } : {}) } },
       );
-      return { ...r, ...(r.key ? { key: new Uint8Array(Buffer.from(r.key, 'base64')) } : {}) } as {
-        session_id: string;
-        confirmed: boolean;
-        key?: Uint8Array;
-      };
+      return { ...rest, ...(key ? { key: new Uint8Array(Buffer.from(key, 'base64')) } : {}) };
     },
+    /** Resumed sessions: initiator step 1 (hand `resume` to the responder agent). */
+    resume: async (tokenId: string): Promise<ResumeStart> =>
+      this.request('POST', '/v1/sessions/resume', { body: { token_id: tokenId } }),
+    /** Responder step 2: K' and the answer for the initiator. */
+    acceptResume: async (resume: string): Promise<ResumedSession> => {
+      const r = await this.request<ResumedSessionResponse>('POST', '/v1/sessions/resume/accept', {
+        body: { resume },
+      });
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** Initiator step 3: K' once the responder's tag matches. */
+    completeResume: async (resumeId: string, answer: string): Promise<ResumedSession> => {
+      const r = await this.request<ResumedSessionResponse>(
+        'POST',
+        `/v1/sessions/resume/${encodeURIComponent(resumeId)}/complete`,
+        { body: { answer } },
+      );
+      return { ...r, key: new Uint8Array(Buffer.from(r.key, 'base64')) };
+    },
+    /** The access tokens the calling agent holds (no secrets). */
+    tokens: async () => (await this.request<{ tokens: HeldTokenInfo[] }>('GET', '/v1/tokens')).tokens,
   };
 
   readonly audit = {

@@ -1,2 +1,3 @@
 export * from './client.js';
 export * from './secure-message.js';
+export * from './session-channel.js';

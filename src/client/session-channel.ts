@@ -120,6 +120,16 @@ function announceTag(
  */
 const ownIds = new WeakMap<AgentSigningKeys, Map<string, { id: Uint8Array; paired: Set<string> }>>();
 
+/**
+ * Bounds of that state for an agent process that lives long with one set of keys (#16): the ids
+ * of at most this many sessions are remembered (least recently used dropped first), and an id is
+ * paired with at most this many peer ids before it is replaced. Forgetting only ever leads to a
+ * fresh random id, i.e. a new key: the worst case is a peer sealing to an id this end no longer
+ * uses, which fails closed (MESSAGE_WRONG_CHANNEL) — never a key shared by two channels.
+ */
+export const MAX_REMEMBERED_SESSIONS = 4096;
+export const MAX_PEER_IDS_PER_CHANNEL = 64;
+
 function channelIdFor(keys: AgentSigningKeys, sessionId: string, openingWith?: Uint8Array): Uint8Array {
   let m = ownIds.get(keys);
   if (!m) {
@@ -128,12 +138,20 @@ function channelIdFor(keys: AgentSigningKeys, sessionId: string, openingWith?: U
   }
   let e = m.get(sessionId);
   const peer = openingWith ? Buffer.from(openingWith).toString('hex') : undefined;
-  if (!e || (peer !== undefined && e.paired.has(peer))) {
+  if (!e || (peer !== undefined && (e.paired.has(peer) || e.paired.size >= MAX_PEER_IDS_PER_CHANNEL))) {
     e = { id: new Uint8Array(randomBytes(CHANNEL_ID_BYTES)), paired: new Set() };
-    m.set(sessionId, e);
   }
+  // Re-inserted on every use, so the Map's first entry is the least recently used.
+  m.delete(sessionId);
+  m.set(sessionId, e);
+  while (m.size > MAX_REMEMBERED_SESSIONS) m.delete(m.keys().next().value as string);
   if (peer !== undefined) e.paired.add(peer);
   return e.id;
+}
+
+/** @internal How many sessions' channel ids are remembered for `keys` (tests of the bound). */
+export function rememberedChannelIds(keys: AgentSigningKeys): number {
+  return ownIds.get(keys)?.size ?? 0;
 }
 
 /**

@@ -45,8 +45,20 @@ const SerialSourceConfig = Type.Object(
  * `store.backend: "etcd"`: several appliances share one key store on an etcd cluster. Every
  * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
  */
-const StoreConfigSchema = Type.Union([
-  Type.Object({ backend: Type.Literal('level') }, { additionalProperties: false }),
+export const StoreConfigSchema = Type.Union([
+  Type.Object(
+    {
+      backend: Type.Literal('level'),
+      /**
+       * LevelDB's block cache, bytes (default 8 MiB). With the memtable (`writeBufferBytes`, two
+       * of them while one is flushed) it bounds the store's native memory outside the V8 heap.
+       */
+      cacheBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 1073741824 })),
+      /** LevelDB's memtable (write buffer), bytes (default 4 MiB). */
+      writeBufferBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 268435456 })),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object(
     {
       backend: Type.Literal('etcd'),
@@ -149,9 +161,37 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    /**
+     * The Provider this node publishes its governed agents to and fetches responder bundles from
+     * (issue #12). `publicKey` is the Provider's ML-DSA-65 key (base64url, `qkm provider status`):
+     * pinned, every Provider answer must verify against it.
+     */
+    provider: Type.Optional(
+      Type.Object(
+        {
+          url: Type.String({ pattern: '^https?://' }),
+          publicKey: Type.String({ pattern: '^[A-Za-z0-9_-]{2603}$' }),
+          /** The URL peers reach this node's API at (default: http://<host>:<port>). */
+          endpoint: Type.Optional(Type.String({ pattern: '^https?://' })),
+          /** How often the node publishes its agents, policies and prekeys, seconds. */
+          syncIntervalSeconds: Type.Integer({ minimum: 5, maximum: 86_400, default: 60 }),
+          /** Replenish an agent's one-time prekeys at the Provider when fewer than this are left… */
+          otkLowWater: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),
+          /** …back up to this many. */
+          otkTarget: Type.Integer({ minimum: 1, maximum: 10_000, default: 50 }),
+          timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** Governed agents (issue #12): contact-policy budgets count per window of this length. */
     governance: Type.Object(
-      { budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }) },
+      {
+        budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }),
+        /** Access tokens issued after a governed handshake: uses and lifetime (s). */
+        tokenMaxUses: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 }),
+        tokenTtlSeconds: Type.Integer({ minimum: 1, maximum: 7_776_000, default: 604_800 }),
+      },
       { default: {}, additionalProperties: false },
     ),
   },

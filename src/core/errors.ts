@@ -73,6 +73,10 @@ export const ERROR_CATALOGUE = {
   PREKEY_EXPIRED: { status: 410, text: 'The prekey has expired' },
   NODE_NOT_ENROLLED: { status: 403, text: 'The node is not enrolled with the Provider' },
   PREKEYS_EXHAUSTED: { status: 409, text: 'The responder agent has no prekey left at the Provider' },
+  AGENT_NOT_GOVERNED: {
+    status: 403,
+    text: 'The calling agent has no governed id (qkm agent add --aid) and cannot take part in a governed session',
+  },
   TOKEN_UNKNOWN: { status: 403, text: 'The access token is not known to this node' },
   TOKEN_STOLEN: { status: 403, text: 'The access token was issued to another agent' },
   TOKEN_EXPIRED: { status: 403, text: 'The access token has expired' },
@@ -83,6 +87,7 @@ export const ERROR_CATALOGUE = {
     status: 429,
     text: 'The initiator has used its contact budget for this responder in this window',
   },
+  PROVIDER_NOT_CONFIGURED: { status: 409, text: 'This node has no Provider configured (config provider)' },
 
   // --- the appliance cannot serve what was asked (5xx, never for bad input) ---
   QUANTUM_ENTROPY_UNAVAILABLE: {
@@ -96,6 +101,11 @@ export const ERROR_CATALOGUE = {
   },
   QKD_UNAVAILABLE: { status: 503, text: 'The QKD link or its KME cannot deliver keys now' },
   STORE_UNAVAILABLE: { status: 503, text: 'The key store is not open' },
+  PROVIDER_UNAVAILABLE: { status: 503, text: 'The Provider cannot be reached or did not answer in time' },
+  PROVIDER_RESPONSE_INVALID: {
+    status: 502,
+    text: "The Provider's answer is unsigned, malformed or does not verify against the pinned Provider key",
+  },
   INTERNAL: { status: 500, text: 'Internal error (details are in the appliance log)' },
 } as const;
 

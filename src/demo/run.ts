@@ -8,6 +8,7 @@ import {
   waitForQkdKeys,
   waitForQrng,
 } from './conditions.js';
+import { type GovernedReport, formatGovernedReport, runGovernedDemo } from './governed.js';
 import type { SetupDescription, TwoNodeSetup } from './setup.js';
 
 /**
@@ -39,6 +40,8 @@ export interface PostureRun {
 export interface DemoReport {
   setup: SetupDescription;
   runs: PostureRun[];
+  /** With a Provider in the setup: the allowed, blocked and token-resumed governed sessions. */
+  governed?: GovernedReport;
   ok: boolean;
 }
 
@@ -132,7 +135,13 @@ export async function runDemo(setup: TwoNodeSetup, options: RunDemoOptions = {})
   say('demo: restoring the Quantis');
   await restoreQrng(setup);
 
-  return { setup: setup.describe(), runs, ok: runs.every((r) => r.ok) };
+  const governed = setup.provider ? await runGovernedDemo(setup, { onProgress: say }) : undefined;
+  return {
+    setup: setup.describe(),
+    runs,
+    ...(governed ? { governed } : {}),
+    ok: runs.every((r) => r.ok) && (governed?.ok ?? true),
+  };
 }
 
 const fmt = (n: number | undefined) => (n === undefined ? '-' : n.toFixed(1));
@@ -146,6 +155,8 @@ export function formatReport(report: DemoReport): string {
     lines.push(`  node ${n.name}: ${n.url}  id ${n.node_id}  ${n.region}  ${n.sae_id}@${n.kme_id}`);
   }
   for (const k of report.setup.kmes) lines.push(`  ${k.id}: ${k.url} (${k.saes.join(', ')})`);
+  const p = report.setup.provider;
+  if (p) lines.push(`  provider: ${p.url}  id ${p.provider_id}`);
   lines.push(
     `  BB84 link: ${report.setup.link.distance_km} km, ${Math.round(report.setup.link.model_rate_bps)} bit/s ` +
       `(×${report.setup.link.time_scale})`,
@@ -173,7 +184,17 @@ export function formatReport(report: DemoReport): string {
         `agent keys ${fmt(t?.agentKeys)}  seal+open ${fmt(t?.sealOpenI2R)}/${fmt(t?.sealOpenR2I)}  total ${fmt(t?.total)}`,
     );
   }
+  if (report.governed) {
+    lines.push('');
+    lines.push(formatGovernedReport(report.governed));
+  }
   lines.push('');
-  lines.push(report.ok ? 'all postures demonstrated' : 'some steps failed');
+  lines.push(
+    report.ok
+      ? report.governed
+        ? 'all postures and governed sessions demonstrated'
+        : 'all postures demonstrated'
+      : 'some steps failed',
+  );
   return lines.join('\n');
 }

@@ -9,6 +9,10 @@ import { type SimulatedAppliance, simulatedQuantis } from '../cli/simulator.js';
 import { QkmClient } from '../client/client.js';
 import { type QkmConfig, loadConfig } from '../core/config.js';
 import type { EntropyServiceOptions } from '../entropy/service.js';
+import { ProviderClient } from '../provider/client.js';
+import { loadProviderConfig } from '../provider/config.js';
+import { ProviderService } from '../provider/service.js';
+import { toBase64url } from '../session/encoding.js';
 
 /**
  * The two-node setup of the demo and the end-to-end tests, all on loopback: one BB84 link feeding
@@ -54,6 +58,19 @@ export interface TwoNodeSetupOptions {
    * so a quarantined or recovered Quantis is noticed within a fraction of a second.
    */
   entropyTuning?: Partial<EntropyServiceOptions>;
+  /**
+   * Also run a Provider (its own data dir and loopback port, in this process), configure both
+   * nodes with its URL and pinned key, and enrol them with it (governed sessions, issue #12).
+   */
+  provider?: boolean;
+}
+
+export interface DemoProvider {
+  service: ProviderService;
+  url: string;
+  publicKey: string;
+  /** The Provider administrator's client. */
+  admin: ProviderClient;
 }
 
 export interface DemoNode {
@@ -81,6 +98,7 @@ export interface SetupDescription {
     kme_id: string;
   }>;
   kmes: Array<{ id: string; url: string; saes: string[] }>;
+  provider?: { url: string; provider_id: string; admin_token_file: string };
   link: { distance_km: number; time_scale: number; model_rate_bps: number };
   certs_dir: string;
 }
@@ -90,6 +108,8 @@ export interface TwoNodeSetup {
   b: DemoNode;
   /** The KME pair and its BB84 link, in this process or in a child process. */
   kme: KmePairControl;
+  /** The Provider, when started with `provider: true`. */
+  provider?: DemoProvider;
   baseDir: string;
   describe(): SetupDescription;
   /** Stops both appliances, then the KME pair and the link; removes the temp dir if it made one. Idempotent. */
@@ -127,6 +147,28 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
     // kme.stop() also stops the link (the pair started it once listening).
     stops.push(() => kme.stop());
 
+    let provider: DemoProvider | undefined;
+    if (options.provider) {
+      const service = await ProviderService.start({
+        config: loadProviderConfig({
+          env: {},
+          overrides: { dataDir: join(baseDir, 'provider'), host: '127.0.0.1', port: 0, logLevel: 'silent' },
+        }),
+      });
+      stops.push(() => service.close());
+      const publicKey = toBase64url(service.identity.publicKey);
+      provider = {
+        service,
+        url: service.url,
+        publicKey,
+        admin: new ProviderClient({
+          url: service.url,
+          publicKey,
+          adminToken: await readToken(service.adminTokenFile),
+        }),
+      };
+    }
+
     const kmeUrl = (id: string) => {
       const k = kme.description.kmes.find((x) => x.id === id);
       if (!k) throw new Error(`KME ${id} missing from the pair`);
@@ -155,6 +197,19 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
             timeoutMs: 5000,
             fallbackTimeoutMs: 1000,
           },
+          // The demo publishes on demand (POST /v1/provider/sync); the periodic job stays idle.
+          ...(provider
+            ? {
+                provider: {
+                  url: provider.url,
+                  publicKey: provider.publicKey,
+                  syncIntervalSeconds: 3600,
+                  otkLowWater: 5,
+                  otkTarget: 10,
+                  timeoutMs: 5000,
+                },
+              }
+            : {}),
         },
       });
       const appliance = await Appliance.start({
@@ -180,12 +235,15 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
     // Pin each other from the public bundle served by the peer's own API, as an operator would.
     await a.admin.peers.add(await b.client.identity());
     await b.admin.peers.add(await a.client.identity());
+    // The Provider's administrator enrols both nodes by their identity bundles.
+    for (const n of nodes) await provider?.admin.enrol(await n.client.identity(), `node ${n.name}`);
 
     let stopped: Promise<void> | undefined;
     return {
       a,
       b,
       kme,
+      ...(provider ? { provider } : {}),
       baseDir,
       describe: () => ({
         nodes: nodes.map((n) => ({
@@ -199,6 +257,15 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
           kme_id: n.kmeId,
         })),
         kmes: kme.description.kmes.map((k) => ({ id: k.id, url: k.url, saes: k.saes })),
+        ...(provider
+          ? {
+              provider: {
+                url: provider.url,
+                provider_id: provider.service.identity.providerId,
+                admin_token_file: provider.service.adminTokenFile,
+              },
+            }
+          : {}),
         link: {
           distance_km: distanceKm,
           time_scale: timeScale,

@@ -102,6 +102,16 @@ export class ContactPolicies {
   }
 
   /**
+   * Throws what `consume` would (CONTACT_NO_RULE, CONTACT_BLOCKED, CONTACT_BUDGET_EXHAUSTED)
+   * without consuming anything; resolves with the decision when one unit would be granted.
+   */
+  async check(responder: string, initiator: string): Promise<ContactDecision> {
+    const d = await this.explain(responder, initiator);
+    if (d.outcome !== 'allowed') throw refusalError(d);
+    return d;
+  }
+
+  /**
    * Grants one unit of budget (one OTK / one contact) to `initiator`, or throws
    * `CONTACT_NO_RULE`, `CONTACT_BLOCKED` or `CONTACT_BUDGET_EXHAUSTED` (nothing consumed then).
    * The new count is durable before this resolves.
@@ -115,11 +125,7 @@ export class ContactPolicies {
       const rec = await this.opts.budgets.get(key);
       const used = rec && rec.windowStart === start ? rec.used : 0;
       const d = this.decision(policy, init, used);
-      if (d.outcome !== 'allowed') {
-        throw new QkmError(OUTCOME_ERROR[d.outcome], refusal(d), {
-          details: { outcome: d.outcome, rule: d.rule?.pattern ?? null, window: d.window },
-        });
-      }
+      if (d.outcome !== 'allowed') throw refusalError(d);
       await this.opts.budgets.put(key, { windowStart: start, used: used + 1 });
       return { ...d, used: used + 1, remaining: d.remaining - 1 };
     });
@@ -158,6 +164,13 @@ export class ContactPolicies {
 /** A space cannot occur in any part of an agent id, so it separates the pair unambiguously. */
 function budgetKey(responder: string, initiator: string): string {
   return `${responder} ${initiator}`;
+}
+
+function refusalError(d: ContactDecision): QkmError {
+  const outcome = d.outcome as Exclude<ContactDecision['outcome'], 'allowed'>;
+  return new QkmError(OUTCOME_ERROR[outcome], refusal(d), {
+    details: { outcome: d.outcome, rule: d.rule?.pattern ?? null, window: d.window },
+  });
 }
 
 function refusal(d: ContactDecision): string {

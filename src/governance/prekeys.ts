@@ -217,6 +217,15 @@ export class PrekeyStore {
     }
   }
 
+  /** What the node knows about prekey `id` (public facts only), without touching its secret. */
+  async state(
+    id: string,
+  ): Promise<{ aid: string; kind: PrekeyKind; expires: string; used: boolean } | undefined> {
+    const rec = await this.find(id);
+    if (!rec) return undefined;
+    return { aid: rec.prekey.aid, kind: rec.prekey.kind, expires: rec.prekey.expires, used: !!rec.used };
+  }
+
   private async find(id: string): Promise<PrekeyRecord | undefined> {
     if (typeof id !== 'string' || id.length === 0 || id.length > 128) return undefined;
     const entry = await this.o.index.get(id);

@@ -65,6 +65,10 @@ export interface TokenBody {
 
 export interface TokenRecord extends TokenBody {
   used: number;
+  /** Governed id of the initiating agent (for the responder's policy at resumption). */
+  initiatorAid?: string;
+  /** Posture of the full session the token comes from (resumed sessions inherit its legs). */
+  posture?: string;
   /** KeyStore id of RS. */
   secretId: string;
 }
@@ -93,9 +97,15 @@ export function deriveTokenKey(sessionKey: Uint8Array, transcriptHash: Uint8Arra
   return hkdf(sessionKey, transcriptHash, TK_INFO);
 }
 
-/** AES-256-GCM(TK, iv, JSON(body), aad = id) as base64url(iv ‖ ct ‖ tag). */
-export function sealTokenBody(tokenKey: Uint8Array, body: TokenBody): string {
-  const iv = randomBytes(12);
+/**
+ * AES-256-GCM(TK, iv, JSON(body), aad = id) as base64url(iv ‖ ct ‖ tag). JSON.stringify of the
+ * body with its fields in TokenBody order. `iv` is random unless given (known-answer vectors).
+ */
+export function sealTokenBody(
+  tokenKey: Uint8Array,
+  body: TokenBody,
+  iv: Uint8Array = randomBytes(12),
+): string {
   const c = createCipheriv('aes-256-gcm', tokenKey, iv);
   c.setAAD(str(body.id));
   const ct = Buffer.concat([c.update(JSON.stringify(body), 'utf8'), c.final()]);
@@ -177,6 +187,8 @@ export interface IssueRequest {
   ttlSeconds: number;
   /** Provenance of the session the token comes from (kept with RS). */
   provenance: Provenance;
+  initiatorAid?: string;
+  posture?: string;
 }
 
 export interface ResumeRequest {
@@ -230,7 +242,13 @@ export class TokenIssuer {
         },
         material: rs,
       });
-      await this.o.tokens.put(id, { ...body, used: 0, secretId });
+      await this.o.tokens.put(id, {
+        ...body,
+        used: 0,
+        secretId,
+        ...(r.initiatorAid ? { initiatorAid: r.initiatorAid } : {}),
+        ...(r.posture ? { posture: r.posture } : {}),
+      });
       return { id, sealed: sealTokenBody(tk, body), body };
     } finally {
       rs.fill(0);

@@ -3,8 +3,8 @@ import type { RecordStore } from '../store/interface.js';
 import type { KeyStore } from './interface.js';
 
 /**
- * Keeps the audit log and the key store in agreement across crashes, for `key.created` and
- * `key.taken`: before a key's state changes, an *intent* naming the event is written (synced);
+ * Keeps the audit log and the key store in agreement across crashes, for `key.created`,
+ * `key.taken` and `key.expired`: before a key's state changes, an *intent* naming the event is written (synced);
  * after the change, the event is appended to the audit log and the intent deleted. A crash
  * anywhere leaves either nothing to do or an intent, and `reconcile()` at start settles every
  * intent left over: it looks at the key store to see whether the change happened and at the
@@ -17,7 +17,16 @@ import type { KeyStore } from './interface.js';
  * queue), and an intent needs from the key store only `meta()`.
  */
 
-export type JournaledEvent = 'key.created' | 'key.taken';
+export type JournaledEvent = 'key.created' | 'key.taken' | 'key.expired';
+
+/**
+ * Ids per `key.expired` record: a sweep that expires thousands of keys writes a record per this
+ * many (one seal-able, ~10 kB record each) rather than one per key.
+ */
+export const EXPIRED_IDS_PER_RECORD = 256;
+
+/** `key_id` of a sweep's intent: it names a sweep (its `swept_at`), not one key. */
+const SWEEP = '*';
 
 export interface KeyIntent {
   type: JournaledEvent;
@@ -37,6 +46,14 @@ export interface JournalAudit {
   stats(): { records: number };
   /** Records with seq > `seq`, in order. */
   recordsAfter(seq: number): Promise<AuditRecord[]>;
+}
+
+/** What `reconcile` settled: events appended (`created`, `taken`, `expired` keys) and intents dropped. */
+export interface ReconcileCounts {
+  created: number;
+  taken: number;
+  dropped: number;
+  expired: number;
 }
 
 let counter = 0;
@@ -78,6 +95,48 @@ export class KeyAuditJournal {
     await this.intents.del(intent.ref);
   }
 
+  /**
+   * Before a sweep: its intent, naming the sweep by its time (`now` of `sweepExpired`, which is
+   * the `closedAt` of every key it expires), so `reconcile` can find the keys after a crash.
+   */
+  beginExpiry(at: Date): Promise<KeyIntent> {
+    return this.begin('key.expired', SWEEP, 'system', { swept_at: at.toISOString() });
+  }
+
+  /** The sweep is over: its keys' `key.expired` records, batched, then the intent dropped. */
+  async expired(intent: KeyIntent, ids: readonly string[]): Promise<void> {
+    await this.appendExpired(ids, intent.details.swept_at as string, false);
+    await this.intents.del(intent.ref);
+  }
+
+  /**
+   * `key.expired` for keys closed outside a sweep (a take that found its key past expiry), not
+   * journaled: the key's state already says expired, and a crash here loses only this record.
+   */
+  async expiredOnTake(id: string, actor: string): Promise<void> {
+    await this.audit.append({
+      type: 'key.expired',
+      actor,
+      details: { count: 1, key_ids: [id], on: 'take' },
+    });
+  }
+
+  private async appendExpired(ids: readonly string[], sweptAt: string, reconciled: boolean): Promise<void> {
+    for (let i = 0; i < ids.length; i += EXPIRED_IDS_PER_RECORD) {
+      const chunk = ids.slice(i, i + EXPIRED_IDS_PER_RECORD);
+      await this.audit.append({
+        type: 'key.expired',
+        actor: 'system',
+        details: {
+          count: chunk.length,
+          key_ids: [...chunk],
+          swept_at: sweptAt,
+          ...(reconciled ? { reconciled: true } : {}),
+        },
+      });
+    }
+  }
+
   /** The change did not happen (the store refused it): drop the intent. */
   async abandon(intent: KeyIntent): Promise<void> {
     await this.intents.del(intent.ref).catch(() => undefined);
@@ -87,17 +146,25 @@ export class KeyAuditJournal {
    * Settles intents left by a crash. Resolves with how many events were missing and appended.
    * Run once at start, before the API accepts requests.
    */
-  async reconcile(keys: KeyStore): Promise<{ created: number; taken: number; dropped: number }> {
+  async reconcile(keys: KeyStore): Promise<ReconcileCounts> {
     const pending = await this.intents.entries();
-    const out = { created: 0, taken: 0, dropped: 0 };
+    const out = { created: 0, taken: 0, dropped: 0, expired: 0 };
     if (pending.length === 0) return out;
     const from = Math.min(...pending.map(([, i]) => i.after_seq));
     const recorded = new Set<string>();
     for (const r of await this.audit.recordsAfter(from)) {
       const id = r.details.key_id;
       if (typeof id === 'string') recorded.add(`${r.type} ${id}`);
+      const ids = r.type === 'key.expired' ? r.details.key_ids : undefined;
+      if (Array.isArray(ids))
+        for (const x of ids) if (typeof x === 'string') recorded.add(`key.expired ${x}`);
     }
     for (const [ref, intent] of pending) {
+      if (intent.type === 'key.expired') {
+        out.expired += await this.reconcileSweep(keys, intent, recorded);
+        await this.intents.del(ref);
+        continue;
+      }
       const key = `${intent.type} ${intent.key_id}`;
       const meta = await keys.meta(intent.key_id).catch(() => undefined);
       const happened = intent.type === 'key.created' ? meta !== undefined : meta?.state === 'taken';
@@ -114,13 +181,40 @@ export class KeyAuditJournal {
       }
       await this.intents.del(ref);
     }
-    if (out.created + out.taken > 0) {
+    if (out.created + out.taken + out.expired > 0) {
       await this.audit.append({
         type: 'audit.reconciled',
         actor: 'system',
-        details: { key_created: out.created, key_taken: out.taken, intents_dropped: out.dropped },
+        details: {
+          key_created: out.created,
+          key_taken: out.taken,
+          key_expired: out.expired,
+          intents_dropped: out.dropped,
+        },
       });
     }
     return out;
+  }
+
+  /**
+   * A sweep interrupted by a crash: the keys it expired are those closed as expired at its
+   * `swept_at` (see `beginExpiry`); the ones without a `key.expired` record get one. Reads the
+   * expired keys still retained, once per interrupted sweep — only after a crash.
+   */
+  private async reconcileSweep(keys: KeyStore, intent: KeyIntent, recorded: Set<string>): Promise<number> {
+    const at = intent.details.swept_at;
+    if (typeof at !== 'string') return 0;
+    const missing: string[] = [];
+    for (let after: string | undefined; ; ) {
+      const page = await keys.list({ state: 'expired', limit: 1000, ...(after ? { after } : {}) });
+      for (const m of page) {
+        if (m.closedAt === at && !recorded.has(`key.expired ${m.id}`)) missing.push(m.id);
+      }
+      if (page.length < 1000) break;
+      after = page.at(-1)!.id;
+    }
+    await this.appendExpired(missing, at, true);
+    for (const id of missing) recorded.add(`key.expired ${id}`);
+    return missing.length;
   }
 }

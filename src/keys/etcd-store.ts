@@ -5,7 +5,15 @@ import { QkmError } from '../core/errors.js';
 import { etcdOp } from '../store/etcd-errors.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { KekError, StoreIntegrityError } from './errors.js';
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
+import type {
+  KeyListQuery,
+  KeyMetadata,
+  KeyState,
+  KeyStore,
+  NewKey,
+  SweepOptions,
+  TakeOptions,
+} from './interface.js';
 import {
   aborted,
   accessDecision,
@@ -363,7 +371,7 @@ export class EtcdKeyStore implements KeyStore {
     });
   }
 
-  sweepExpired(now: Date = new Date()): Promise<number> {
+  sweepExpired(now: Date = new Date(), options: SweepOptions = {}): Promise<number> {
     return this.#guard(async () => {
       checkNow(now);
       await this.#sweepHeld(now);
@@ -386,7 +394,11 @@ export class EtcdKeyStore implements KeyStore {
             throw contended(id);
           }),
         );
-        if (closed) n++;
+        if (closed) {
+          n++;
+          // One compare-and-swap per key on etcd: each is its own durable write.
+          options.onExpired?.([id]);
+        }
       }
       return n;
     });

@@ -70,6 +70,16 @@ export interface TakeOptions {
   hold?: { token: string; until: Date };
 }
 
+/** Options of `KeyStore.sweepExpired`. */
+export interface SweepOptions {
+  /**
+   * Called with the ids of the keys expired by each atomic write, once it is durable, before the
+   * sweep resolves (so the caller can audit them; a sweep that rejects half way has still
+   * reported the ids it committed). Must not throw.
+   */
+  onExpired?(ids: readonly string[]): void;
+}
+
 export interface KeyStore {
   /** Stores a new active key. Rejects KEY_EXISTS if the id is taken. Durable when it resolves. */
   put(key: NewKey): Promise<KeyMetadata>;
@@ -101,8 +111,9 @@ export interface KeyStore {
   /**
    * Marks every active key with `expires <= now` expired and destroys its material, and
    * destroys held material (TakeOptions.hold) past its `until`. Returns how many keys expired.
+   * The expired keys' `closedAt` is `now` exactly (crash reconciliation finds a sweep's keys by it).
    */
-  sweepExpired(now?: Date): Promise<number>;
+  sweepExpired(now?: Date, options?: SweepOptions): Promise<number>;
   /**
    * Retention of closed keys: removes the metadata (and any held material) of at most `limit`
    * taken or expired keys whose `closedAt` is at or before `before`, oldest first, in one atomic

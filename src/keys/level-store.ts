@@ -5,7 +5,15 @@ import { QkmError } from '../core/errors.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { levelOp } from '../store/level-errors.js';
 import { KekError, StoreIntegrityError } from './errors.js';
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
+import type {
+  KeyListQuery,
+  KeyMetadata,
+  KeyState,
+  KeyStore,
+  NewKey,
+  SweepOptions,
+  TakeOptions,
+} from './interface.js';
 import {
   aborted,
   accessDecision,
@@ -401,11 +409,11 @@ export class LevelKeyStore implements KeyStore {
     );
   }
 
-  sweepExpired(now: Date = new Date()): Promise<number> {
-    return this.#guard(() => this.#sweepExpired(now));
+  sweepExpired(now: Date = new Date(), options: SweepOptions = {}): Promise<number> {
+    return this.#guard(() => this.#sweepExpired(now, options));
   }
 
-  async #sweepExpired(now: Date): Promise<number> {
+  async #sweepExpired(now: Date, options: SweepOptions): Promise<number> {
     checkNow(now);
     await this.#sweepHeld(now);
     // Every index entry at or before `now`: the ISO prefix sorts by time; '\x7f' sorts after
@@ -425,6 +433,7 @@ export class LevelKeyStore implements KeyStore {
           this.#counts.active -= closing.length;
           this.#counts.expired += closing.length;
           for (const m of closing) this.#scheduleCompaction(m.id);
+          options.onExpired?.(closing.map((m) => m.id));
           return closing.length;
         }),
       );

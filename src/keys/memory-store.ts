@@ -1,4 +1,12 @@
-import type { KeyListQuery, KeyMetadata, KeyState, KeyStore, NewKey, TakeOptions } from './interface.js';
+import type {
+  KeyListQuery,
+  KeyMetadata,
+  KeyState,
+  KeyStore,
+  NewKey,
+  SweepOptions,
+  TakeOptions,
+} from './interface.js';
 import {
   aborted,
   accessDecision,
@@ -126,10 +134,10 @@ export class MemoryKeyStore implements KeyStore {
     this.#keys.delete(id);
   }
 
-  async sweepExpired(now: Date = new Date()): Promise<number> {
+  async sweepExpired(now: Date = new Date(), options: SweepOptions = {}): Promise<number> {
     this.#assertOpen();
     checkNow(now);
-    let n = 0;
+    const ids: string[] = [];
     for (const entry of this.#keys.values()) {
       if (entry.held && entry.held.until <= now.getTime()) {
         entry.held.material.fill(0);
@@ -137,9 +145,10 @@ export class MemoryKeyStore implements KeyStore {
       }
       if (!isDue(entry.meta, now)) continue;
       this.#expire(entry, now);
-      n++;
+      ids.push(entry.meta.id);
     }
-    return n;
+    if (ids.length > 0) options.onExpired?.(ids);
+    return ids.length;
   }
 
   async purgeClosed(before: Date, limit = 1000): Promise<number> {

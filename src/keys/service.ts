@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isQkmError, QkmError } from '../core/errors.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { KeyListQuery, KeyMetadata, KeyPurpose, KeyState, KeyStore } from './interface.js';
-import type { KeyAuditJournal } from './audit-journal.js';
+import type { KeyAuditJournal, ReconcileCounts } from './audit-journal.js';
 import { KEY_PURPOSES, unknownCursor } from './rules.js';
 
 export const MIN_KEY_BYTES = 16;
@@ -113,10 +113,10 @@ export class KeyService {
   }
 
   /** Settles audit intents a crash left behind; run once at start (see KeyAuditJournal). */
-  async reconcileAudit(): Promise<{ created: number; taken: number; dropped: number }> {
-    if (!this.#journal) return { created: 0, taken: 0, dropped: 0 };
+  async reconcileAudit(): Promise<ReconcileCounts> {
+    if (!this.#journal) return { created: 0, taken: 0, dropped: 0, expired: 0 };
     const r = await this.#journal.reconcile(this.#store);
-    if (r.created + r.taken + r.dropped > 0)
+    if (r.created + r.taken + r.dropped + r.expired > 0)
       this.#log?.warn({ ...r }, 'audit reconciled with the key store after a crash');
     return r;
   }
@@ -243,6 +243,16 @@ export class KeyService {
       return taken;
     } catch (err) {
       if (intent) await this.#journal!.abandon(intent);
+      // This take found the key past its expiry and closed it (the store expires it on the spot):
+      // its fate goes in the audit log like a swept key's, or the history would end at created.
+      if (meta.state === 'active' && isQkmError(err, 'KEY_EXPIRED') && this.#journal) {
+        await this.#journal.expiredOnTake(id, owner ?? 'system').catch((e: unknown) => {
+          this.#log?.warn(
+            { keyId: id, err: e instanceof Error ? e.message : String(e) },
+            'key.expired audit failed',
+          );
+        });
+      }
       // A concurrent request with the same id took it first: this is its retry.
       if (token !== undefined && isQkmError(err, 'KEY_ALREADY_TAKEN')) {
         return this.#redeliver(redeliver!, id, token, now);
@@ -280,14 +290,33 @@ export class KeyService {
     return this.#store.counts();
   }
 
-  /** Expires every active key past its expiry now; resolves with how many. */
+  /**
+   * Expires every active key past its expiry now, records them in the audit log (`key.expired`,
+   * up to EXPIRED_IDS_PER_RECORD ids per record: a mass expiry writes a few records, not one per
+   * key), and purges closed keys past the retention. Resolves with how many keys expired.
+   */
   async sweep(): Promise<number> {
     const now = this.#now();
-    const n = await this.#store.sweepExpired(now);
+    const n = await this.#expire(now);
     if (n > 0) this.#log?.info({ expired: n }, 'expired keys swept');
     const purged = await this.purgeClosed(now);
     if (purged > 0) this.#log?.info({ purged }, 'closed keys past retention purged');
     return n;
+  }
+
+  /** The sweep's expiry, journaled (see KeyAuditJournal.beginExpiry) when the service audits. */
+  async #expire(now: Date): Promise<number> {
+    const journal = this.#journal;
+    if (!journal) return this.#store.sweepExpired(now);
+    const intent = await journal.beginExpiry(now);
+    const ids: string[] = [];
+    try {
+      return await this.#store.sweepExpired(now, { onExpired: (batch) => ids.push(...batch) });
+    } finally {
+      // Also after a failed sweep: the batches it committed are expired and must be recorded. If
+      // the audit append fails the intent stays, and the next start's reconcile records them.
+      await journal.expired(intent, ids);
+    }
   }
 
   /**

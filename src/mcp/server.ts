@@ -11,6 +11,7 @@ import {
   generateAgentKeys,
 } from '../client/session-channel.js';
 import { VERSION } from '../core/version.js';
+import { POSTURES, type Posture } from '../session/posture.js';
 import { McpToolError, toErrorBody } from './errors.js';
 import { type HeldSession, SessionTable } from './sessions.js';
 
@@ -33,7 +34,7 @@ export interface QkmMcpOptions {
   logInternal?: (line: string) => void;
 }
 
-const POSTURE = z.enum(['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG']);
+const POSTURE = z.enum(POSTURES as [Posture, ...Posture[]]);
 const REQUIRE = z
   .enum(['quantum', 'any'])
   .describe('quantum: fail (503) rather than serve material made without a healthy quantum source');

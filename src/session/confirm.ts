@@ -1,6 +1,8 @@
 import { QkmError } from '../core/errors.js';
 import type { SessionContext } from './context.js';
 import { fromBase64url } from './encoding.js';
+import type { IssuedToken } from './records.js';
+import { receiveToken } from './resume.js';
 import { constantTimeEqual } from './transcript.js';
 
 /** The initiator's last step: the responder's key-confirmation tag. */
@@ -15,7 +17,8 @@ export async function confirm(
   sessionId: string,
   tag: string | Uint8Array,
   agent: string,
-): Promise<{ session_id: string; confirmed: true; key?: Uint8Array }> {
+  token?: { id: string; sealed: string },
+): Promise<{ session_id: string; confirmed: true; key?: Uint8Array; token?: IssuedToken }> {
   const key = `initiator:${sessionId}`;
   const rec = typeof sessionId === 'string' ? await ctx.sessions.get(key) : undefined;
   // Another agent's session answers as a missing one: no agent learns which sessions exist.
@@ -37,6 +40,9 @@ export async function confirm(
     });
     throw new QkmError('CONFIRM_MISMATCH', 'the key-confirmation tag does not match');
   }
+  // Governed: the responder's access token, opened with the session's token key (the tag has
+  // just proven both ends hold the same K). Before the key is taken, so a bad token costs nothing.
+  const received = token ? await receiveToken(ctx, rec, token) : undefined;
   let held: Uint8Array | undefined;
   if (rec.pending_key_id) {
     // Take-once: a second confirm (or a race) gets no key.
@@ -45,8 +51,9 @@ export async function confirm(
       () => undefined,
     );
   }
-  if (!rec.confirmed || rec.pending_key_id) {
+  if (!rec.confirmed || rec.pending_key_id || received) {
     const { pending_key_id: _taken, ...rest } = rec;
+    if (received) delete rest.resumption_pending_id;
     await ctx.sessions.put(key, {
       ...rest,
       confirmed: true,
@@ -60,5 +67,10 @@ export async function confirm(
       details: { session_id: sessionId, peer: rec.peer, peer_agent: rec.peer_agent },
     });
   }
-  return { session_id: sessionId, confirmed: true, ...(held ? { key: held } : {}) };
+  return {
+    session_id: sessionId,
+    confirmed: true,
+    ...(held ? { key: held } : {}),
+    ...(received ? { token: received } : {}),
+  };
 }

@@ -1,6 +1,9 @@
 import type { QkdKeySource } from '../../drivers/qkd/interface.js';
 import type { AuditSink } from '../audit/types.js';
 import type { EntropyProvider } from '../entropy/types.js';
+import type { ContactPolicies } from '../governance/contacts.js';
+import type { PrekeyStore } from '../governance/prekeys.js';
+import type { TokenIssuer } from '../governance/resumption.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
 import type { NodeIdentity } from './identity.js';
 import type { PeerRegistry } from './peers.js';
@@ -37,11 +40,24 @@ export interface SessionServiceOptions {
    * after a KME stopped answering, not after the full KME deadline.
    */
   qkdFallbackTimeoutMs?: number;
+  /** Governed agents; without it, a governed (qkm/v2) handshake is refused. */
+  governance?: SessionGovernance;
 }
 
 export const DEFAULT_QKD_TIMEOUT_MS = 5000;
 export const DEFAULT_QKD_FALLBACK_TIMEOUT_MS = 1000;
 export const DEFAULT_WINDOW_MS = 120_000;
+
+/** The node's governed agents (issue #12): what a qkm/v2 handshake and its tokens use. */
+export interface SessionGovernance {
+  prekeys: PrekeyStore;
+  contacts: ContactPolicies;
+  /** Issues access tokens after governed handshakes and resumes sessions with them. */
+  tokens: TokenIssuer;
+  /** Uses and lifetime of the tokens issued. */
+  tokenMaxUses: number;
+  tokenTtlSeconds: number;
+}
 
 export interface SessionContext {
   readonly o: SessionServiceOptions;

@@ -4,7 +4,9 @@ import { confirm } from './confirm.js';
 import { DEFAULT_WINDOW_MS, type SessionContext, type SessionServiceOptions } from './context.js';
 import { initiate } from './initiator.js';
 import {
+  type AcceptRequest,
   type AcceptResult,
+  type IssuedToken,
   type InitiateRequest,
   type InitiateResult,
   type SessionCounters,
@@ -14,16 +16,31 @@ import {
 import { RejectionAudit } from './rejection-audit.js';
 import { ReplayCache } from './replay.js';
 import { accept } from './responder.js';
+import {
+  type HeldToken,
+  type ResumedSession,
+  acceptResume,
+  completeResume,
+  listTokens,
+  startResume,
+} from './resume.js';
 import { SessionKeyHolder } from './session-keys.js';
 
 export {
   DEFAULT_QKD_FALLBACK_TIMEOUT_MS,
   DEFAULT_QKD_TIMEOUT_MS,
   DEFAULT_WINDOW_MS,
+  type SessionGovernance,
   type SessionServiceOptions,
 } from './context.js';
+export type { BundleQuery, BundleSource, ResponderBundle } from './bundles.js';
+export { givenBundle } from './bundles.js';
+export type { HeldToken, ResumedSession } from './resume.js';
 export type {
+  AcceptRequest,
   AcceptResult,
+  GovernanceProvenance,
+  IssuedToken,
   InitiateRequest,
   InitiateResult,
   SessionCounters,
@@ -108,7 +125,7 @@ export class SessionService {
   }
 
   /** Accepts a peer's handshake (checks and their order: responder.ts, `accept`). */
-  accept(req: { handshake: string; agent: string }): Promise<AcceptResult> {
+  accept(req: AcceptRequest): Promise<AcceptResult> {
     return accept(this.ctx, req);
   }
 
@@ -120,8 +137,35 @@ export class SessionService {
     sessionId: string,
     tag: string | Uint8Array,
     agent: string,
-  ): Promise<{ session_id: string; confirmed: true; key?: Uint8Array }> {
-    return confirm(this.ctx, sessionId, tag, agent);
+    token?: { id: string; sealed: string },
+  ): Promise<{ session_id: string; confirmed: true; key?: Uint8Array; token?: IssuedToken }> {
+    return confirm(this.ctx, sessionId, tag, agent, token);
+  }
+
+  /** Resumed sessions (resume.ts): initiator step 1. */
+  startResume(req: { agent: string; tokenId: string }): ReturnType<typeof startResume> {
+    return startResume(this.ctx, req);
+  }
+
+  /** Responder step 2: checks the token, counts the use durably, derives K'. */
+  async acceptResume(req: {
+    resume: string;
+    agent: string;
+    agentAid?: string | undefined;
+  }): Promise<ResumedSession> {
+    const r = await acceptResume(this.ctx, req);
+    this.tally.accepted[r.posture]++;
+    return r;
+  }
+
+  /** Initiator step 3: K' once the responder's tag matches. */
+  completeResume(req: { agent: string; resumeId: string; answer: string }): Promise<ResumedSession> {
+    return completeResume(this.ctx, req);
+  }
+
+  /** The access tokens an agent of this node holds (no secrets). */
+  tokens(agent: string): Promise<HeldToken[]> {
+    return listTokens(this.ctx, agent);
   }
 
   /** Stored metadata for a session id (one record per role this node played). */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sha3_256 } from '@noble/hashes/sha3.js';
+import { type Static, Type } from '@sinclair/typebox';
 import { QkmError } from '../core/errors.js';
 import type { Provenance } from '../core/provenance.js';
 import type { EntropyProvider } from '../entropy/types.js';
@@ -73,22 +74,31 @@ export interface NodeIdentity {
   bundle: IdentityBundle;
 }
 
-/** The public, self-signed identity document a node hands to its peers (JSON). */
-export interface IdentityBundle {
-  /** 2 (new bundles); 1: made before the domain-tag change, still accepted. */
-  version: 1 | 2;
-  node_id: string;
-  region: string;
-  /** base64url, 1952 bytes decoded. */
-  ml_dsa_65_public_key: string;
-  /** base64url, 1184 bytes decoded. */
-  ml_kem_768_public_key: string;
-  sae_id?: string;
-  kme_id?: string;
-  created: string;
-  /** base64url ML-DSA-65 signature, tag "qkm/v1 identity-bundle", over `bundleSigningBytes`. */
-  signature: string;
-}
+/**
+ * The public, self-signed identity document a node hands to its peers (JSON). The one
+ * definition: the API and the Provider serve it with this schema, the SDK types it from it.
+ */
+export const IdentityBundleSchema = Type.Object(
+  {
+    version: Type.Union([Type.Literal(1), Type.Literal(2)], {
+      description:
+        '2: domain-tagged signature; 1: made before that change (FIPS 204 context), still accepted',
+    }),
+    node_id: Type.String(),
+    region: Type.String(),
+    ml_dsa_65_public_key: Type.String({ description: 'base64url, 1952 bytes decoded' }),
+    ml_kem_768_public_key: Type.String({ description: 'base64url, 1184 bytes decoded' }),
+    sae_id: Type.Optional(Type.String()),
+    kme_id: Type.Optional(Type.String()),
+    created: Type.String(),
+    signature: Type.String({
+      description:
+        'base64url ML-DSA-65 signature, tag "qkm/v1 identity-bundle", over the canonical encoding (README, "Session protocol")',
+    }),
+  },
+  { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
+);
+export type IdentityBundle = Static<typeof IdentityBundleSchema>;
 
 /** A bundle that passed `verifyBundle`, with decoded keys. */
 export interface VerifiedBundle {

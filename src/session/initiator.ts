@@ -6,6 +6,10 @@ import { mlKem768Encapsulate, pqcInfo } from '../pqc/index.js';
 import type { SessionContext } from './context.js';
 import { str, toBase64url } from './encoding.js';
 import type { PostureDecision } from './policy.js';
+import { canonicalAid } from '../governance/aid.js';
+import { type SignedPrekey, verifyPrekey } from '../governance/prekeys.js';
+import { deriveResumptionSecret, deriveTokenKey } from '../governance/resumption.js';
+import type { Peer } from './peers.js';
 import { type Posture, isPosture, postureHasQkd, postureHasQrng } from './posture.js';
 import { UNREACHABLE_KME, fetchQkdKeys, wipeWhenArrived } from './qkd-leg.js';
 import {
@@ -13,13 +17,16 @@ import {
   type InitiateResult,
   type SessionProvenance,
   auditDetails,
+  governanceAudit,
 } from './records.js';
 import {
+  GOVERNED_HANDSHAKE_VERSION,
   HANDSHAKE_VERSION,
   type HandshakeBody,
   MAX_CONTEXT_BYTES,
   NONCE_BYTES,
   R_BYTES,
+  deriveGovernedKeys,
   deriveKeys,
   encodeBody,
   encodeMessage,
@@ -53,7 +60,12 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
     }
   }
   const me = ctx.o.identity;
-  const peer = await ctx.o.peers.require(req.peer);
+  // Governed (qkm/v2): the responder's prekey first — the source may vouch for its node — and
+  // checked here against the node's identity key whatever the source.
+  const gov = req.governed ? await governedPrekey(ctx, req.governed, req.peer) : undefined;
+  const peer = gov?.peer ?? (await ctx.o.peers.require(req.peer));
+  if (gov) verifyGovernedPrekey(ctx, gov, peer);
+  const mBytes = gov ? 64 : 32;
   const decision = await ctx.o.policy.decide(peer, req.minPosture);
   let posture = decision.posture;
   const notes: string[] = [];
@@ -71,10 +83,11 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   let entropyProv: Provenance | undefined;
   if (postureHasQrng(posture)) {
     try {
-      const e = await ctx.o.entropy.getEntropy(32 + R_BYTES + NONCE_BYTES, { require: 'quantum' });
-      m = e.bytes.slice(0, 32);
-      r = e.bytes.slice(32, 32 + R_BYTES);
-      nonce = e.bytes.slice(32 + R_BYTES);
+      const e = await ctx.o.entropy.getEntropy(mBytes + R_BYTES + NONCE_BYTES, { require: 'quantum' });
+      // m: 32 bytes per encapsulation (the node key's, then the prekey's).
+      m = e.bytes.slice(0, mBytes);
+      r = e.bytes.slice(mBytes, mBytes + R_BYTES);
+      nonce = e.bytes.slice(mBytes + R_BYTES);
       e.bytes.fill(0);
       randomness = 'quantum';
       entropyProv = e.provenance;
@@ -89,10 +102,10 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
       posture = 'PQC';
       degraded = true;
       notes.push('quantum entropy became unavailable during the handshake; fell back to PQC');
-      ({ m, r, nonce } = osRandomness());
+      ({ m, r, nonce } = osRandomness(mBytes));
     }
   } else {
-    ({ m, r, nonce } = osRandomness());
+    ({ m, r, nonce } = osRandomness(mBytes));
   }
 
   // 2. QKD: the enc_keys request goes out now, after everything that could still fail the
@@ -110,9 +123,13 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   }
 
   // 3. The PQ step: ML-KEM-768 encapsulation to the pinned key (FIPS 203 §7.2, m = explicit randomness).
+  // Governed: a second encapsulation, to the responder agent's prekey (m[32..64)).
   let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
+  let toPrekey: { cipherText: Uint8Array; sharedSecret: Uint8Array } | undefined;
   try {
-    encapsulated = mlKem768Encapsulate(peer.kemPublicKey, m); // m given: noble on liboqs (src/pqc)
+    // m given (the posture's randomness): noble when the backend cannot take it (src/pqc).
+    encapsulated = mlKem768Encapsulate(peer.kemPublicKey, m.subarray(0, 32));
+    if (gov) toPrekey = mlKem768Encapsulate(gov.publicKey, m.subarray(32, 64));
   } catch (err) {
     wipeWhenArrived(qkdRequest);
     throw err;
@@ -156,7 +173,7 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   const fallback = decision.fallback || posture !== decision.posture;
   const timestamp = ctx.clock();
   const body: HandshakeBody = {
-    version: HANDSHAKE_VERSION,
+    version: gov ? GOVERNED_HANDSHAKE_VERSION : HANDSHAKE_VERSION,
     posture,
     initiatorNodeId: me.nodeId,
     responderNodeId: peer.nodeId,
@@ -175,19 +192,39 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
     degraded,
     fallback,
     randomness,
+    ...(gov && toPrekey
+      ? {
+          governed: {
+            initiatorAid: gov.initiatorAid,
+            responderAid: gov.responderAid,
+            prekeyId: gov.prekey.id,
+            prekeyCiphertext: toPrekey.cipherText,
+            prekeyKind: gov.prekey.kind,
+          },
+        }
+      : {}),
   };
   const bodyBytes = encodeBody(body);
   // K and the session id depend on the body only, not on the signature, so the keys are derived
   // and the records written before the ML-DSA signature, which is computed once the records'
   // writes are on their way.
   const th = transcriptHash(bodyBytes);
-  const keys = deriveKeys(
-    sharedSecret,
-    qkdKeys.map((k) => k.key),
-    r,
-    th,
-  );
+  const keys = toPrekey
+    ? deriveGovernedKeys(
+        sharedSecret,
+        toPrekey.sharedSecret,
+        qkdKeys.map((k) => k.key),
+        r,
+        th,
+      )
+    : deriveKeys(
+        sharedSecret,
+        qkdKeys.map((k) => k.key),
+        r,
+        th,
+      );
   sharedSecret.fill(0);
+  toPrekey?.sharedSecret.fill(0);
   for (const k of qkdKeys) k.key.fill(0);
   keys.confirmKey.fill(0);
   const sessionId = sessionIdOf(th);
@@ -213,6 +250,17 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
       ...(!qkd && qkdReason ? { reason: qkdReason } : {}),
     },
     qrng: qrngLeg(posture, randomness, decision, entropyProv, notes),
+    ...(gov
+      ? {
+          governance: {
+            protocol: 'qkm/v2' as const,
+            initiatorAid: gov.initiatorAid,
+            responderAid: gov.responderAid,
+            prekeyId: gov.prekey.id,
+            lastResort: gov.prekey.kind === 'last-resort',
+          },
+        }
+      : {}),
     at,
   };
   const created = new Date(ctx.clock()).toISOString();
@@ -224,9 +272,25 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
       node: me.nodeId,
       agent: req.agent,
       peer_agent: req.responderAgent,
+      ...governanceAudit(provenance),
     },
   });
+  // Governed: RS ‖ TK wait (encrypted) for the confirm that brings the responder's token.
+  const resumption = gov ? resumptionSecrets(keys.key, th) : undefined;
   const persisted = (async () => {
+    const govFields = resumption
+      ? {
+          agent_aid: gov!.initiatorAid,
+          peer_aid: gov!.responderAid,
+          resumption_pending_id: await ctx.keys.holdSecret(
+            resumption,
+            `resumption secret of session ${sessionId} (until confirmed)`,
+            provenance,
+            at,
+          ),
+        }
+      : {};
+    resumption?.fill(0);
     if (req.requireConfirm) {
       const pendingKeyId = await ctx.keys.hold(keys.key, sessionId, provenance, at);
       await ctx.sessions.put(`initiator:${sessionId}`, {
@@ -242,6 +306,7 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
         expected_confirm: toBase64url(keys.confirmTag),
         confirmed: false,
         pending_key_id: pendingKeyId,
+        ...govFields,
       });
       return undefined;
     }
@@ -259,6 +324,7 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
       expected_confirm: toBase64url(keys.confirmTag),
       confirmed: false,
       ...(keyId ? { key_id: keyId } : {}),
+      ...govFields,
     });
     return keyId;
   })();
@@ -293,12 +359,12 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   };
 }
 
-/** Agent names as the registry allows them (src/core/agents.ts). */
+/** Agent names as the registry allows them (src/agents/registry.ts). */
 const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-function osRandomness(): { m: Uint8Array; r: Uint8Array; nonce: Uint8Array } {
+function osRandomness(mBytes: number): { m: Uint8Array; r: Uint8Array; nonce: Uint8Array } {
   return {
-    m: new Uint8Array(randomBytes(32)),
+    m: new Uint8Array(randomBytes(mBytes)),
     r: new Uint8Array(randomBytes(R_BYTES)),
     nonce: new Uint8Array(randomBytes(NONCE_BYTES)),
   };
@@ -326,4 +392,56 @@ function qrngLeg(
   if (midHandshake) return { used: false, degraded: true, reason: midHandshake };
   if (!row.available) return { used: false, degraded: true, reason: row.why };
   return { used: false, degraded: false, reason: 'policy chose PQC' };
+}
+
+interface GovernedPrekey {
+  initiatorAid: string;
+  responderAid: string;
+  prekey: SignedPrekey;
+  /** Set by verifyGovernedPrekey. */
+  publicKey: Uint8Array;
+  peer?: Peer;
+}
+
+async function governedPrekey(
+  ctx: SessionContext,
+  g: NonNullable<InitiateRequest['governed']>,
+  peerId: string,
+): Promise<GovernedPrekey> {
+  if (!ctx.o.governance)
+    throw new QkmError('INVALID_PARAMETER', 'this node has no governed agents (governance not configured)');
+  const initiatorAid = canonicalAid(g.initiatorAid);
+  const responderAid = canonicalAid(g.responderAid);
+  const b = await g.bundles.bundle({ responderAid, initiatorAid, peer: peerId });
+  return {
+    initiatorAid,
+    responderAid,
+    prekey: b.prekey,
+    publicKey: new Uint8Array(0),
+    ...(b.peer ? { peer: b.peer } : {}),
+  };
+}
+
+/** Signature by the responder node, binding to the responder agent, expiry (PREKEY_*). */
+function verifyGovernedPrekey(ctx: SessionContext, g: GovernedPrekey, peer: Peer): void {
+  const { prekey, publicKey } = verifyPrekey(
+    g.prekey,
+    peer.dsaPublicKey,
+    { aid: g.responderAid, nodeId: peer.nodeId },
+    ctx.clock(),
+  );
+  g.prekey = prekey;
+  g.publicKey = publicKey;
+}
+
+/** RS ‖ TK of a governed session (src/governance/resumption.ts). */
+function resumptionSecrets(key: Uint8Array, th: Uint8Array): Uint8Array {
+  const rs = deriveResumptionSecret(key, th);
+  const tk = deriveTokenKey(key, th);
+  const out = new Uint8Array(64);
+  out.set(rs, 0);
+  out.set(tk, 32);
+  rs.fill(0);
+  tk.fill(0);
+  return out;
 }

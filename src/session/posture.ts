@@ -1,10 +1,19 @@
+import { type Static, Type } from '@sinclair/typebox';
+
 /**
  * Cryptographic postures of a link, after the QSC paper (eq. 5–7), in increasing order of
  * strength. `PQC` is the universal baseline; each step adds a source of strength.
  */
-export const POSTURES = ['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'] as const;
+/** The one definition of a posture on the wire (API schemas, SDK types) and in code. */
+export const PostureSchema = Type.Union(
+  [Type.Literal('PQC'), Type.Literal('PQC+QRNG'), Type.Literal('QKD+PQC+QRNG')],
+  { description: 'PQC < PQC+QRNG < QKD+PQC+QRNG' },
+);
 
-export type Posture = (typeof POSTURES)[number];
+export type Posture = Static<typeof PostureSchema>;
+
+/** Every posture, in increasing order of strength (the schema's order). */
+export const POSTURES: readonly Posture[] = PostureSchema.anyOf.map((s) => s.const);
 
 export function isPosture(v: unknown): v is Posture {
   return typeof v === 'string' && (POSTURES as readonly string[]).includes(v);

@@ -1,6 +1,7 @@
-import type { Provenance } from '../core/provenance.js';
-import type { PqcBackendName } from '../pqc/index.js';
-import type { Posture } from './posture.js';
+import { type Static, Type } from '@sinclair/typebox';
+import { ProvenanceSchema } from '../core/provenance.js';
+import type { BundleSource } from './bundles.js';
+import { type Posture, PostureSchema } from './posture.js';
 
 /**
  * What a session leaves behind on each node: its provenance, the stored record, the results
@@ -8,51 +9,88 @@ import type { Posture } from './posture.js';
  */
 
 /** Where each leg of a session key came from. Travels with the key and into the audit log. */
-export interface SessionProvenance {
-  posture: Posture;
-  /**
-   * True when a stronger compliant posture was skipped because a configured source is failing
-   * (quantum entropy unhealthy, QKD link down) — not when it is merely not configured.
-   */
-  degraded: boolean;
-  /** Present when `degraded` or when the policy fell back for compliance reasons. */
-  reason?: string;
-  /** The policy chose below the best-scoring posture (compliance or availability). */
-  fallback: boolean;
-  pqc: {
-    kem: 'ML-KEM-768';
-    signature: 'ML-DSA-65';
-    kdf: 'HKDF-SHA-256';
-    /**
-     * Source of the encapsulation randomness, r and the nonce: `quantum` (quantum-seeded DRBG) or
-     * `os` (node:crypto). On the responder it is what the posture obliges the initiator to use.
-     */
-    randomness: 'quantum' | 'os';
-    /** `local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake. */
-    randomnessOrigin: 'local' | 'initiator';
-    /** This node's PQC backend (`pqc.backend`): its ML-DSA and ML-KEM decapsulation ran there. */
-    backend: PqcBackendName;
-    /** Initiator: the library that encapsulated with `randomness` (noble when the backend cannot take m). */
-    kemEncaps?: string;
-  };
-  qkd: {
-    used: boolean;
-    keyIds: string[];
-    initiatorKmeId?: string;
-    responderKmeId?: string;
-    /** Why QKD was not used, when it was compliant. */
-    reason?: string;
-  };
-  qrng: {
-    used: boolean;
-    degraded: boolean;
-    reason?: string;
+/** Governed sessions (protocol qkm/v2) only: the agents' ids and the prekey used. */
+export const GovernanceProvenanceSchema = Type.Object({
+  protocol: Type.Literal('qkm/v2'),
+  initiatorAid: Type.String(),
+  responderAid: Type.String(),
+  prekeyId: Type.String(),
+  lastResort: Type.Boolean({
+    description:
+      "True when the responder's last-resort prekey (not a one-time prekey) was used: no forward secrecy against its compromise until it rotates",
+  }),
+});
+export type GovernanceProvenance = Static<typeof GovernanceProvenanceSchema>;
+
+export const SessionProvenanceSchema = Type.Object({
+  posture: PostureSchema,
+  degraded: Type.Boolean({
+    description:
+      'True when a stronger compliant posture was skipped because a configured source is failing ' +
+      '(quantum entropy unhealthy, QKD link down) — not when it is merely not configured',
+  }),
+  reason: Type.Optional(
+    Type.String({
+      description: 'Present when `degraded` or when the policy fell back for compliance reasons',
+    }),
+  ),
+  fallback: Type.Boolean({
+    description: 'The policy chose below the best-scoring posture (compliance or availability)',
+  }),
+  pqc: Type.Object({
+    kem: Type.Literal('ML-KEM-768'),
+    signature: Type.Literal('ML-DSA-65'),
+    kdf: Type.Literal('HKDF-SHA-256'),
+    randomness: Type.Union([Type.Literal('quantum'), Type.Literal('os')], {
+      description:
+        'Source of the encapsulation randomness, r and the nonce: `quantum` (quantum-seeded DRBG) or ' +
+        '`os` (node:crypto). On the responder it is what the posture obliges the initiator to use',
+    }),
+    randomnessOrigin: Type.Union(
+      [Type.Literal('local'), Type.Literal('initiator'), Type.Literal('responder')],
+      {
+        description:
+          '`local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake; ' +
+          "`responder`: a resumed session's salt, as the responder's answer says",
+      },
+    ),
+    backend: Type.Optional(
+      Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], {
+        description:
+          "This node's PQC backend (`pqc.backend`): its ML-DSA and ML-KEM decapsulation ran there (absent for resumed sessions: no PQC step)",
+      }),
+    ),
+    kemEncaps: Type.Optional(
+      Type.String({
+        description:
+          'Initiator: the library that encapsulated with `randomness` (`noble (caller randomness)` when the backend cannot take it)',
+      }),
+    ),
+  }),
+  qkd: Type.Object({
+    used: Type.Boolean(),
+    keyIds: Type.Array(Type.String()),
+    initiatorKmeId: Type.Optional(Type.String()),
+    responderKmeId: Type.Optional(Type.String()),
+    reason: Type.Optional(Type.String({ description: 'Why QKD was not used, when it was compliant' })),
+  }),
+  qrng: Type.Object({
+    used: Type.Boolean(),
+    degraded: Type.Boolean(),
+    reason: Type.Optional(Type.String()),
     /** The EntropyProvider's provenance for the quantum draw (initiator only). */
-    entropy?: Provenance;
-  };
-  /** ISO-8601. */
-  at: string;
-}
+    entropy: Type.Optional(ProvenanceSchema),
+  }),
+  governance: Type.Optional(GovernanceProvenanceSchema),
+  resumption: Type.Optional(
+    Type.Object(
+      { tokenId: Type.String(), use: Type.Integer(), kdf: Type.Literal('HKDF-SHA-256') },
+      { description: 'Resumed sessions only: the access token they were opened with' },
+    ),
+  ),
+  at: Type.String({ description: 'ISO-8601' }),
+});
+export type SessionProvenance = Static<typeof SessionProvenanceSchema>;
 
 /** Stored per session and role (namespace `sessions`, key `<role>:<session_id>`). No key bytes. */
 export interface SessionRecord {
@@ -75,6 +113,14 @@ export interface SessionRecord {
   confirmed_at?: string;
   /** KeyStore id of K when `keepKeys` is configured. */
   key_id?: string;
+  /** Governed sessions: this node's agent's governed id and the other agent's. */
+  agent_aid?: string;
+  peer_aid?: string;
+  /**
+   * Initiator of a governed session: KeyStore id of RS ‖ TK (resumption secret, token key),
+   * held until the confirm that brings the responder's token opens it.
+   */
+  resumption_pending_id?: string;
   /** Initiator with `require_confirm`: KeyStore id of K, handed out (once) by a successful confirm. */
   pending_key_id?: string;
 }
@@ -94,6 +140,28 @@ export interface InitiateRequest {
    * `key_pending: true`); K waits in the KeyStore (encrypted, take-once) and `confirm` returns it.
    */
   requireConfirm?: boolean;
+  /**
+   * A governed session (protocol qkm/v2): the initiating agent's governed id, the responder's,
+   * and where the responder's prekey comes from. Absent: the qkm/v1 handshake.
+   */
+  governed?: { initiatorAid: string; responderAid: string; bundles: BundleSource };
+}
+
+export interface AcceptRequest {
+  handshake: string;
+  /** The authenticated agent accepting (its name on this node). */
+  agent: string;
+  /** Its governed id, if it has one (required for a governed handshake). */
+  agentAid?: string | undefined;
+}
+
+/** An access token issued by a responder after a governed handshake (opaque to the agent). */
+export interface IssuedToken {
+  id: string;
+  /** base64url AES-256-GCM-sealed token body, readable only with the session's key. */
+  sealed: string;
+  expires: string;
+  max_uses: number;
 }
 
 export interface InitiateResult {
@@ -123,6 +191,9 @@ export interface AcceptResult {
   peer_agent: string;
   context: string;
   key_id?: string;
+  /** Governed sessions: the initiating agent's governed id and the access token for it. */
+  peer_aid?: string;
+  token?: IssuedToken;
 }
 
 /**
@@ -168,5 +239,18 @@ export function auditDetails(
     randomness: p.pqc.randomness,
     qkd_key_ids: p.qkd.keyIds,
     qrng_degraded: p.qrng.degraded,
+  };
+}
+
+/** The governed part of a session's audit details (no key material: ids only). */
+export function governanceAudit(p: SessionProvenance): Record<string, unknown> {
+  const g = p.governance;
+  if (!g) return {};
+  return {
+    protocol: g.protocol,
+    initiator_aid: g.initiatorAid,
+    responder_aid: g.responderAid,
+    prekey_id: g.prekeyId,
+    last_resort: g.lastResort,
   };
 }

@@ -14,6 +14,9 @@ export interface RejectionAuditOptions {
   windowMs?: number;
   /** Wall clock, ms since the epoch. */
   clock?: () => number;
+  /** Audit record types (default `session.rejected` / `session.rejections_suppressed`). */
+  type?: string;
+  suppressedType?: string;
 }
 
 interface Window {
@@ -28,6 +31,8 @@ export class RejectionAudit {
   private readonly perWindow: number;
   private readonly windowMs: number;
   private readonly clock: () => number;
+  private readonly type: string;
+  private readonly suppressedType: string;
 
   constructor(
     private readonly audit: AuditSink,
@@ -36,6 +41,8 @@ export class RejectionAudit {
     this.perWindow = options.perWindow ?? 20;
     this.windowMs = options.windowMs ?? 60_000;
     this.clock = options.clock ?? Date.now;
+    this.type = options.type ?? 'session.rejected';
+    this.suppressedType = options.suppressedType ?? 'session.rejections_suppressed';
   }
 
   /** Records (or counts) one rejection. Never rejects: the rejection itself is what the caller must see. */
@@ -52,9 +59,7 @@ export class RejectionAudit {
     }
     if (w.written < this.perWindow) {
       w.written++;
-      await this.audit
-        .append({ type: 'session.rejected', actor, details: { code, reason } })
-        .catch(() => undefined);
+      await this.audit.append({ type: this.type, actor, details: { code, reason } }).catch(() => undefined);
       return;
     }
     w.suppressed++;
@@ -83,7 +88,7 @@ export class RejectionAudit {
     w.suppressed = 0;
     void this.audit
       .append({
-        type: 'session.rejections_suppressed',
+        type: this.suppressedType,
         actor: 'system',
         details: {
           code,

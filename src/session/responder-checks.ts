@@ -5,6 +5,7 @@ import { toHex } from './encoding.js';
 import type { Peer } from './peers.js';
 import { postureAtLeast, postureHasQkd } from './posture.js';
 import {
+  type GovernedFields,
   type HandshakeBody,
   HandshakeDecodeError,
   decodeBody,
@@ -24,6 +25,9 @@ export interface CheckedHandshake {
   peer: Peer;
   /** The replay entry's synced write. */
   admission: Promise<void>;
+  /** The accepting agent (its name on this node, its governed id if it has one). */
+  agent: string;
+  agentAid?: string | undefined;
 }
 
 /** FIPS 203 implicit rejection: a forged ciphertext yields an unrelated secret, caught by confirm. */
@@ -37,9 +41,9 @@ export function tryDecapsulate(cipherText: Uint8Array, secretKey: Uint8Array): U
 
 export async function checkHandshake(
   ctx: SessionContext,
-
   text: string,
   agent: string,
+  agentAid: string | undefined,
   seen: (initiator: string, qkdKeyCount: number) => void,
 ): Promise<CheckedHandshake> {
   const me = ctx.o.identity;
@@ -62,8 +66,8 @@ export async function checkHandshake(
   // Verified before anything else is spent on the handshake. (With the PQC worker it ran
   // alongside a speculative decapsulation; with liboqs a verification takes ≈ 0.1–0.3 ms, src/pqc.)
   const verdict = verifyBody(signature, bodyBytes, peer.dsaPublicKey);
-  const { durable } = await checkVerified(ctx, body, peer, verdict, agent);
-  return { body, bodyBytes, peer, admission: durable };
+  const { durable } = await checkVerified(ctx, body, peer, verdict, agent, agentAid);
+  return { body, bodyBytes, peer, admission: durable, agent, agentAid };
 }
 
 /** The checks after the signature's verdict; ends with the replay cache's admission. */
@@ -74,6 +78,7 @@ async function checkVerified(
   peer: Peer,
   signatureValid: boolean,
   agent: string,
+  agentAid: string | undefined,
 ): Promise<{ durable: Promise<void> }> {
   const me = ctx.o.identity;
   if (!signatureValid) {
@@ -83,7 +88,18 @@ async function checkVerified(
     );
   }
   // Checked before the replay entry, so a wrong agent cannot burn the intended one's handshake.
-  if (body.responderAgent !== agent) {
+  // A governed handshake names its responder by governed id (the unit policies speak about).
+  if (body.governed) {
+    if (!ctx.o.governance) {
+      throw new QkmError('HANDSHAKE_VERSION', 'governed (qkm/v2) handshakes are not enabled on this node');
+    }
+    if (agentAid === undefined || body.governed.responderAid !== agentAid) {
+      throw new QkmError(
+        'HANDSHAKE_WRONG_AGENT',
+        'the handshake names another governed agent as its responder',
+      );
+    }
+  } else if (body.responderAgent !== agent) {
     throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the handshake names another agent as its responder');
   }
   if (postureHasQkd(body.posture)) {
@@ -112,6 +128,9 @@ async function checkVerified(
   if (postureHasQkd(body.posture) && !ctx.o.qkd) {
     throw new QkmError('QKD_UNAVAILABLE', 'the handshake uses QKD but this node has no QKD key source');
   }
+  // Governed: contact policy and prekey checked (consuming nothing) before the replay entry;
+  // both are consumed in complete(), once the handshake is admitted.
+  if (body.governed) await checkGoverned(ctx, body.governed);
   const admission = await ctx.replay.reserve(body.initiatorNodeId, toHex(body.nonce), body.timestamp, now);
   if (!admission.admitted) {
     throw new QkmError('HANDSHAKE_REPLAYED', 'this handshake was already accepted');
@@ -119,4 +138,21 @@ async function checkVerified(
   // Observed in complete(); this only keeps a failure from being reported as unhandled meanwhile.
   admission.durable.catch(() => undefined);
   return admission;
+}
+
+/**
+ * The responder's contact policy admits the initiator now (CONTACT_NO_RULE, CONTACT_BLOCKED,
+ * CONTACT_BUDGET_EXHAUSTED), and the prekey is this agent's, of the kind the body says, unused
+ * and unexpired (PREKEY_NOT_FOUND, PREKEY_INVALID, PREKEY_CONSUMED, PREKEY_EXPIRED).
+ */
+async function checkGoverned(ctx: SessionContext, g: GovernedFields): Promise<void> {
+  const gov = ctx.o.governance!;
+  await gov.contacts.check(g.responderAid, g.initiatorAid);
+  const state = await gov.prekeys.state(g.prekeyId);
+  if (!state) throw new QkmError('PREKEY_NOT_FOUND', 'no such prekey on this node');
+  if (state.aid !== g.responderAid || state.kind !== g.prekeyKind)
+    throw new QkmError('PREKEY_INVALID', 'the prekey belongs to another agent or is of another kind');
+  if (state.used) throw new QkmError('PREKEY_CONSUMED', 'the one-time prekey was already used');
+  if (ctx.clock() >= Date.parse(state.expires))
+    throw new QkmError('PREKEY_EXPIRED', `the prekey expired at ${state.expires}`);
 }

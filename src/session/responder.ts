@@ -6,9 +6,27 @@ import { readStr, toBase64url } from './encoding.js';
 import { postureHasQkd, postureHasQrng } from './posture.js';
 import { DEFAULT_QKD_TIMEOUT_MS } from './context.js';
 import { wipeWhenArrived } from './qkd-leg.js';
-import { type AcceptResult, type SessionProvenance, auditDetails } from './records.js';
+import { agentKeyHash } from '../governance/resumption.js';
+import type { Peer } from './peers.js';
+import {
+  type AcceptRequest,
+  type AcceptResult,
+  type IssuedToken,
+  type SessionProvenance,
+  auditDetails,
+  governanceAudit,
+} from './records.js';
+import { keyProvenance } from './session-keys.js';
 import { type CheckedHandshake, checkHandshake, tryDecapsulate } from './responder-checks.js';
-import { QKD_KEY_BITS, deriveKeys, sessionIdOf, transcriptHash } from './transcript.js';
+import {
+  type GovernedFields,
+  type HandshakeBody,
+  QKD_KEY_BITS,
+  deriveGovernedKeys,
+  deriveKeys,
+  sessionIdOf,
+  transcriptHash,
+} from './transcript.js';
 
 /** The responder's side of a session: accept a checked handshake, derive K, answer with a tag. */
 
@@ -23,14 +41,11 @@ import { QKD_KEY_BITS, deriveKeys, sessionIdOf, transcriptHash } from './transcr
  * (HANDSHAKE_REPLAYED). Then, overlapping: dec_keys, decapsulation and the replay entry's fsync;
  * reported in the order store failure, HANDSHAKE_DECAPSULATION, dec_keys (QKD_UNAVAILABLE).
  */
-export async function accept(
-  ctx: SessionContext,
-  req: { handshake: string; agent: string },
-): Promise<AcceptResult> {
+export async function accept(ctx: SessionContext, req: AcceptRequest): Promise<AcceptResult> {
   let initiator: string | undefined;
   let qkdKeyCount = 0;
   try {
-    const checked = await checkHandshake(ctx, req.handshake, req.agent, (id, keyCount) => {
+    const checked = await checkHandshake(ctx, req.handshake, req.agent, req.agentAid, (id, keyCount) => {
       initiator = id;
       qkdKeyCount = keyCount;
     });
@@ -67,9 +82,13 @@ export async function accept(
  */
 async function complete(
   ctx: SessionContext,
-  { body, bodyBytes, peer, admission }: CheckedHandshake,
+  { body, bodyBytes, peer, admission, agent }: CheckedHandshake,
 ): Promise<AcceptResult> {
   const me = ctx.o.identity;
+  // Governed: one unit of the initiator's budget, then the prekey's secret taken (an OTK's is
+  // destroyed), both durable before anything else happens; a refusal here is a rejection.
+  let prekey: { sharedSecret: Uint8Array; lastResort: boolean } | undefined;
+  if (body.governed) prekey = await consumeGoverned(ctx, body.governed);
   // dec_keys goes out first (the handshake is authenticated and admitted by now), so the KME
   // round trip overlaps the decapsulation and the synced writes below. Should anything below
   // fail, keys that arrive anyway are wiped; the KME has already released them either way.
@@ -107,6 +126,17 @@ async function complete(
       ...(qkd ? { initiatorKmeId: body.initiatorKmeId, responderKmeId: body.responderKmeId } : {}),
     },
     qrng: { used: postureHasQrng(body.posture), degraded: false },
+    ...(body.governed && prekey
+      ? {
+          governance: {
+            protocol: 'qkm/v2' as const,
+            initiatorAid: body.governed.initiatorAid,
+            responderAid: body.governed.responderAid,
+            prekeyId: body.governed.prekeyId,
+            lastResort: prekey.lastResort,
+          },
+        }
+      : {}),
     at,
   };
   // The session record and the audit record are written concurrently: the store commits
@@ -117,8 +147,11 @@ async function complete(
         session_id: sessionId,
         role: 'responder',
         peer: peer.nodeId,
-        agent: body.responderAgent,
+        agent,
         peer_agent: body.initiatorAgent,
+        ...(body.governed
+          ? { agent_aid: body.governed.responderAid, peer_aid: body.governed.initiatorAid }
+          : {}),
         posture: body.posture,
         created: new Date(ctx.clock()).toISOString(),
         handshake_at: at,
@@ -127,11 +160,12 @@ async function complete(
       }),
       ctx.o.audit.append({
         type: 'session.accepted',
-        actor: body.responderAgent,
+        actor: agent,
         details: {
           ...auditDetails(sessionId, peer.nodeId, provenance, ctx.o.policy.minimumFor(peer)),
-          agent: body.responderAgent,
+          agent,
           peer_agent: body.initiatorAgent,
+          ...governanceAudit(provenance),
         },
       }),
     ]);
@@ -150,6 +184,7 @@ async function complete(
   let qkdKeys: QkdKey[] = [];
   const abandon = async (err: unknown): Promise<never> => {
     ss?.fill(0);
+    prekey?.sharedSecret.fill(0);
     for (const k of qkdKeys) k.key.fill(0);
     wipeWhenArrived(qkdRequest);
     if (early) {
@@ -163,7 +198,7 @@ async function complete(
         await ctx.o.audit
           .append({
             type: 'session.abandoned',
-            actor: body.responderAgent,
+            actor: agent,
             details: {
               session_id: sessionId,
               code: isQkmError(err) ? err.code : 'INTERNAL',
@@ -203,17 +238,29 @@ async function complete(
       );
     }
   }
-  const keys = deriveKeys(
-    ss,
-    qkdKeys.map((k) => k.key),
-    body.r,
-    th,
-  );
+  const keys = prekey
+    ? deriveGovernedKeys(
+        ss,
+        prekey.sharedSecret,
+        qkdKeys.map((k) => k.key),
+        body.r,
+        th,
+      )
+    : deriveKeys(
+        ss,
+        qkdKeys.map((k) => k.key),
+        body.r,
+        th,
+      );
   ss.fill(0);
+  prekey?.sharedSecret.fill(0);
   for (const k of qkdKeys) k.key.fill(0);
   keys.confirmKey.fill(0);
   let keyId: string | undefined;
+  let token: IssuedToken | undefined;
   try {
+    // Governed: the access token for the initiating agent, sealed under a key only K yields.
+    if (body.governed) token = await issueToken(ctx, keys.key, th, body, peer, provenance, at);
     if (early) {
       await early;
     } else {
@@ -235,6 +282,59 @@ async function complete(
     peer_agent: body.initiatorAgent,
     context: readStr(body.context, 'context'),
     ...(keyId ? { key_id: keyId } : {}),
+    ...(body.governed ? { peer_aid: body.governed.initiatorAid } : {}),
+    ...(token ? { token } : {}),
+  };
+}
+
+async function consumeGoverned(
+  ctx: SessionContext,
+  g: GovernedFields,
+): Promise<{ sharedSecret: Uint8Array; lastResort: boolean }> {
+  const gov = ctx.o.governance!;
+  await gov.contacts.consume(g.responderAid, g.initiatorAid);
+  const { sharedSecret, lastResort } = await gov.prekeys.decapsulate(g.prekeyId, g.prekeyCiphertext);
+  return { sharedSecret, lastResort };
+}
+
+async function issueToken(
+  ctx: SessionContext,
+  key: Uint8Array,
+  th: Uint8Array,
+  body: HandshakeBody,
+  peer: Peer,
+  provenance: SessionProvenance,
+  at: string,
+): Promise<IssuedToken> {
+  const gov = ctx.o.governance!;
+  const issued = await gov.tokens.issue({
+    sessionKey: key,
+    transcriptHash: th,
+    // Bound to the initiating agent as its node's pinned key and the signed body name it.
+    initiator: agentKeyHash(peer.dsaPublicKey, body.initiatorAgent),
+    responder: body.governed!.responderAid,
+    initiatorAid: body.governed!.initiatorAid,
+    posture: body.posture,
+    maxUses: gov.tokenMaxUses,
+    ttlSeconds: gov.tokenTtlSeconds,
+    provenance: keyProvenance(provenance, at),
+  });
+  await ctx.o.audit.append({
+    type: 'governance.token_issued',
+    actor: body.governed!.responderAid,
+    details: {
+      token_id: issued.id,
+      initiator_aid: body.governed!.initiatorAid,
+      responder_aid: body.governed!.responderAid,
+      expires: issued.body.expires,
+      max_uses: issued.body.maxUses,
+    },
+  });
+  return {
+    id: issued.id,
+    sealed: issued.sealed,
+    expires: issued.body.expires,
+    max_uses: issued.body.maxUses,
   };
 }
 

@@ -45,6 +45,31 @@ export class SessionKeyHolder {
     return id;
   }
 
+  /** Secret material held (encrypted, take-once) for as long as a confirm may take. */
+  async holdSecret(
+    material: Uint8Array,
+    label: string,
+    provenance: SessionProvenance,
+    at: string,
+  ): Promise<string> {
+    const id = randomUUID();
+    const created = new Date(this.clock());
+    const ttl = this.o.keepKeys?.ttlSeconds ?? DEFAULT_CONFIRM_HOLD_SECONDS;
+    await this.o.store.keys.put({
+      meta: {
+        id,
+        size: material.length,
+        purpose: 'session',
+        created: created.toISOString(),
+        expires: new Date(created.getTime() + ttl * 1000).toISOString(),
+        label,
+        provenance: keyProvenance(provenance, at),
+      },
+      material,
+    });
+    return id;
+  }
+
   async keep(
     key: Uint8Array,
     sessionId: string,

@@ -16,6 +16,7 @@ import {
   u64,
   u8,
 } from './encoding.js';
+import { canonicalAid } from '../governance/aid.js';
 import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd, postureHasQrng } from './posture.js';
 
 /**
@@ -37,6 +38,19 @@ export const HANDSHAKE_MAGIC = str('QKMH');
 export const KDF_LABEL = str('qkm/v1');
 export const CONFIRM_KEY_LABEL = str('qkm/v1 confirm-key');
 export const CONFIRM_TAG_LABEL = str('qkm/v1 confirm');
+/**
+ * Protocol qkm/v2, governed agents (issue #12): the body also names both agents' governed
+ * ids and carries the responder's one-time (or last-resort) prekey id and the ML-KEM ciphertext
+ * encapsulated to it; K mixes both ML-KEM secrets under the qkm/v2 labels. 4, not 3: version 3
+ * is the plain body with the domain-tagged signature (issue #13), which governed bodies carry too;
+ * the version byte alone says which body follows.
+ */
+export const GOVERNED_HANDSHAKE_VERSION = 4;
+export const KDF_LABEL_V2 = str('qkm/v2');
+export const CONFIRM_KEY_LABEL_V2 = str('qkm/v2 confirm-key');
+export const CONFIRM_TAG_LABEL_V2 = str('qkm/v2 confirm');
+/** `prekey kind` codes of a governed body. */
+export const PREKEY_KIND_CODE = { otk: 0, 'last-resort': 1 } as const;
 export const R_BYTES = 32;
 export const NONCE_BYTES = 16;
 export const KEY_BYTES = 32;
@@ -44,8 +58,9 @@ export const KEY_BYTES = 32;
 export const QKD_KEY_BITS = 256;
 export const MAX_CONTEXT_BYTES = 1024;
 export const MAX_QKD_KEYS = 8;
-/** The body has exactly this many fields. */
+/** A v2 body has exactly this many fields; a governed (v3) body five more. */
 const BODY_FIELDS = 19;
+const GOVERNED_BODY_FIELDS = BODY_FIELDS + 5;
 /** Agent names as the registry allows them (src/agents/registry.ts). */
 const AGENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** `flags` bits. */
@@ -85,6 +100,21 @@ export interface HandshakeBody {
   fallback: boolean;
   /** Where the initiator drew m, r and the nonce. */
   randomness: 'quantum' | 'os';
+  /** Version 3 (protocol qkm/v2) only: the governed part, encoded after the v2 fields. */
+  governed?: GovernedFields;
+}
+
+/** What a governed handshake adds (field order is the wire order). */
+export interface GovernedFields {
+  /** Canonical governed ids `user@domain:name` of the initiating and the responding agent. */
+  initiatorAid: string;
+  responderAid: string;
+  /** Id of the responder's signed prekey the second ciphertext is encapsulated to. */
+  prekeyId: string;
+  /** ML-KEM-768 ciphertext to that prekey, 1088 bytes. */
+  prekeyCiphertext: Uint8Array;
+  /** `otk` (single use, destroyed on use) or `last-resort` (flagged in provenance). */
+  prekeyKind: 'otk' | 'last-resort';
 }
 
 export function encodeBody(b: HandshakeBody): Uint8Array {
@@ -108,7 +138,19 @@ export function encodeBody(b: HandshakeBody): Uint8Array {
     str(b.responderAgent),
     u8((b.degraded ? FLAG_DEGRADED : 0) | (b.fallback ? FLAG_FALLBACK : 0)),
     u8(RANDOMNESS_CODE[b.randomness]),
+    // Encoded as given (the version byte is not checked against them here: decodeBody does).
+    ...(b.governed ? governedFields(b.governed) : []),
   ]);
+}
+
+function governedFields(g: GovernedFields): Uint8Array[] {
+  return [
+    str(g.initiatorAid),
+    str(g.responderAid),
+    str(g.prekeyId),
+    g.prekeyCiphertext,
+    u8(PREKEY_KIND_CODE[g.prekeyKind]),
+  ];
 }
 
 export class HandshakeDecodeError extends Error {
@@ -125,7 +167,9 @@ export class HandshakeDecodeError extends Error {
 export function decodeBody(bytes: Uint8Array): HandshakeBody {
   let f: Uint8Array[];
   try {
-    f = decodeFields(bytes, BODY_FIELDS);
+    f = decodeFields(bytes);
+    if (f.length !== BODY_FIELDS && f.length !== GOVERNED_BODY_FIELDS)
+      throw new EncodingError(`expected ${BODY_FIELDS} or ${GOVERNED_BODY_FIELDS} fields, got ${f.length}`);
   } catch (e) {
     throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', `handshake body: ${(e as Error).message}`);
   }
@@ -135,8 +179,16 @@ export function decodeBody(bytes: Uint8Array): HandshakeBody {
   try {
     if (toHex(f[0]!) !== toHex(HANDSHAKE_MAGIC)) bad('bad magic');
     const version = readU8(f[1]!, 'version');
-    if (version !== HANDSHAKE_VERSION) {
+    if (version !== HANDSHAKE_VERSION && version !== GOVERNED_HANDSHAKE_VERSION) {
       throw new HandshakeDecodeError('HANDSHAKE_VERSION', `handshake version ${version} is not supported`);
+    }
+    // A version byte that does not describe the body (v2 fields under 3, or the reverse) is a
+    // version error: the body is not a handshake of the version it claims.
+    if (f.length !== (version === GOVERNED_HANDSHAKE_VERSION ? GOVERNED_BODY_FIELDS : BODY_FIELDS)) {
+      throw new HandshakeDecodeError(
+        'HANDSHAKE_VERSION',
+        `a version ${version} handshake body has ${version === GOVERNED_HANDSHAKE_VERSION ? GOVERNED_BODY_FIELDS : BODY_FIELDS} fields, not ${f.length}`,
+      );
     }
     const posture = postureFromCode(readU8(f[2]!, 'posture'));
     if (!posture) return bad('unknown posture');
@@ -168,6 +220,23 @@ export function decodeBody(bytes: Uint8Array): HandshakeBody {
     const rnd = readU8(f[18]!, 'randomness');
     if (rnd === RANDOMNESS_CODE.quantum) body.randomness = 'quantum';
     else if (rnd !== RANDOMNESS_CODE.os) bad('unknown randomness code');
+    if (version === GOVERNED_HANDSHAKE_VERSION) {
+      const kind = readU8(f[23]!, 'prekey kind');
+      if (kind !== PREKEY_KIND_CODE.otk && kind !== PREKEY_KIND_CODE['last-resort'])
+        bad('unknown prekey kind');
+      body.governed = {
+        initiatorAid: readStr(f[19]!, 'initiator aid'),
+        responderAid: readStr(f[20]!, 'responder aid'),
+        prekeyId: readStr(f[21]!, 'prekey id'),
+        prekeyCiphertext: f[22]!.slice(),
+        prekeyKind: kind === PREKEY_KIND_CODE.otk ? 'otk' : 'last-resort',
+      };
+      const g = body.governed;
+      if (!isCanonicalAid(g.initiatorAid) || !isCanonicalAid(g.responderAid)) bad('bad governed agent id');
+      if (g.prekeyId.length < 1 || g.prekeyId.length > 128) bad('bad prekey id');
+      if (g.prekeyCiphertext.length !== ML_KEM_768_LENGTHS.cipherText)
+        bad('prekey ciphertext has the wrong length');
+    }
     if (!AGENT_NAME_RE.test(body.initiatorAgent) || !AGENT_NAME_RE.test(body.responderAgent)) {
       bad('bad agent name');
     }
@@ -264,13 +333,54 @@ export function deriveKeys(
   r: Uint8Array,
   th: Uint8Array,
 ): DerivedKeys {
+  return derive([ssMlkem], qkdKeys, r, th, V1_LABELS);
+}
+
+/**
+ * qkm/v2 (governed, body version 3): both ML-KEM secrets, the node key's first, then the
+ * prekey's, then the QKD keys:
+ * PRK = HKDF-Extract(salt = r, IKM = ss_node ‖ ss_prekey ‖ k_qkd)
+ * K   = HKDF-Expand(PRK, "qkm/v2" ‖ th, 32); Kc = HKDF-Expand(PRK, "qkm/v2 confirm-key" ‖ th, 32)
+ * tag = HMAC-SHA-256(Kc, "qkm/v2 confirm" ‖ th)
+ * Either ML-KEM secret alone keeps K secret: the node's long-term key against a compromised
+ * prekey, the destroyed one-time prekey against a later compromise of the node (forward secrecy).
+ */
+export function deriveGovernedKeys(
+  ssNode: Uint8Array,
+  ssPrekey: Uint8Array,
+  qkdKeys: readonly Uint8Array[],
+  r: Uint8Array,
+  th: Uint8Array,
+): DerivedKeys {
+  return derive([ssNode, ssPrekey], qkdKeys, r, th, V2_LABELS);
+}
+
+interface Labels {
+  key: Uint8Array;
+  confirmKey: Uint8Array;
+  confirmTag: Uint8Array;
+}
+const V1_LABELS: Labels = { key: KDF_LABEL, confirmKey: CONFIRM_KEY_LABEL, confirmTag: CONFIRM_TAG_LABEL };
+const V2_LABELS: Labels = {
+  key: KDF_LABEL_V2,
+  confirmKey: CONFIRM_KEY_LABEL_V2,
+  confirmTag: CONFIRM_TAG_LABEL_V2,
+};
+
+function derive(
+  secrets: readonly Uint8Array[],
+  qkdKeys: readonly Uint8Array[],
+  r: Uint8Array,
+  th: Uint8Array,
+  labels: Labels,
+): DerivedKeys {
   // HMAC from OpenSSL (node:crypto), as RFC 5869 writes HKDF: with L = 32 = HashLen, Expand is
   // the single block T(1) = HMAC(PRK, info ‖ 0x01). Same bytes as @noble/hashes' hkdf (the
   // known-answer vectors check it), a fraction of the time.
-  const prk = hmacSha256(r, ssMlkem, ...qkdKeys);
-  const key = hmacSha256(prk, KDF_LABEL, th, HKDF_BLOCK_1);
-  const confirmKey = hmacSha256(prk, CONFIRM_KEY_LABEL, th, HKDF_BLOCK_1);
-  const confirmTag = hmacSha256(confirmKey, CONFIRM_TAG_LABEL, th);
+  const prk = hmacSha256(r, ...secrets, ...qkdKeys);
+  const key = hmacSha256(prk, labels.key, th, HKDF_BLOCK_1);
+  const confirmKey = hmacSha256(prk, labels.confirmKey, th, HKDF_BLOCK_1);
+  const confirmTag = hmacSha256(confirmKey, labels.confirmTag, th);
   prk.fill(0);
   return { key, confirmKey, confirmTag };
 }
@@ -290,6 +400,14 @@ function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
 /** Both sides name the session after the transcript: lowercase hex of th[0..16). */
 export function sessionIdOf(th: Uint8Array): string {
   return toHex(th.subarray(0, 16));
+}
+
+function isCanonicalAid(s: string): boolean {
+  try {
+    return canonicalAid(s) === s;
+  } catch {
+    return false;
+  }
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {

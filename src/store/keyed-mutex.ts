@@ -6,6 +6,11 @@
 export class KeyedMutex {
   readonly #tails = new Map<string, Promise<void>>();
 
+  /** Keys held or waited for now: what this lock keeps in memory (0 when idle). */
+  get size(): number {
+    return this.#tails.size;
+  }
+
   /** Resolves with a release function once every earlier holder of `key` has released it. */
   async acquire(key: string): Promise<() => void> {
     const previous = this.#tails.get(key) ?? Promise.resolve();

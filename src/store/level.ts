@@ -14,7 +14,21 @@ export interface LevelBackendOptions {
   kek: Uint8Array;
   /** See `LevelKeyStore` — background compaction of destroyed material (default true). */
   compactOnDestroy?: boolean;
+  /** LevelDB block cache, bytes (default LEVEL_CACHE_BYTES). */
+  cacheBytes?: number;
+  /** LevelDB memtable, bytes (default LEVEL_WRITE_BUFFER_BYTES). */
+  writeBufferBytes?: number;
 }
+
+/**
+ * LevelDB's own memory, set explicitly rather than left to the library's defaults (the same
+ * values today), because it is most of the appliance's memory outside the V8 heap: the block
+ * cache fills up to `cacheBytes` as a long run reads its tables, and the memtable grows to
+ * `writeBufferBytes` (two while one is written out) before each flush to disk. Both plateau:
+ * a soak's RSS climbs while they fill during warm-up, then stays flat (#16).
+ */
+export const LEVEL_CACHE_BYTES = 8 * 2 ** 20;
+export const LEVEL_WRITE_BUFFER_BYTES = 4 * 2 ** 20;
 
 /**
  * Opens the LevelDB storage backend: one database holding the key store and one sublevel per
@@ -28,7 +42,12 @@ export async function openLevelBackend(options: LevelBackendOptions): Promise<St
     throw new RangeError('kek must be a 32-byte Uint8Array');
   }
   await mkdir(path, { recursive: true, mode: 0o700 });
-  const root: RootDb = new ClassicLevel<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+  const root: RootDb = new ClassicLevel<string, string>(path, {
+    keyEncoding: 'utf8',
+    valueEncoding: 'utf8',
+    cacheSize: options.cacheBytes ?? LEVEL_CACHE_BYTES,
+    writeBufferSize: options.writeBufferBytes ?? LEVEL_WRITE_BUFFER_BYTES,
+  });
   try {
     await root.open();
   } catch (err) {

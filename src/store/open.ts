@@ -10,10 +10,18 @@ import { openLevelBackend } from './level.js';
  * or the etcd cluster of `store.endpoints`. `kek` is the appliance's key-encryption key; the
  * caller wipes it afterwards.
  */
-export async function openStore(config: QkmConfig, kek: Uint8Array): Promise<StorageBackend> {
+export async function openStore(
+  config: Pick<QkmConfig, 'store' | 'dataDir'>,
+  kek: Uint8Array,
+): Promise<StorageBackend> {
   const store = config.store;
   if (store === undefined || store.backend === 'level') {
-    return openLevelBackend({ path: join(config.dataDir, 'db'), kek });
+    return openLevelBackend({
+      path: join(config.dataDir, 'db'),
+      kek,
+      ...(store?.cacheBytes === undefined ? {} : { cacheBytes: store.cacheBytes }),
+      ...(store?.writeBufferBytes === undefined ? {} : { writeBufferBytes: store.writeBufferBytes }),
+    });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));
   const shared = await openEtcdBackend({

@@ -21,6 +21,9 @@ describe('error catalogue', () => {
         'ENTROPY_UNAVAILABLE',
         'INTERNAL',
         'POSTURE_UNAVAILABLE',
+        // Upstream faults, not the caller's: the Provider is down, or its answer fails its signature.
+        'PROVIDER_RESPONSE_INVALID',
+        'PROVIDER_UNAVAILABLE',
         'QKD_UNAVAILABLE',
         'QUANTUM_ENTROPY_UNAVAILABLE',
         'STORE_UNAVAILABLE',

@@ -109,6 +109,7 @@ describe('qkm mcp over stdio', () => {
   it('arguments outside the input schema are refused before any API call', async () => {
     const bad = await call(alice, 'get_entropy', { bytes: 0 });
     expect(bad.isError).toBe(true);
+    expect((bad.content[0] as { text: string }).text).toMatch(/Input validation error: .*get_entropy/);
     const extra = await call(alice, 'take_key', { id: 'not-a-uuid' });
     expect(extra.isError).toBe(true);
     const unknown = await call(alice, 'status', { verbose: true });
@@ -214,6 +215,14 @@ describe('qkm mcp over stdio', () => {
       encoding: 'base64',
     });
     expect(o2.message).toBe(Buffer.from([0, 1, 2, 255]).toString('base64'));
+
+    // Handing the same announcement again (as a model may) keeps the channel: bob still opens.
+    const s3 = await ok(alice, 'seal', {
+      session_id: init.session_id,
+      message: 'again',
+      peer_announcement: acc.announcement,
+    });
+    expect((await ok(bob, 'open', { session_id: init.session_id, sealed: s3.sealed })).message).toBe('again');
 
     // A message sealed in one direction does not open on the sender's own side.
     const own = await fails(alice, 'open', { session_id: init.session_id, sealed: s1.sealed });

@@ -239,6 +239,30 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     expect(await code(store.take(due1.meta.id, T0))).toBe('KEY_EXPIRED');
   });
 
+  it('sweepExpired reports every id it expired to onExpired, each once, and durable by then (#16)', async () => {
+    // More than one LevelDB sweep batch (256), so the ids arrive in several calls.
+    const due = Array.from({ length: 300 }, (_, i) => newKey({ expires: iso(1 + (i % 7)) }));
+    const later = newKey({ expires: iso(100) });
+    for (const k of [...due, later]) await store.put(k);
+    await store.take(due[0]!.meta.id, T0);
+    const reported: string[] = [];
+    const n = await store.sweepExpired(at(10), { onExpired: (ids) => reported.push(...ids) });
+    expect(n).toBe(299);
+    expect(reported.toSorted()).toEqual(
+      due
+        .slice(1)
+        .map((k) => k.meta.id)
+        .toSorted(),
+    );
+    for (const id of reported.slice(0, 20)) {
+      expect(await store.meta(id)).toMatchObject({ state: 'expired', closedAt: iso(10) });
+    }
+    // Nothing due: no call.
+    let calls = 0;
+    expect(await store.sweepExpired(at(10), { onExpired: () => calls++ })).toBe(0);
+    expect(calls).toBe(0);
+  });
+
   it('list: creation order, filters, paging with after, limit bounds', async () => {
     const keys = [
       newKey({ owner: 'a', purpose: 'symmetric' }),

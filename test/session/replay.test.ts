@@ -104,3 +104,33 @@ describe('junk input to the session API', () => {
     });
   });
 });
+
+describe('replay cache: a pruned handshake stays refused (#16)', () => {
+  it('once its entry is pruned, a replay is refused by the timestamp window; entries still in the window by the durable cache, also after a restart', async () => {
+    const { a, b, clock } = await makePair({ qkd: false });
+    const replayed = async (handshake: unknown) =>
+      b.sessions.accept({ agent: 'bob', handshake: handshake as never }).then(
+        () => 'accepted',
+        (e: { code?: string }) => e.code,
+      );
+    const old = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+    await b.sessions.accept({ agent: 'bob', handshake: old.handshake });
+    // Past the window (120 s) and the prune interval (60 s): the next admission prunes the old entry.
+    clock.now += 185_000;
+    const fresh = await a.sessions.initiate({
+      agent: 'alice',
+      responderAgent: 'bob',
+      peer: b.identity.nodeId,
+    });
+    await b.sessions.accept({ agent: 'bob', handshake: fresh.handshake });
+    // The prune runs behind the admission: give it turns of the event loop, not time.
+    const entries = () => b.store.records('replay').entries();
+    for (let i = 0; i < 1000 && (await entries()).length > 1; i++) await new Promise((r) => setImmediate(r));
+    expect(await entries()).toHaveLength(1);
+    expect(await replayed(old.handshake)).toBe('HANDSHAKE_STALE');
+    expect(await replayed(fresh.handshake)).toBe('HANDSHAKE_REPLAYED');
+    b.restart();
+    expect(await replayed(fresh.handshake)).toBe('HANDSHAKE_REPLAYED');
+    expect(await replayed(old.handshake)).toBe('HANDSHAKE_STALE');
+  });
+});

@@ -6,6 +6,7 @@
 import type { QkdKey, QkdKeyRequest, QkdLinkStatus } from '../interface.js';
 import { decodeBase64Strict } from './base64.js';
 import { isPlainObject, QkdError, type QkdOperation } from './errors.js';
+import { EtsiStatusSchema } from './schemas.js';
 
 /** RFC 9562 textual form, any version or variant (ETSI 014 §6.3 only says "UUID"). */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -31,27 +32,21 @@ export function keyIdsBody(keyIds: readonly string[]): Record<string, unknown> {
   return { key_IDs: keyIds.map((id) => ({ key_ID: id })) };
 }
 
-const STATUS_STRINGS = ['source_KME_ID', 'target_KME_ID', 'master_SAE_ID', 'slave_SAE_ID'] as const;
-const STATUS_INTEGERS = [
-  'key_size',
-  'stored_key_count',
-  'max_key_count',
-  'max_key_per_request',
-  'max_key_size',
-  'min_key_size',
-  'max_SAE_ID_count',
-] as const;
+/** The §6.1 fields every Status must carry (strings, then integers), from the one schema. */
+const REQUIRED_STATUS: ReadonlySet<string> = new Set(EtsiStatusSchema.required);
+const STATUS_FIELDS = Object.entries(EtsiStatusSchema.properties)
+  .filter(([name]) => REQUIRED_STATUS.has(name))
+  .map(([name, schema]) => [name, (schema as { type: string }).type] as const);
 
 /** Checks an ETSI 014 §6.1 Status body and renames it; field checks only, no identity checks. */
 export function parseStatus(body: unknown, kmeId: string): QkdLinkStatus {
   const fail = (what: string) => protocolError('status', kmeId, `status body ${what}`);
   if (!isPlainObject(body)) throw fail('is not a JSON object');
-  for (const name of STATUS_STRINGS) {
-    if (typeof body[name] !== 'string') throw fail(`lacks the string field ${name}`);
-  }
-  for (const name of STATUS_INTEGERS) {
+  for (const [name, type] of STATUS_FIELDS) {
     const value = body[name];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    if (type === 'string') {
+      if (typeof value !== 'string') throw fail(`lacks the string field ${name}`);
+    } else if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
       throw fail(`lacks the non-negative integer field ${name}`);
     }
   }

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { QkmError } from '../../core/errors.js';
 import type { Provenance } from '../../core/provenance.js';
 import type { EntropyProvider, EntropyRequest, EntropyResult } from '../../entropy/types.js';
-import { ProvenanceSchema, errorResponses } from '../schemas.js';
+import { EntropyResponseSchema, errorResponses } from '../schemas.js';
 
 export interface EntropyRouteOptions {
   entropy: EntropyProvider;
@@ -101,11 +101,7 @@ export const entropyRoutes: FastifyPluginAsyncTypebox<EntropyRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            data: Type.String({ description: 'base64' }),
-            bytes: Type.Integer(),
-            provenance: ProvenanceSchema,
-          }),
+          200: EntropyResponseSchema,
           ...errorResponses(406, 503),
         },
       },

@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { AuditSink } from '../../audit/types.js';
 import type { KeyListQuery, KeyMetadata, KeyState } from '../../keys/interface.js';
-import { ProvenanceSchema, errorResponses } from '../schemas.js';
+import { KeyMetaSchema, TakenKeySchema, errorResponses } from '../schemas.js';
 
 /** What the key routes need from the key service (src/keys/service.ts). */
 export interface KeyServiceApi {
@@ -23,19 +23,6 @@ export interface KeyServiceApi {
   /** True when the service writes `key.created` / `key.taken` itself (journaled with the store). */
   readonly audited?: boolean;
 }
-
-export const KeyMetaSchema = Type.Object({
-  id: Type.String({ format: 'uuid' }),
-  size: Type.Integer({ description: 'bytes' }),
-  purpose: Type.String(),
-  created: Type.String(),
-  expires: Type.Union([Type.String(), Type.Null()]),
-  state: Type.Union([Type.Literal('active'), Type.Literal('taken'), Type.Literal('expired')]),
-  closedAt: Type.Optional(Type.String()),
-  owner: Type.Optional(Type.String()),
-  label: Type.Optional(Type.String()),
-  provenance: ProvenanceSchema,
-});
 
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
 
@@ -140,13 +127,7 @@ export const keyRoutes: FastifyPluginAsyncTypebox<{ keys: KeyServiceApi; audit?:
         params: IdParams,
         headers: TakeHeaders,
         response: {
-          200: Type.Object({
-            ...KeyMetaSchema.properties,
-            key: Type.String({ description: 'base64' }),
-            redelivered: Type.Optional(
-              Type.Boolean({ description: 'true: a retry (same Idempotency-Key) got the bytes once more' }),
-            ),
-          }),
+          200: TakenKeySchema,
           ...errorResponses(404, 410),
         },
       },

@@ -4,7 +4,7 @@ import { SCOPES, type AgentRegistry, type Scope } from '../../agents/registry.js
 import type { AuditSink } from '../../audit/types.js';
 import type { ApplianceStatus } from '../../status.js';
 import type { QkmMetrics } from '../metrics.js';
-import { SourceSnapshot, errorResponses } from '../schemas.js';
+import { AgentSchema, StatusSchema, errorResponses } from '../schemas.js';
 import { STATUS_PAGE_HTML } from '../status-page.js';
 
 export interface OpsRouteOptions {
@@ -14,96 +14,6 @@ export interface OpsRouteOptions {
   version: string;
   audit?: AuditSink;
 }
-
-/** Work done on a worker thread, and inline (on the event loop) instead. */
-
-const PerPosture = Type.Object({
-  PQC: Type.Integer(),
-  'PQC+QRNG': Type.Integer(),
-  'QKD+PQC+QRNG': Type.Integer(),
-});
-
-const StatusSchema = Type.Object({
-  version: Type.String(),
-  nodeId: Type.Optional(Type.String()),
-  region: Type.String(),
-  mode: Type.String(),
-  startedAt: Type.String(),
-  uptimeSeconds: Type.Number(),
-  degraded: Type.Boolean(),
-  reasons: Type.Array(Type.String()),
-  entropy: Type.Object({
-    quantumAvailable: Type.Boolean(),
-    degraded: Type.Boolean(),
-    reason: Type.Optional(Type.String()),
-    sources: Type.Array(SourceSnapshot),
-    drbg: Type.Object({
-      name: Type.String(),
-      seedOrigin: Type.String(),
-      reseedCounter: Type.Integer(),
-      seededAt: Type.Union([Type.String(), Type.Null()]),
-      bytesSinceReseed: Type.Integer(),
-    }),
-    counters: Type.Object({
-      bytesServed: Type.Integer(),
-      bytesServedDegraded: Type.Integer(),
-      reseeds: Type.Integer(),
-      healthFailures: Type.Integer(),
-      requestsRejected: Type.Integer(),
-    }),
-  }),
-  keys: Type.Object({ active: Type.Integer(), taken: Type.Integer(), expired: Type.Integer() }),
-  qkd: Type.Array(
-    Type.Object({
-      peerSaeId: Type.String(),
-      kmeId: Type.String(),
-      kmeUrl: Type.String(),
-      up: Type.Boolean(),
-      storedKeyCount: Type.Optional(Type.Integer()),
-      lastError: Type.Optional(Type.String()),
-      lastErrorAt: Type.Optional(Type.String()),
-      lastOkAt: Type.Optional(Type.String()),
-    }),
-  ),
-  sessions: Type.Object({
-    initiated: PerPosture,
-    initiatedDegraded: PerPosture,
-    refused: Type.Integer(),
-    accepted: PerPosture,
-    rejected: Type.Record(Type.String(), Type.Integer()),
-    abandoned: Type.Record(Type.String(), Type.Integer()),
-    qkdKeysWasted: Type.Integer(),
-  }),
-  audit: Type.Object({
-    records: Type.Integer(),
-    sealedThrough: Type.Integer(),
-    unsealedTail: Type.Optional(
-      Type.Object({
-        from_seq: Type.Integer(),
-        through_seq: Type.Integer(),
-        count: Type.Integer(),
-        chain_ok: Type.Boolean(),
-        reason: Type.Optional(Type.String()),
-      }),
-    ),
-  }),
-  pqc: Type.Object({
-    backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')]),
-    signature: Type.String(),
-    kemDecaps: Type.String(),
-    kemEncaps: Type.String(),
-    keygen: Type.String(),
-    legacyVerified: Type.Integer(),
-  }),
-});
-
-const AgentSchema = Type.Object({
-  name: Type.String(),
-  scopes: Type.Array(Type.String()),
-  created: Type.String(),
-  revoked: Type.Optional(Type.String()),
-  aid: Type.Optional(Type.String()),
-});
 
 export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app, opts) => {
   app.get(

@@ -2,9 +2,30 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AuditLog } from '../../audit/index.js';
 import type { NodeIdentity, PeerRegistry, PosturePolicy, SessionService } from '../../session/index.js';
-import { errorResponses } from '../schemas.js';
+import { QkmError } from '../../core/errors.js';
+import { canonicalAid, parseAid } from '../../governance/aid.js';
+import type { SignedPrekey } from '../../governance/prekeys.js';
+import { type BundleSource, type ResumedSession, givenBundle } from '../../session/handshake.js';
+import {
+  AcceptResponseSchema,
+  ConfirmResponseSchema,
+  IdentityBundleSchema,
+  InitiateResponseSchema,
+  PeerSchema,
+  PolicyExplanationSchema,
+  PostureSchema,
+  ResumeStartSchema,
+  ResumedSessionSchema,
+  TokenListSchema,
+  errorResponses,
+} from '../schemas.js';
 
 export interface SessionRouteOptions {
+  /**
+   * Where a governed initiation gets the responder's prekey when the request carries none
+   * (the Provider's client). Without it, governed initiations must bring a `prekey`.
+   */
+  bundles?: BundleSource;
   identity: NodeIdentity;
   peers: PeerRegistry;
   policy: PosturePolicy;
@@ -12,47 +33,56 @@ export interface SessionRouteOptions {
   audit: AuditLog;
 }
 
-const PostureSchema = Type.Union([
-  Type.Literal('PQC'),
-  Type.Literal('PQC+QRNG'),
-  Type.Literal('QKD+PQC+QRNG'),
-]);
 const Open = (description: string) => Type.Object({}, { additionalProperties: true, description });
 
-const BundleSchema = Type.Object(
+const SignedPrekeyBody = Type.Object(
   {
-    // 2: domain-tagged signature; 1: made before that change (both verify).
-    version: Type.Union([Type.Literal(1), Type.Literal(2)]),
-    node_id: Type.String(),
-    region: Type.String(),
-    ml_dsa_65_public_key: Type.String(),
-    ml_kem_768_public_key: Type.String(),
-    sae_id: Type.Optional(Type.String()),
-    kme_id: Type.Optional(Type.String()),
-    created: Type.String(),
-    signature: Type.String(),
+    v: Type.Literal(2),
+    kind: Type.Union([Type.Literal('otk'), Type.Literal('last-resort')]),
+    id: Type.String({ minLength: 1, maxLength: 128 }),
+    aid: Type.String({ minLength: 1, maxLength: 384 }),
+    node_id: Type.String({ minLength: 1, maxLength: 64 }),
+    ml_kem_768_public_key: Type.String({ minLength: 1, maxLength: 2048 }),
+    created: Type.String({ maxLength: 64 }),
+    expires: Type.String({ maxLength: 64 }),
+    signature: Type.String({ minLength: 1, maxLength: 8192 }),
   },
-  { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
+  { additionalProperties: false, description: "A responder agent's signed prekey (GET /v1/prekeys/:aid)" },
 );
 
-const SessionProvenanceSchema = Type.Object({
-  posture: PostureSchema,
-  degraded: Type.Boolean(),
-  reason: Type.Optional(Type.String()),
-  fallback: Type.Boolean(),
-  pqc: Open('KEM, signature, KDF and where the randomness came from'),
-  qkd: Open('whether QKD key material went into K, key IDs and KME IDs'),
-  qrng: Open('whether quantum entropy went into K, with its entropy provenance'),
-  at: Type.String(),
-});
+const TokenIn = Type.Object(
+  {
+    id: Type.String({ minLength: 1, maxLength: 64 }),
+    sealed: Type.String({ minLength: 1, maxLength: 4096 }),
+    expires: Type.Optional(Type.String({ maxLength: 64 })),
+    max_uses: Type.Optional(Type.Integer()),
+  },
+  { additionalProperties: false },
+);
 
-const PeerSchema = Type.Object({
-  node_id: Type.String(),
-  bundle: BundleSchema,
-  pinned_at: Type.String(),
-  label: Type.Optional(Type.String()),
-  min_posture: Type.Optional(PostureSchema),
-});
+/** The governed part of an initiation: both governed ids and where the prekey comes from. */
+function governedRequest(
+  agent: { aid?: string } | undefined,
+  b: { responder_aid?: string; prekey?: unknown },
+  fallback: BundleSource | undefined,
+): { initiatorAid: string; responderAid: string; bundles: BundleSource } {
+  if (!agent?.aid)
+    throw new QkmError('AGENT_NOT_GOVERNED', 'the calling agent has no governed id (qkm agent add --aid)');
+  const bundles = b.prekey !== undefined ? givenBundle(b.prekey as SignedPrekey) : fallback;
+  if (!bundles)
+    throw new QkmError(
+      'INVALID_PARAMETER',
+      "a governed session needs the responder's prekey (no Provider is configured)",
+    );
+  return { initiatorAid: agent.aid, responderAid: canonicalAid(b.responder_aid), bundles };
+}
+
+function resumedOut(r: ResumedSession) {
+  const key = b64(r.key);
+  r.key.fill(0);
+  const { key: _k, ...rest } = r;
+  return { ...rest, key };
+}
 
 const NodeIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
@@ -68,7 +98,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         summary: "This node's public identity bundle (give it to peers: `qkm peers add`)",
         tags: ['sessions'],
         security: [{ bearer: [] }],
-        response: { 200: BundleSchema, ...errorResponses() },
+        response: { 200: IdentityBundleSchema, ...errorResponses() },
       },
     },
     async () => opts.identity.bundle,
@@ -154,26 +184,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            peer: Type.String(),
-            chosen: Type.Union([PostureSchema, Type.Null()]),
-            minimum: Type.Optional(PostureSchema),
-            reason: Type.Optional(Type.String()),
-            table: Type.Array(
-              Type.Object({
-                posture: PostureSchema,
-                sec: Type.Number(),
-                lat: Type.Number(),
-                cost: Type.Number(),
-                score: Type.Number(),
-                compliant: Type.Boolean(),
-                available: Type.Boolean(),
-                outage: Type.Boolean(),
-                admissible: Type.Boolean(),
-                why: Type.String(),
-              }),
-            ),
-          }),
+          200: PolicyExplanationSchema,
           ...errorResponses(404),
         },
       },
@@ -213,11 +224,23 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         body: Type.Object(
           {
             peer: Type.String({ minLength: 1, maxLength: 128 }),
-            responder_agent: Type.String({
-              minLength: 1,
-              maxLength: 64,
-              description: 'the one agent on the peer node that may accept the handshake (signed into it)',
-            }),
+            responder_agent: Type.Optional(
+              Type.String({
+                minLength: 1,
+                maxLength: 64,
+                description:
+                  'the one agent on the peer node that may accept the handshake (signed into it); required unless responder_aid is given',
+              }),
+            ),
+            responder_aid: Type.Optional(
+              Type.String({
+                minLength: 1,
+                maxLength: 384,
+                description:
+                  'governed session (protocol qkm/v2): the responder agent by governed id; the calling agent needs one too',
+              }),
+            ),
+            prekey: Type.Optional(SignedPrekeyBody),
             min_posture: Type.Optional(PostureSchema),
             context: Type.Optional(Type.String({ maxLength: 1024 })),
             require_confirm: Type.Optional(
@@ -229,22 +252,22 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          201: Type.Object({
-            session_id: Type.String(),
-            key: Type.Optional(Type.String({ description: 'base64, 32 bytes; absent with require_confirm' })),
-            key_pending: Type.Optional(Type.Boolean()),
-            handshake: Type.String({ description: 'base64url signed handshake message' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-          }),
+          201: InitiateResponseSchema,
           ...errorResponses(404, 503),
         },
       },
     },
     async (request, reply) => {
+      const b = request.body;
+      const governed =
+        b.responder_aid !== undefined ? governedRequest(request.agent, b, opts.bundles) : undefined;
+      const responderAgent = b.responder_agent ?? (governed ? parseAid(b.responder_aid).name : undefined);
+      if (responderAgent === undefined)
+        throw new QkmError('INVALID_PARAMETER', 'responder_agent or responder_aid is required');
       const r = await opts.sessions.initiate({
         agent: actor(request.agent),
-        responderAgent: request.body.responder_agent,
+        responderAgent,
+        ...(governed ? { governed } : {}),
         peer: request.body.peer,
         ...(request.body.min_posture ? { minPosture: request.body.min_posture } : {}),
         ...(request.body.context !== undefined ? { context: request.body.context } : {}),
@@ -275,19 +298,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            key: Type.String({ description: 'base64, 32 bytes' }),
-            posture: PostureSchema,
-            provenance: SessionProvenanceSchema,
-            confirm: Type.String({ description: 'base64url key-confirmation tag for the initiator' }),
-            peer: Type.String(),
-            peer_agent: Type.String({
-              description: 'the initiating agent, as the signed handshake names it',
-            }),
-            context: Type.String(),
-          }),
-          ...errorResponses(403, 409, 503),
+          200: AcceptResponseSchema,
+          ...errorResponses(403, 404, 409, 410, 429, 503),
         },
       },
     },
@@ -295,6 +307,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       const r = await opts.sessions.accept({
         handshake: request.body.handshake,
         agent: actor(request.agent),
+        agentAid: request.agent?.aid,
       });
       const key = b64(r.key);
       r.key.fill(0);
@@ -307,6 +320,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         peer: r.peer,
         peer_agent: r.peer_agent,
         context: r.context,
+        ...(r.peer_aid ? { peer_aid: r.peer_aid } : {}),
+        ...(r.token ? { token: r.token } : {}),
       };
     },
   );
@@ -321,27 +336,141 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         security: [{ bearer: [] }],
         params: NodeIdParams,
         body: Type.Object(
-          { confirm: Type.String({ minLength: 1, maxLength: 256 }) },
+          {
+            confirm: Type.String({ minLength: 1, maxLength: 256 }),
+            token: Type.Optional(TokenIn),
+          },
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            session_id: Type.String(),
-            confirmed: Type.Boolean(),
-            key: Type.Optional(
-              Type.String({ description: 'base64, 32 bytes: the key held by require_confirm (once)' }),
-            ),
-          }),
-          ...errorResponses(404),
+          200: ConfirmResponseSchema,
+          ...errorResponses(401, 403, 404),
         },
       },
     },
     async (request) => {
-      const r = await opts.sessions.confirm(request.params.id, request.body.confirm, actor(request.agent));
+      const t = request.body.token;
+      const r = await opts.sessions.confirm(
+        request.params.id,
+        request.body.confirm,
+        actor(request.agent),
+        t ? { id: t.id, sealed: t.sealed } : undefined,
+      );
       const key = r.key ? b64(r.key) : undefined;
       r.key?.fill(0);
-      return { session_id: r.session_id, confirmed: r.confirmed, ...(key ? { key } : {}) };
+      return {
+        session_id: r.session_id,
+        confirmed: r.confirmed,
+        ...(key ? { key } : {}),
+        ...(r.token ? { token: r.token } : {}),
+      };
     },
+  );
+
+  app.post(
+    '/v1/sessions/resume',
+    {
+      config: { scope: 'sessions' },
+      schema: {
+        summary:
+          'Resume a governed session with an access token (no ML-KEM, no ML-DSA); hand `resume` to the responder agent',
+        tags: ['sessions'],
+        security: [{ bearer: [] }],
+        body: Type.Object(
+          { token_id: Type.String({ minLength: 1, maxLength: 64 }) },
+          { additionalProperties: false },
+        ),
+        response: {
+          201: ResumeStartSchema,
+          ...errorResponses(403, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      reply
+        .status(201)
+        .send(
+          await opts.sessions.startResume({ agent: actor(request.agent), tokenId: request.body.token_id }),
+        ),
+  );
+
+  app.post(
+    '/v1/sessions/resume/accept',
+    {
+      config: { scope: 'sessions' },
+      schema: {
+        summary:
+          "Accept a resume message: check the token (owner, expiry, uses, proof, replay), count the use durably, derive K'",
+        tags: ['sessions'],
+        security: [{ bearer: [] }],
+        body: Type.Object(
+          { resume: Type.String({ minLength: 1, maxLength: 4096 }) },
+          { additionalProperties: false },
+        ),
+        response: { 200: ResumedSessionSchema, ...errorResponses(401, 403, 409, 429, 503) },
+      },
+    },
+    async (request) =>
+      resumedOut(
+        await opts.sessions.acceptResume({
+          resume: request.body.resume,
+          agent: actor(request.agent),
+          agentAid: request.agent?.aid,
+        }),
+      ),
+  );
+
+  app.post(
+    '/v1/sessions/resume/:id/complete',
+    {
+      config: { scope: 'sessions' },
+      schema: {
+        summary: "Finish a resumption (initiator): check the responder's tag, get K'",
+        tags: ['sessions'],
+        security: [{ bearer: [] }],
+        params: NodeIdParams,
+        body: Type.Object(
+          { answer: Type.String({ minLength: 1, maxLength: 4096 }) },
+          { additionalProperties: false },
+        ),
+        response: { 200: ResumedSessionSchema, ...errorResponses(403, 404) },
+      },
+    },
+    async (request) =>
+      resumedOut(
+        await opts.sessions.completeResume({
+          agent: actor(request.agent),
+          resumeId: request.params.id,
+          answer: request.body.answer,
+        }),
+      ),
+  );
+
+  app.get(
+    '/v1/tokens',
+    {
+      config: { scope: 'sessions' },
+      schema: {
+        summary: 'The access tokens the calling agent holds (no secrets)',
+        tags: ['sessions'],
+        security: [{ bearer: [] }],
+        response: {
+          200: TokenListSchema,
+          ...errorResponses(),
+        },
+      },
+    },
+    async (request) => ({
+      tokens: (await opts.sessions.tokens(actor(request.agent))).map((t) => ({
+        token_id: t.token_id,
+        peer: t.peer,
+        peer_aid: t.peer_aid,
+        expires: t.body.expires,
+        max_uses: t.body.maxUses,
+        used: t.used,
+        session_id: t.session_id,
+      })),
+    }),
   );
 
   app.get(
@@ -363,8 +492,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
       },
     },
     async (request) => {
-      await opts.audit.flush();
-      const records = await opts.audit.records({
+      // Sealed pages are served as they are; a page reaching the tail waits for one shared seal.
+      const records = await opts.audit.sealedPage({
         fromSeq: (request.query.after ?? 0) + 1,
         limit: request.query.limit ?? 1000,
       });

@@ -46,11 +46,13 @@ function holdUntilSignal(setup: TwoNodeSetup): void {
 
 async function demoAction(o: DemoOptions, g: GlobalOptions): Promise<void> {
   const progress = progressOf(g);
-  progress.step('demo: starting the KME pair, the BB84 link and two nodes');
+  progress.step('demo: starting the KME pair, the BB84 link, a Provider and two nodes');
   const setup = await startTwoNodeSetup({
     // The KMEs are other machines: in a process of their own, the timings the demo reports do
     // not include their work.
     kmeProcess: true,
+    // Three governed agents on the two nodes and one Provider (allowed, blocked, resumed).
+    provider: true,
     ...(o.dir ? { baseDir: o.dir } : {}),
     ...(o.distance !== undefined ? { distanceKm: o.distance } : {}),
     ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
@@ -76,7 +78,7 @@ export function registerDemoCommands(program: Command): void {
   program
     .command('demo')
     .description(
-      'two nodes, the KME pair and a BB84 link on loopback; agents establish sessions under each posture',
+      'two nodes, the KME pair, a BB84 link and a Provider on loopback; sessions under each posture, then governed agents (allowed, blocked, token-resumed)',
     )
     .option('--hold', 'print one JSON line describing the running setup and run until SIGINT/SIGTERM')
     .option('--distance <km>', 'fibre length of the BB84 link (default 25)', positive('--distance'))

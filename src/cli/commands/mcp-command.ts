@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { serveStdio } from '../../mcp/stdio.js';
 import { type GlobalOptions, clientOf, urlOf } from '../context.js';
 
 /** `qkm mcp`: the appliance's tools for an MCP host (Claude Desktop, IDE agents), over stdio. */
@@ -14,6 +13,8 @@ export function registerMcpCommand(program: Command): void {
       // Same URL and token resolution as every client command; stdout belongs to the protocol.
       const client = await clientOf(opts);
       process.stderr.write(`qkm mcp: serving ${urlOf(opts)} over stdio\n`);
+      // Loaded on use: the MCP SDK and zod would add to every other command's start-up.
+      const { serveStdio } = await import('../../mcp/stdio.js');
       await serveStdio({ client });
     });
 }

@@ -8,25 +8,15 @@ import {
   verifyAuditLog,
 } from '../../audit/index.js';
 import { fromBase64url } from '../../session/encoding.js';
+import { POSTURES, type Posture, isPosture } from '../../session/posture.js';
 import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Identity, peers, posture policy, sessions and the audit log — all through the running appliance. */
 
-const POSTURES = ['PQC', 'PQC+QRNG', 'QKD+PQC+QRNG'] as const;
-type PostureArg = (typeof POSTURES)[number];
-
-function posture(v: string | undefined): PostureArg | undefined {
+function posture(v: string | undefined): Posture | undefined {
   if (v === undefined) return undefined;
-  if (!(POSTURES as readonly string[]).includes(v))
-    throw new CliError(`posture must be one of ${POSTURES.join(', ')}`, 2);
-  return v as PostureArg;
-}
-
-interface Bundle {
-  node_id: string;
-  region: string;
-  sae_id?: string;
-  ml_dsa_65_public_key: string;
+  if (!isPosture(v)) throw new CliError(`posture must be one of ${POSTURES.join(', ')}`, 2);
+  return v;
 }
 
 export function registerSessionCommands(program: Command): void {
@@ -37,7 +27,7 @@ export function registerSessionCommands(program: Command): void {
     .option('--out <file>', 'write the bundle to a file')
     .action(async (o: { out?: string }, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions;
-      const bundle = await (await clientOf(opts)).identity<Bundle>();
+      const bundle = await (await clientOf(opts)).identity();
       const text = `${JSON.stringify(bundle, null, 2)}\n`;
       if (o.out) {
         await writeFile(o.out, text);
@@ -67,7 +57,7 @@ export function registerSessionCommands(program: Command): void {
       }
       const client = await clientOf(opts, true);
       const min = posture(o.minPosture);
-      const rec = await client.peers.add<{ node_id: string; bundle: Bundle }>(bundle, {
+      const rec = await client.peers.add(bundle, {
         ...(o.label !== undefined ? { label: o.label } : {}),
         ...(min !== undefined ? { minPosture: min } : {}),
       });
@@ -83,11 +73,7 @@ export function registerSessionCommands(program: Command): void {
     .description('list pinned peers')
     .action(async (_o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions;
-      const list = await (await clientOf(opts)).peers.list<{
-        node_id: string;
-        bundle: Bundle;
-        pinned_at: string;
-      }>();
+      const list = await (await clientOf(opts)).peers.list();
       print(opts, list, () =>
         list.length === 0
           ? '(no peers)'
@@ -116,21 +102,7 @@ export function registerSessionCommands(program: Command): void {
     .action(async (peer: string, o: { minPosture?: string }, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions;
       const min = posture(o.minPosture);
-      const r = await (await clientOf(opts)).policy.explain<{
-        peer: string;
-        chosen: string | null;
-        minimum?: string;
-        reason?: string;
-        table: Array<{
-          posture: string;
-          sec: number;
-          lat: number;
-          cost: number;
-          score: number;
-          admissible: boolean;
-          why: string;
-        }>;
-      }>(peer, min ? { minPosture: min } : {});
+      const r = await (await clientOf(opts)).policy.explain(peer, min ? { minPosture: min } : {});
       print(opts, r, () =>
         [
           `peer ${r.peer}: ${r.chosen ? `chooses ${r.chosen}` : 'NO admissible posture'}${r.minimum ? ` (minimum ${r.minimum})` : ''}`,
@@ -219,7 +191,7 @@ export function registerSessionCommands(program: Command): void {
       const records = o.file
         ? (parseJsonLines(await readFile(o.file, 'utf8')) as AuditRecord[])
         : await fetchAll(opts);
-      const pk = o.publicKey ?? (await (await clientOf(opts)).identity<Bundle>()).ml_dsa_65_public_key;
+      const pk = o.publicKey ?? (await (await clientOf(opts)).identity()).ml_dsa_65_public_key;
       const result = verifyAuditLog(records, fromBase64url(pk, 'public key'), {
         requireSealed: o.requireSealed ?? false,
       });
