@@ -216,6 +216,9 @@ export class AuditLog implements AuditSink {
   /** Flushes, then refuses further appends. Does not close the store. */
   async close(): Promise<void> {
     if (this.closed) return;
+    // Appends queued before the close are written first: a seal goes ahead of queued appends
+    // (see `sealInFlight`), and a clean shutdown must not leave them as an unsealed tail.
+    await this.idle();
     await this.flush().catch(() => undefined);
     this.closed = true;
     await this.enqueue(async () => {

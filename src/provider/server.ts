@@ -66,6 +66,7 @@ const NodeSchema = Type.Object({
   ml_dsa_65_public_key: Type.String(),
   identity: IdentityBundleSchema,
   label: Type.Optional(Type.String()),
+  domains: Type.Optional(Type.Array(Type.String())),
   enrolled: Type.String(),
 });
 
@@ -313,6 +314,14 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
           {
             identity: Type.Unknown({ description: "the node's identity bundle" }),
             label: Type.Optional(Type.String({ maxLength: 128 })),
+            domains: Type.Optional(
+              Type.Array(Type.String({ minLength: 1, maxLength: 253 }), {
+                minItems: 1,
+                maxItems: 64,
+                description:
+                  'the domains whose agent ids (user@domain:name) this node may register; absent: any',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -320,7 +329,11 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
       },
     },
     async (request, reply) => {
-      const node = await deps.directory.enroll(request.body.identity, request.body.label);
+      const node = await deps.directory.enroll(
+        request.body.identity,
+        request.body.label,
+        request.body.domains,
+      );
       request.log.info({ node: node.node_id, label: node.label }, 'node enrolled');
       return reply.status(201).send(node);
     },
@@ -338,6 +351,26 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
       },
     },
     async () => ({ nodes: await deps.directory.listNodes() }),
+  );
+
+  app.delete(
+    '/v1/nodes/:id',
+    {
+      config: { caller: 'admin' },
+      schema: {
+        summary: 'Remove a node: its requests are refused and its agents get no bundles from now on',
+        tags: ['nodes'],
+        security: bearer,
+        params: Type.Object({ id: Type.String({ pattern: '^[0-9a-f]{32}$' }) }),
+        response: { 200: Type.Object({ removed: Type.String() }), ...errorResponses(404) },
+      },
+    },
+    async (request) => {
+      if (!(await deps.directory.unenroll(request.params.id)))
+        throw new QkmError('NOT_FOUND', 'no such node is enrolled');
+      request.log.info({ node: request.params.id }, 'node removed');
+      return { removed: request.params.id };
+    },
   );
 
   app.put(

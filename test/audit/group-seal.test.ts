@@ -82,6 +82,22 @@ describe('audit seals shared by readers', () => {
     expect(verifyAuditLog(all, alice.signing.publicKey, { requireSealed: true })).toMatchObject({ ok: true });
   });
 
+  it('close seals appends still queued when it is called: a clean restart finds no unsealed tail', async () => {
+    const store = createMemoryBackend();
+    const signer = countingSigner();
+    const log = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
+    await append(log, 0);
+    const pending = Array.from({ length: 10 }, (_, i) => append(log, i + 1));
+    await log.close();
+    await Promise.all(pending);
+    const reopened = new AuditLog({ store, entropy: new FakeEntropy(), signer, sealEvery: 1000 });
+    const stats = await reopened.open();
+    expect(stats.unsealedTail).toBeUndefined();
+    expect(stats.sealedThrough).toBe(12);
+    const all = await reopened.records();
+    expect(verifyAuditLog(all, alice.signing.publicKey, { requireSealed: true })).toMatchObject({ ok: true });
+  });
+
   it('a page inside the sealed part is served without a seal; one reaching the tail is sealed', async () => {
     const { log, signer } = newLog();
     for (let i = 0; i < 20; i++) await append(log, i);

@@ -21,6 +21,7 @@ const BENCHES = [
   'session',
   'store-etcd',
   'otk-issuance',
+  'session-resumed',
 ] as const;
 /** Run only when named (`npm run bench -- soak [--minutes=N]`): minutes long, not part of the default set. */
 const ON_DEMAND = ['soak'] as const;

@@ -1,5 +1,6 @@
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { join } from 'node:path';
 import { Appliance } from '../../src/app.js';
 import { simulatedQuantis } from '../../src/cli/simulator.js';
@@ -157,6 +158,9 @@ export default async function run(): Promise<BenchRecord[]> {
     const mem: Array<{ t: number; rss: number; heap: number; committed: number; ext: number; ab: number }> =
       [];
     const load: { start?: number; end?: number } = {};
+    /** Used bytes per V8 heap space after warm-up, to tell data (old space) from JIT code and maps. */
+    const spaces = () => new Map(getHeapSpaceStatistics().map((x) => [x.space_name, x.space_used_size]));
+    let spacesStart: Map<string, number> | undefined;
     const sampler = setInterval(() => {
       gc?.();
       const m = process.memoryUsage();
@@ -171,6 +175,7 @@ export default async function run(): Promise<BenchRecord[]> {
       });
       // The 1-minute load average at the end of each latency window: other work on the machine.
       if (load.start === undefined && at >= WARMUP + WINDOW) load.start = loadavg()[0];
+      if (spacesStart === undefined && at >= WARMUP) spacesStart = spaces();
       if (at >= SECONDS - SAMPLE_MS / 1000) load.end = loadavg()[0];
       if (process.env.QKM_SOAK_TRACE) console.error(JSON.stringify({ ...mem.at(-1), requests }));
     }, SAMPLE_MS);
@@ -189,6 +194,13 @@ export default async function run(): Promise<BenchRecord[]> {
       );
     const rssSlope = slopeOf('rss');
     const heapSlope = slopeOf('heap');
+    gc?.();
+    const spacesEnd = spaces();
+    const spaceGrowth = [...spacesEnd]
+      .map(([name, used]) => [name, (used - (spacesStart?.get(name) ?? used)) / MB] as const)
+      .filter(([, d]) => Math.abs(d) >= 0.05)
+      .map(([name, d]) => `${name} ${d >= 0 ? '+' : ''}${d.toFixed(2)}`)
+      .join(', ');
     const audit = appliance.audit.stats();
     const out: BenchRecord[] = [];
     for (const op of ['list', 'take', 'entropy', 'audit', 'create'] as Op[]) {
@@ -233,7 +245,7 @@ export default async function run(): Promise<BenchRecord[]> {
         metric: 'heap_slope_after_warmup',
         value: heapSlope,
         unit: 'MB/min',
-        note: `heap used ${first?.heap.toFixed(1)} → ${last?.heap.toFixed(1)} MB`,
+        note: `heap used ${first?.heap.toFixed(1)} → ${last?.heap.toFixed(1)} MB; by space after warm-up (MB): ${spaceGrowth || 'none moved'}`,
       },
       {
         bench: 'soak',

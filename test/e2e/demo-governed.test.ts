@@ -24,7 +24,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await setup?.stop();
-});
+}, 30_000);
 
 describe('qkm demo: governed agents with one Provider', () => {
   it('shows an allowed, a blocked and a token-resumed session', () => {

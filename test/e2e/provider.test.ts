@@ -146,15 +146,16 @@ beforeAll(async () => {
     { pattern: ALICE, budget: 3 },
     { pattern: '*@evil.example:*', budget: -1 },
   ]);
-}, 90_000);
+}, 150_000);
 
 afterAll(async () => {
   await a?.close();
   await b?.close();
+  proxy?.closeAllConnections();
   await new Promise((r) => proxy?.close(r));
   await provider?.stop();
   await rm(dir, { recursive: true, force: true });
-});
+}, 30_000);
 
 describe('the Provider between two nodes', () => {
   it('an unenrolled node is refused; the administrator enrols nodes with qkm provider enrol-node', async () => {

@@ -70,7 +70,7 @@ export async function startProviderProcess(options: {
     (resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`provider did not start in time: ${err.slice(-2000)}`)),
-        options.timeoutMs ?? 30_000,
+        options.timeoutMs ?? 60_000,
       );
       proc.stdout?.on('data', (c) => {
         out += String(c);
