@@ -140,7 +140,10 @@ export function registerProviderCommands(program: Command): void {
     .option(...dirOption)
     .option('--provider-url <url>', 'the Provider (default: from --dir)')
     .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option('--admin-token <token>', 'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)')
+    .option(
+      '--admin-token <token>',
+      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
+    )
     .action(async (nodeId: string, _o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
       const r = await (await adminClient(opts)).removeNode(nodeId);
