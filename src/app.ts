@@ -30,6 +30,7 @@ import { createLogger } from './core/logger.js';
 import { ensurePortFree } from './core/port.js';
 import { QkdLinkBoard } from './core/qkd-links.js';
 import type { ApplianceStatus } from './status.js';
+import { StatusHistory } from './status-history.js';
 import { VERSION } from './core/version.js';
 import {
   type DegradedEvent,
@@ -431,7 +432,19 @@ export class Appliance<C = unknown> {
       if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
     });
     if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
-
+    // The status page's charts: sampled here, so a reload (or a second browser) sees the past.
+    const history = new StatusHistory({
+      samples: config.statusPage.historySamples,
+      intervalSeconds: config.statusPage.historyIntervalSeconds,
+    });
+    this.jobs.every(
+      'status-history',
+      config.statusPage.historyIntervalSeconds * 1000,
+      async () => {
+        history.record(await this.status());
+      },
+      { runNow: true },
+    );
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -440,6 +453,8 @@ export class Appliance<C = unknown> {
       agents: this.agents,
       metrics,
       status: () => this.status(),
+      history,
+      uiLoginSeconds: config.statusPage.loginSeconds,
       audit: this.audit,
       // The port is known only once listening (port 0 in tests), so the guard computes it then.
       allowedHosts: (port: number) => allowedHostsFor(config.host, port, config.allowedHosts),

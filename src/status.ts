@@ -24,7 +24,7 @@ export interface ApplianceStatus {
   qkd: QkdLinkState[];
   /** Session outcomes since start (fallbacks, refusals, rejected handshakes). */
   sessions: SessionCounters;
-  /** The audit chain's length, how far it is sealed, and where seals were signed. */
+  /** The audit chain's length, how far it is sealed. */
   audit: AuditStats;
   /**
    * The PQC backend (`pqc.backend`) and the library of each step; `legacyVerified`: signatures

@@ -144,6 +144,18 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    /** The status page (`GET /`): its history and its login. */
+    statusPage: Type.Object(
+      {
+        /** `GET /v1/status/history`: one sample every this many seconds… */
+        historyIntervalSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
+        /** …this many kept (default 720: one hour), the oldest dropped first. */
+        historySamples: Type.Integer({ minimum: 2, maximum: 100_000, default: 720 }),
+        /** Lifetime of a login (`POST /ui/login`), seconds. */
+        loginSeconds: Type.Integer({ minimum: 60, maximum: 604_800, default: 28_800 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),

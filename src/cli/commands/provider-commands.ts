@@ -55,6 +55,18 @@ const dirOption = [
   'Provider data dir (default $QKM_PROVIDER_DATA or ./.qkm-provider)',
 ] as const;
 
+/** The options of the administrator's commands: where the Provider is, its key, the token. */
+function adminOptions(cmd: Command): Command {
+  return cmd
+    .option(...dirOption)
+    .option('--provider-url <url>', 'the Provider (default: from --dir)')
+    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
+    .option(
+      '--admin-token <token>',
+      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
+    );
+}
+
 export function registerProviderCommands(program: Command): void {
   const provider = program.command('provider').description('the Provider: directory of governed agents');
 
@@ -103,17 +115,9 @@ export function registerProviderCommands(program: Command): void {
       process.once('SIGHUP', () => void stop());
     });
 
-  provider
-    .command('enrol-node')
+  adminOptions(provider.command('enrol-node'))
     .alias('enroll-node')
     .description('enrol a node by its identity bundle (--bundle file, else fetched from the node at --url)')
-    .option(...dirOption)
-    .option('--provider-url <url>', 'the Provider (default: from --dir)')
-    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option(
-      '--admin-token <token>',
-      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
-    )
     .option('--bundle <file>', "the node's identity bundle (JSON, from `qkm identity --json`)")
     .option('--label <label>', 'a name for the node')
     .option(
@@ -134,32 +138,16 @@ export function registerProviderCommands(program: Command): void {
       print(opts, node, () => `enrolled node ${node.node_id}${node.label ? ` (${node.label})` : ''}`);
     });
 
-  provider
-    .command('remove-node <nodeId>')
+  adminOptions(provider.command('remove-node <nodeId>'))
     .description('remove a node (compromised, retired): its requests are refused, its agents get no bundles')
-    .option(...dirOption)
-    .option('--provider-url <url>', 'the Provider (default: from --dir)')
-    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option(
-      '--admin-token <token>',
-      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
-    )
     .action(async (nodeId: string, _o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
       const r = await (await adminClient(opts)).removeNode(nodeId);
       print(opts, r, () => `removed node ${r.removed}`);
     });
 
-  provider
-    .command('status')
+  adminOptions(provider.command('status'))
     .description("the Provider's identity, counts and enrolled nodes")
-    .option(...dirOption)
-    .option('--provider-url <url>', 'the Provider (default: from --dir)')
-    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option(
-      '--admin-token <token>',
-      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
-    )
     .action(async (_o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
       const client = await adminClient(opts);
