@@ -304,7 +304,9 @@ describe('the qkm CLI against the running appliance', () => {
     await expect(new QkmClient({ url: appliance.url, token: added.token }).entropy(1)).rejects.toMatchObject({
       status: 401,
     });
-  });
+    // Eleven CLI processes, each a cold Node + tsx start: seconds apiece on a loaded 2-core
+    // runner. A generous bound, not a timing goal (start-up time is the CLI's bench concern).
+  }, 150_000);
 });
 
 describe('bad input over real HTTP', () => {
