@@ -7,7 +7,7 @@ import { describeValueErrors } from './schema-errors.js';
 /**
  * Appliance configuration. Sources, lowest precedence first: built-in defaults, the JSON file
  * `<dataDir>/config.json` (or `QKM_CONFIG`), then environment variables (`QKM_PORT`,
- * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`). The file is validated
+ * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`, `QKM_PQC_BACKEND`). The file is validated
  * against the schema below, so a typo is an error at start-up rather than a silent default.
  */
 
@@ -162,6 +162,18 @@ export const ConfigSchema = Type.Object(
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
     /**
+     * Post-quantum library (issue #13): `liboqs-wasm` (Open Quantum Safe's WebAssembly liboqs,
+     * default) or `noble` (@noble/post-quantum, pure TypeScript). Either way key generation from
+     * seeds and encapsulation with quantum randomness run on noble (liboqs-js cannot take them).
+     * `QKM_PQC_BACKEND` overrides it.
+     */
+    pqc: Type.Object(
+      {
+        backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], { default: 'liboqs-wasm' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    /**
      * The Provider this node publishes its governed agents to and fetches responder bundles from
      * (issue #12). `publicKey` is the Provider's ML-DSA-65 key (base64url, `qkm provider status`):
      * pinned, every Provider answer must verify against it.
@@ -221,6 +233,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   if (env.QKM_MODE) out.mode = env.QKM_MODE;
   if (env.QKM_LOG_LEVEL) out.logLevel = env.QKM_LOG_LEVEL;
   if (env.QKM_REGION) out.region = env.QKM_REGION;
+  if (env.QKM_PQC_BACKEND) out.pqc = { backend: env.QKM_PQC_BACKEND };
   return out;
 }
 

@@ -26,7 +26,6 @@ import {
   startResume,
 } from './resume.js';
 import { SessionKeyHolder } from './session-keys.js';
-import { onWorker } from './worker-scheduling.js';
 
 export {
   DEFAULT_QKD_FALLBACK_TIMEOUT_MS,
@@ -69,7 +68,6 @@ export class SessionService {
     rejected: {},
     abandoned: {},
     qkdKeysWasted: 0,
-    mldsa: { worker: 0, inline: 0 },
   };
 
   constructor(o: SessionServiceOptions) {
@@ -92,7 +90,6 @@ export class SessionService {
       clock,
       windowMs,
       prekeyLocks: new KeyedMutex(),
-      onWorker: (op, inline) => onWorker(o.pqcWorker, tally.mldsa, op, inline),
     };
   }
 
@@ -112,7 +109,6 @@ export class SessionService {
       rejected: { ...t.rejected },
       abandoned: { ...t.abandoned },
       qkdKeysWasted: t.qkdKeysWasted,
-      mldsa: { ...t.mldsa },
     };
   }
 

@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
 import {
   type BudgetRecord,
@@ -16,7 +16,7 @@ import { givenBundle } from '../../src/session/bundles.js';
 import type { BundleSource } from '../../src/session/bundles.js';
 import { decodeAnswer, encodeAnswer } from '../../src/session/resume.js';
 import { fakeProvenance } from './fakes.js';
-import { type TestNode, closeWorkers, makePair } from './harness.js';
+import { type TestNode, makePair } from './harness.js';
 
 /**
  * Governed sessions (qkm/v2) at the service level, both nodes in memory with one clock: what
@@ -92,8 +92,6 @@ const initiate = (a: TestNode, b: TestNode, bundles: BundleSource) =>
     peer: b.identity.nodeId,
     governed: { initiatorAid: ALICE, responderAid: BOB, bundles },
   });
-
-afterAll(closeWorkers);
 
 describe('governed sessions (service level)', () => {
   it('the last-resort prekey works when no OTK is at hand, and both ends flag it in provenance', async () => {
