@@ -12,9 +12,10 @@ import { createMetrics } from './api/metrics.js';
 import { sessionRoutes } from './api/routes/sessions.js';
 import { type SimulatedFaultTarget, simRoutes } from './api/routes/sim.js';
 import { type QkmApp, buildApi } from './api/server.js';
-import { AuditLog, WorkerSealSigner } from './audit/index.js';
+import { AuditLog, signerFromIdentity } from './audit/index.js';
 import { JobScheduler } from './core/jobs.js';
-import { PqcWorker } from './core/pqc-worker.js';
+import { legacyVerifications } from './pqc/domain.js';
+import { pqcInfo, usePqcBackend } from './pqc/index.js';
 import { type AgentRecord, AgentRegistry, type Scope } from './agents/registry.js';
 import { governanceRoutes } from './api/routes/governance.js';
 import { providerRoutes } from './api/routes/provider.js';
@@ -29,6 +30,7 @@ import { createLogger } from './core/logger.js';
 import { ensurePortFree } from './core/port.js';
 import { QkdLinkBoard } from './core/qkd-links.js';
 import type { ApplianceStatus } from './status.js';
+import { StatusHistory } from './status-history.js';
 import { VERSION } from './core/version.js';
 import {
   type DegradedEvent,
@@ -130,8 +132,6 @@ export class Appliance<C = unknown> {
     readonly qkd: Etsi014Client | undefined,
     private readonly links: QkdLinkBoard | undefined,
     readonly tokenFiles: Record<string, string>,
-    /** The ML-DSA worker thread shared by the audit seals and the handshakes. */
-    private readonly pqcWorker: PqcWorker,
     /** The simulated devices, in simulator mode (from `ApplianceOptions.simulator`). */
     private readonly simulated: SimulatedDevices<C> | undefined,
     private app: QkmApp | undefined = undefined,
@@ -164,6 +164,9 @@ export class Appliance<C = unknown> {
     // A taken port must fail before anything is written: a second `qkm start` on the same
     // port would otherwise create a data dir, identity and audit records it never uses.
     await ensurePortFree(config.host, config.port);
+    // Before any key is derived or any signature checked (the audit log's last seal on open):
+    // the process's PQC backend. A WebAssembly module that cannot load fails the start.
+    await usePqcBackend(config.pqc.backend);
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
     const store = await openStore(config, kek).finally(() => kek.fill(0));
@@ -246,11 +249,9 @@ export class Appliance<C = unknown> {
           'node identity created',
         );
       }
-      // One worker thread for the node's ML-DSA work: audit seals queue on it; handshakes are
-      // signed and verified on it unless its queue is long. Closed after the audit log (last seal).
-      const pqcWorker = new PqcWorker({ signingKey: identity.signing.secretKey });
-      cleanup.push(() => pqcWorker.close());
-      audit.setSigner(new WorkerSealSigner(identity, { worker: pqcWorker }));
+      // Seals are signed on the event loop (≈ 0.3–0.8 ms with liboqs): the PQC worker thread they
+      // and the handshakes used was removed in issue #13 (README, Benchmarks: no measurable gain).
+      audit.setSigner(signerFromIdentity(identity));
       // Opened with the signer known, so the last seal's signature is checked; an unsealed tail
       // left in the store is flagged (audit.unsealed_tail_found), never silently sealed.
       const opened = await audit.open();
@@ -334,7 +335,6 @@ export class Appliance<C = unknown> {
         qkd,
         store,
         audit,
-        pqcWorker,
         governance: {
           contacts,
           prekeys,
@@ -362,7 +362,6 @@ export class Appliance<C = unknown> {
         qkd,
         links,
         tokenFiles,
-        pqcWorker,
         simulated,
       );
       appliance.contacts = contacts;
@@ -433,7 +432,19 @@ export class Appliance<C = unknown> {
       if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
     });
     if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
-
+    // The status page's charts: sampled here, so a reload (or a second browser) sees the past.
+    const history = new StatusHistory({
+      samples: config.statusPage.historySamples,
+      intervalSeconds: config.statusPage.historyIntervalSeconds,
+    });
+    this.jobs.every(
+      'status-history',
+      config.statusPage.historyIntervalSeconds * 1000,
+      async () => {
+        history.record(await this.status());
+      },
+      { runNow: true },
+    );
     const app = await buildApi({
       version: VERSION,
       logger: this.logger,
@@ -442,6 +453,8 @@ export class Appliance<C = unknown> {
       agents: this.agents,
       metrics,
       status: () => this.status(),
+      history,
+      uiLoginSeconds: config.statusPage.loginSeconds,
       audit: this.audit,
       // The port is known only once listening (port 0 in tests), so the guard computes it then.
       allowedHosts: (port: number) => allowedHostsFor(config.host, port, config.allowedHosts),
@@ -539,6 +552,7 @@ export class Appliance<C = unknown> {
       qkd,
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
+      pqc: { ...pqcInfo(), legacyVerified: legacyVerifications() },
     };
   }
 
@@ -560,7 +574,6 @@ export class Appliance<C = unknown> {
     await this.app?.close();
     this.sessions.flushAudit();
     await this.audit.close().catch(() => undefined);
-    await this.pqcWorker.close();
     await this.qkd?.close();
     await this.entropy.stop();
     await this.store.close();

@@ -1,6 +1,7 @@
 import type { AuditStats } from './audit/log.js';
 import type { EntropyStatus } from './entropy/types.js';
 import type { KeyState } from './keys/interface.js';
+import type { PqcInfo } from './pqc/index.js';
 import type { SessionCounters } from './session/handshake.js';
 import type { QkdLinkState } from './core/qkd-links.js';
 
@@ -23,6 +24,11 @@ export interface ApplianceStatus {
   qkd: QkdLinkState[];
   /** Session outcomes since start (fallbacks, refusals, rejected handshakes). */
   sessions: SessionCounters;
-  /** The audit chain's length, how far it is sealed, and where seals were signed. */
+  /** The audit chain's length, how far it is sealed. */
   audit: AuditStats;
+  /**
+   * The PQC backend (`pqc.backend`) and the library of each step; `legacyVerified`: signatures
+   * accepted in the pre-v3 context-string form since start (old audit seals, v1 bundles, prekeys).
+   */
+  pqc: PqcInfo & { legacyVerified: number };
 }

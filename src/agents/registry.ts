@@ -176,7 +176,15 @@ export class AgentRegistry {
   authenticate(token: string): AgentInfo | undefined {
     // Lookup by the SHA-256 of the presented token: what a timing side channel could reveal is
     // about the hash, which says nothing useful about any valid token.
-    const rec = this.byHash.get(hashToken(token));
+    return this.authenticateHash(hashToken(token));
+  }
+
+  /**
+   * The live agent whose current token has this hash (`hashToken`), or undefined: what a
+   * status-page login keeps instead of the token, so rotating or revoking ends the login too.
+   */
+  authenticateHash(tokenHash: string): AgentInfo | undefined {
+    const rec = this.byHash.get(tokenHash);
     return rec ? info(rec) : undefined;
   }
 }

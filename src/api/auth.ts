@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { AgentInfo, AgentRegistry, Scope } from '../agents/registry.js';
 import { QkmError } from '../core/errors.js';
+import { UI_COOKIE, type UiSessions, cookieValue } from './ui-login.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -9,9 +10,21 @@ declare module 'fastify' {
     auth?: boolean;
     /** Scope the caller's token must hold; `admin` implies every scope. */
     scope?: Scope;
+    /**
+     * true: a GET also accepts the status-page login cookie instead of a bearer token. Only for
+     * read routes (status, its history, metrics): the cookie must never create or take anything.
+     */
+    uiCookie?: boolean;
   }
   interface FastifyRequest {
     agent?: AgentInfo;
+  }
+  interface FastifyInstance {
+    /**
+     * Checks a token presented outside the Authorization header (the status-page login), with
+     * the same bad-token gate as every request: the live agent, or a QkmError to answer with.
+     */
+    checkToken(request: FastifyRequest, token: string): AgentInfo | QkmError;
   }
 }
 
@@ -23,6 +36,8 @@ export interface AuthOptions {
   badTokensPerMinute?: number;
   /** Monotonic clock in ms (default performance.now); injectable for tests. */
   now?: () => number;
+  /** Status-page logins, accepted on `uiCookie` routes; none: the cookie is never accepted. */
+  uiSessions?: UiSessions;
   /** Told of every request refused for its credentials (UNAUTHORIZED, FORBIDDEN): the audit. */
   refused?: (code: string, reason: string, actor: string) => void;
 }
@@ -118,18 +133,8 @@ export const authPlugin = fp<AuthOptions>(
       60_000,
       opts.now ?? (() => performance.now()),
     );
-    /** Why the request may not proceed, or undefined when it may. */
-    const refusal = (request: FastifyRequest): QkmError | undefined => {
-      const host = (request.headers.host ?? '').toLowerCase();
-      if (!allowedNow().has(host)) {
-        return new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
-      }
-      const config = request.routeOptions.config;
-      if (config?.auth === false) return undefined;
-      const token = bearer(request);
-      if (!token && request.headers.authorization === undefined) {
-        return new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
-      }
+    /** The live agent of `token` (undefined: a malformed header), or why it is refused. */
+    const checkToken = (request: FastifyRequest, token: string | undefined): AgentInfo | QkmError => {
       const wait = gate.blockedFor(request.ip);
       if (wait > 0) {
         return new QkmError(
@@ -146,6 +151,55 @@ export const authPlugin = fp<AuthOptions>(
             ? 'invalid or revoked token'
             : 'malformed Authorization header (Authorization: Bearer <token>)',
         );
+      }
+      return agent;
+    };
+    app.decorate('checkToken', (request: FastifyRequest, token: string) => {
+      const checked = checkToken(request, token);
+      // A wrong token at the status-page login is audited like one in an Authorization header.
+      if (checked instanceof QkmError && checked.code === 'UNAUTHORIZED') {
+        opts.refused?.(
+          checked.code,
+          `${request.method} ${request.routeOptions.url ?? '(no route)'}: ${checked.message}`,
+          'unauthenticated',
+        );
+      }
+      return checked;
+    });
+    /** Why the request may not proceed, or undefined when it may. */
+    const refusal = (request: FastifyRequest): QkmError | undefined => {
+      const host = (request.headers.host ?? '').toLowerCase();
+      if (!allowedNow().has(host)) {
+        return new QkmError('HOST_NOT_ALLOWED', 'the Host header does not name this appliance');
+      }
+      const config = request.routeOptions.config;
+      if (config?.auth === false) return undefined;
+      const token = bearer(request);
+      let agent: AgentInfo | undefined;
+      if (!token && request.headers.authorization === undefined) {
+        const session = cookieValue(request.headers.cookie, UI_COOKIE);
+        if (session === undefined) {
+          return new QkmError('UNAUTHORIZED', 'missing bearer token (Authorization: Bearer <token>)');
+        }
+        const readRoute = request.method === 'GET' || request.method === 'HEAD';
+        if (config?.uiCookie !== true || !readRoute || !opts.uiSessions) {
+          return new QkmError(
+            'UNAUTHORIZED',
+            'missing bearer token (Authorization: Bearer <token>); the status-page login is accepted on read routes only',
+          );
+        }
+        const tokenHash = opts.uiSessions.lookup(session);
+        agent = tokenHash === undefined ? undefined : opts.agents.authenticateHash(tokenHash);
+        if (!agent) {
+          return new QkmError(
+            'UNAUTHORIZED',
+            'status-page login expired, logged out or its token revoked; log in again',
+          );
+        }
+      } else {
+        const checked = checkToken(request, token);
+        if (checked instanceof QkmError) return checked;
+        agent = checked;
       }
       request.agent = agent;
       const scope = config?.scope;

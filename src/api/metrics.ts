@@ -64,6 +64,35 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     },
   });
   new Gauge({
+    name: 'qkm_pqc_backend_info',
+    help: 'Always 1; the labels say which library does each PQC step (pqc.backend; noble where liboqs-js cannot take caller randomness or seeds)',
+    labelNames: ['backend', 'signature', 'kem_decaps', 'kem_encaps', 'keygen'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const p = (await current()).pqc;
+      this.set(
+        {
+          backend: p.backend,
+          signature: p.signature,
+          kem_decaps: p.kemDecaps,
+          kem_encaps: p.kemEncaps,
+          keygen: p.keygen,
+        },
+        1,
+      );
+    },
+  });
+  new Counter({
+    name: 'qkm_pqc_legacy_verifications_total',
+    help: 'Signatures accepted in the pre-v3 form (FIPS 204 context string, verified on noble): old audit seals, v1 identity bundles, prekeys',
+    registers: [registry],
+    async collect() {
+      this.reset();
+      this.inc((await current()).pqc.legacyVerified);
+    },
+  });
+  new Gauge({
     name: 'qkm_degraded',
     help: 'Degraded now, by component: entropy (served from the OS-seeded fallback DRBG) or qkd (a QKD link is down)',
     labelNames: ['component'] as const,
@@ -238,12 +267,6 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     [],
     (s) => [[{}, s.qkdKeysWasted]],
   );
-  sessionCounter(
-    'qkm_session_mldsa_total',
-    'Handshake ML-DSA signatures and verifications, by where they ran (worker, or inline: the PQC worker had a long queue or failed)',
-    ['where'],
-    (s) => Object.entries(s.mldsa).map(([where, n]) => [{ where }, n]),
-  );
 
   new Gauge({
     name: 'qkm_audit_records',
@@ -268,17 +291,6 @@ export function createMetrics(status: () => Promise<ApplianceStatus>): QkmMetric
     registers: [registry],
     async collect() {
       this.set((await current()).audit.unsealedTail?.count ?? 0);
-    },
-  });
-  new Counter({
-    name: 'qkm_audit_seals_total',
-    help: 'Audit seals signed since start, on the worker thread or inline (inline: the worker failed)',
-    labelNames: ['signed'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const seals = (await current()).audit.seals;
-      if (seals) for (const [signed, n] of Object.entries(seals)) if (n > 0) this.inc({ signed }, n);
     },
   });
 

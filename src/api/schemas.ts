@@ -194,9 +194,6 @@ export const AgentSchema = Type.Object({
   aid: Type.Optional(Type.String()),
 });
 
-/** Work done on a worker thread, and inline (on the event loop) instead. */
-const WorkCounts = Type.Object({ worker: Type.Integer(), inline: Type.Integer() });
-
 const PerPosture = Type.Object({
   PQC: Type.Integer(),
   'PQC+QRNG': Type.Integer(),
@@ -254,12 +251,10 @@ export const StatusSchema = Type.Object({
     rejected: Type.Record(Type.String(), Type.Integer()),
     abandoned: Type.Record(Type.String(), Type.Integer()),
     qkdKeysWasted: Type.Integer(),
-    mldsa: WorkCounts,
   }),
   audit: Type.Object({
     records: Type.Integer(),
     sealedThrough: Type.Integer(),
-    seals: Type.Optional(WorkCounts),
     unsealedTail: Type.Optional(
       Type.Object({
         from_seq: Type.Integer(),
@@ -269,6 +264,14 @@ export const StatusSchema = Type.Object({
         reason: Type.Optional(Type.String()),
       }),
     ),
+  }),
+  pqc: Type.Object({
+    backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')]),
+    signature: Type.String(),
+    kemDecaps: Type.String(),
+    kemEncaps: Type.String(),
+    keygen: Type.String(),
+    legacyVerified: Type.Integer(),
   }),
 });
 

@@ -18,6 +18,9 @@ import { DOCS_PAGE_HTML, finishOpenApi } from './openapi.js';
 import { entropyRoutes } from './routes/entropy.js';
 import { type KeyServiceApi, keyRoutes } from './routes/keys.js';
 import { opsRoutes } from './routes/ops.js';
+import { uiRoutes } from './routes/ui.js';
+import { UiSessions } from './ui-login.js';
+import type { StatusHistory } from '../status-history.js';
 
 export interface ApiDeps {
   version: string;
@@ -27,6 +30,10 @@ export interface ApiDeps {
   agents: AgentRegistry;
   metrics: QkmMetrics;
   status: () => Promise<ApplianceStatus>;
+  /** The status page's chart samples (`GET /v1/status/history`); optional in tests. */
+  history?: StatusHistory;
+  /** Lifetime of a status-page login, seconds (default 8 h). */
+  uiLoginSeconds?: number;
   /** Host header values accepted, or a function of the listening port that yields them. */
   allowedHosts: string[] | ((port: number) => string[]);
   /** Where key and agent lifecycle events are recorded (the audit log); optional in tests. */
@@ -91,6 +98,8 @@ export async function buildApi(deps: ApiDeps) {
     },
   });
 
+  // Status-page logins (ui-login.ts): in memory, so a restart logs the page out.
+  const uiSessions = new UiSessions((deps.uiLoginSeconds ?? 28_800) * 1000);
   // Requests refused for their credentials are audited, bounded per code and minute (a flood of
   // bad tokens must not become an fsync each): `api.refused`, then `api.refusals_suppressed`.
   const refusals = deps.audit
@@ -98,6 +107,7 @@ export async function buildApi(deps: ApiDeps) {
     : undefined;
   if (refusals) app.addHook('onClose', async () => refusals.flush());
   await app.register(authPlugin, {
+    uiSessions,
     agents: deps.agents,
     ...(refusals
       ? {
@@ -140,7 +150,9 @@ export async function buildApi(deps: ApiDeps) {
     agents: deps.agents,
     metrics: deps.metrics,
     version: deps.version,
+    ...(deps.history ? { history: deps.history } : {}),
   });
+  await app.register(uiRoutes, { sessions: uiSessions });
   await app.register(entropyRoutes, { entropy: deps.entropy, maxRequestBytes: deps.maxEntropyBytes });
   await app.register(keyRoutes, { keys: deps.keys, ...(deps.audit ? { audit: deps.audit } : {}) });
   for (const { plugin, options } of deps.plugins ?? []) await app.register(plugin, options);

@@ -7,7 +7,6 @@ export {
   type AuditStats,
   signerFromIdentity,
 } from './log.js';
-export { WorkerSealSigner } from './seal-signer.js';
 export {
   GENESIS_HASH,
   type VerifyOptions,

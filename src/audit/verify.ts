@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { verifyTagged } from '../pqc/domain.js';
 import { encodeFields, fromBase64url, fromHex, str, u64 } from '../session/encoding.js';
 import { DSA_CONTEXT, nodeIdOf } from '../session/identity.js';
 import { canonicalJson } from './canonical.js';
@@ -143,13 +143,21 @@ function checkSeal(rec: AuditRecord, prev: string, keys: Map<string, Uint8Array>
   if (!pk) return `seal signed by ${d.signer}, not one of the given keys`;
   let ok = false;
   try {
-    ok = ml_dsa65.verify(fromBase64url(d.signature), sealMessage(rec.seq - 1, prev), pk, {
-      context: DSA_CONTEXT.audit,
-    });
+    ok = verifySeal(fromBase64url(d.signature), sealMessage(rec.seq - 1, prev), pk);
   } catch {
     ok = false;
   }
   return ok ? undefined : 'seal signature does not verify';
+}
+
+/**
+ * A seal's signature: the domain-tagged form (seals signed since issue #13), or the legacy form
+ * under the FIPS 204 context "qkm/v1 audit-seal" (logs written before it). The forms are
+ * disjoint (src/pqc/domain.ts), so accepting both admits no new forgery; seals carry no
+ * version, so the form is found by trying the tagged one (fast) first.
+ */
+export function verifySeal(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  return verifyTagged(DSA_CONTEXT.audit, signature, message, publicKey, ['tagged', 'legacy-context']);
 }
 
 /**

@@ -7,7 +7,7 @@ import { describeValueErrors } from './schema-errors.js';
 /**
  * Appliance configuration. Sources, lowest precedence first: built-in defaults, the JSON file
  * `<dataDir>/config.json` (or `QKM_CONFIG`), then environment variables (`QKM_PORT`,
- * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`). The file is validated
+ * `QKM_HOST`, `QKM_DATA`, `QKM_MODE`, `QKM_LOG_LEVEL`, `QKM_REGION`, `QKM_PQC_BACKEND`). The file is validated
  * against the schema below, so a typo is an error at start-up rather than a silent default.
  */
 
@@ -144,11 +144,35 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    /** The status page (`GET /`): its history and its login. */
+    statusPage: Type.Object(
+      {
+        /** `GET /v1/status/history`: one sample every this many seconds… */
+        historyIntervalSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
+        /** …this many kept (default 720: one hour), the oldest dropped first. */
+        historySamples: Type.Integer({ minimum: 2, maximum: 100_000, default: 720 }),
+        /** Lifetime of a login (`POST /ui/login`), seconds. */
+        loginSeconds: Type.Integer({ minimum: 60, maximum: 604_800, default: 28_800 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     qkd: Type.Optional(QkdConfigSchema),
     /** Posture-policy overrides (weights, scores, region rules, per-peer minimums); see src/session/policy.ts. */
     policy: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     /** Storage backend: embedded LevelDB in `<dataDir>/db` (default) or a shared etcd cluster. */
     store: Type.Optional(StoreConfigSchema),
+    /**
+     * Post-quantum library (issue #13): `liboqs-wasm` (Open Quantum Safe's WebAssembly liboqs,
+     * default) or `noble` (@noble/post-quantum, pure TypeScript). Either way key generation from
+     * seeds and encapsulation with quantum randomness run on noble (liboqs-js cannot take them).
+     * `QKM_PQC_BACKEND` overrides it.
+     */
+    pqc: Type.Object(
+      {
+        backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], { default: 'liboqs-wasm' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     /**
      * The Provider this node publishes its governed agents to and fetches responder bundles from
      * (issue #12). `publicKey` is the Provider's ML-DSA-65 key (base64url, `qkm provider status`):
@@ -209,6 +233,7 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   if (env.QKM_MODE) out.mode = env.QKM_MODE;
   if (env.QKM_LOG_LEVEL) out.logLevel = env.QKM_LOG_LEVEL;
   if (env.QKM_REGION) out.region = env.QKM_REGION;
+  if (env.QKM_PQC_BACKEND) out.pqc = { backend: env.QKM_PQC_BACKEND };
   return out;
 }
 

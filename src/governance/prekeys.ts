@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { QkmError, isQkmError } from '../core/errors.js';
 import type { Provenance } from '../core/provenance.js';
 import type { KeyStore } from '../keys/interface.js';
+import { signTagged, verifyTagged } from '../pqc/domain.js';
+import { mlKem768Decapsulate, mlKem768KeygenFromSeed } from '../pqc/index.js';
 import { encodeFields, fromBase64url, str, toBase64url } from '../session/encoding.js';
 import type { RecordStore } from '../store/interface.js';
 import { canonicalAid } from './aid.js';
@@ -109,9 +109,14 @@ export function verifyPrekey(
   try {
     publicKey = fromBase64url(p.ml_kem_768_public_key, 'ml_kem_768_public_key');
     const { signature, v: _v, ...unsigned } = p;
-    ok = ml_dsa65.verify(fromBase64url(signature, 'signature'), prekeySigningBytes(unsigned), dsaPublicKey, {
-      context: PREKEY_CONTEXT,
-    });
+    // Tagged form (src/pqc/domain.ts); prekeys signed before it, under the FIPS 204 context, still verify.
+    ok = verifyTagged(
+      PREKEY_CONTEXT,
+      fromBase64url(signature, 'signature'),
+      prekeySigningBytes(unsigned),
+      dsaPublicKey,
+      ['tagged', 'legacy-context'],
+    );
   } catch {
     throw bad('is malformed');
   }
@@ -201,11 +206,11 @@ export class PrekeyStore {
         ...rec,
         used: new Date(this.now()).toISOString(),
       });
-    const { secretKey } = ml_kem768.keygen(seed);
+    const { secretKey } = mlKem768KeygenFromSeed(seed);
     try {
       if (ciphertext.length !== 1088)
         throw new QkmError('HANDSHAKE_MALFORMED', 'the prekey ciphertext is not an ML-KEM-768 ciphertext');
-      return { sharedSecret: ml_kem768.decapsulate(ciphertext, secretKey), lastResort, aid: rec.prekey.aid };
+      return { sharedSecret: mlKem768Decapsulate(ciphertext, secretKey), lastResort, aid: rec.prekey.aid };
     } finally {
       seed.fill(0);
       secretKey.fill(0);
@@ -236,7 +241,7 @@ export class PrekeyStore {
     const seedId = randomUUID();
     const created = new Date(this.now());
     const expires = new Date(created.getTime() + ttlSeconds * 1000);
-    const { publicKey, secretKey } = ml_kem768.keygen(seed.data);
+    const { publicKey, secretKey } = mlKem768KeygenFromSeed(seed.data);
     secretKey.fill(0);
     const unsigned = {
       kind,
@@ -247,9 +252,11 @@ export class PrekeyStore {
       created: created.toISOString(),
       expires: expires.toISOString(),
     };
-    const signature = ml_dsa65.sign(prekeySigningBytes(unsigned), this.o.signer.signing.secretKey, {
-      context: PREKEY_CONTEXT,
-    });
+    const signature = signTagged(
+      PREKEY_CONTEXT,
+      prekeySigningBytes(unsigned),
+      this.o.signer.signing.secretKey,
+    );
     const prekey: SignedPrekey = { v: PREKEY_VERSION, ...unsigned, signature: toBase64url(signature) };
     try {
       await this.o.keys.put({

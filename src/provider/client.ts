@@ -68,8 +68,16 @@ export class ProviderClient implements BundleSource {
     return this.call('admin', 'GET', '/v1/status');
   }
 
-  enrol(identity: unknown, label?: string): Promise<EnrolledNode> {
-    return this.call('admin', 'POST', '/v1/nodes', { identity, ...(label ? { label } : {}) });
+  enrol(identity: unknown, label?: string, domains?: string[]): Promise<EnrolledNode> {
+    return this.call('admin', 'POST', '/v1/nodes', {
+      identity,
+      ...(label ? { label } : {}),
+      ...(domains ? { domains } : {}),
+    });
+  }
+
+  removeNode(nodeId: string): Promise<{ removed: string }> {
+    return this.call('admin', 'DELETE', `/v1/nodes/${encodeURIComponent(nodeId)}`);
   }
 
   async nodes(): Promise<EnrolledNode[]> {

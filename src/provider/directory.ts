@@ -1,5 +1,5 @@
 import { QkmError } from '../core/errors.js';
-import { canonicalAid } from '../governance/aid.js';
+import { canonicalAid, isValidDomain, parseAid } from '../governance/aid.js';
 import {
   type BudgetRecord,
   type ContactDecision,
@@ -39,6 +39,11 @@ export interface EnrolledNode {
   ml_dsa_65_public_key: string;
   /** The node's self-signed identity bundle (verified at enrolment; region, KEM key). */
   identity: IdentityBundle;
+  /**
+   * The domains whose agent ids this node may register (`user@<domain>:name`), as the
+   * administrator vouched at enrolment; absent: any domain.
+   */
+  domains?: string[];
   label?: string;
   enrolled: string;
 }
@@ -65,6 +70,15 @@ export interface DirectoryOptions {
   store: StorageBackend;
   budgetWindowSeconds?: number;
   now?: () => number;
+}
+
+function checkDomains(domains: unknown): string[] {
+  if (!Array.isArray(domains) || domains.length < 1 || domains.length > 64)
+    throw new QkmError('INVALID_PARAMETER', 'domains is a list of 1 to 64 DNS names');
+  const out = domains.map((d) => (typeof d === 'string' ? d.toLowerCase() : ''));
+  for (const d of out)
+    if (!isValidDomain(d)) throw new QkmError('INVALID_PARAMETER', `'${d}' is not a DNS name`);
+  return [...new Set(out)].sort();
 }
 
 const ENDPOINT_RE = /^https?:\/\/[^\s/?#]+(?::\d{1,5})?(?:\/[^\s?#]*)?$/;
@@ -98,20 +112,33 @@ export class Directory {
    * Administrator: enrol a node by its self-signed identity bundle (BUNDLE_INVALID otherwise).
    * Re-enrolling the same node replaces its label and bundle and keeps its agents.
    */
-  async enroll(identity: unknown, label?: string): Promise<EnrolledNode> {
+  async enroll(identity: unknown, label?: string, domains?: string[]): Promise<EnrolledNode> {
     const v = verifyBundle(identity);
     if (label !== undefined && (typeof label !== 'string' || label.length > 128))
       throw new QkmError('INVALID_PARAMETER', 'a node label is a string of at most 128 characters');
+    const allowed = domains === undefined ? undefined : checkDomains(domains);
     const previous = await this.nodes.get(v.nodeId);
     const rec: EnrolledNode = {
       node_id: v.nodeId,
       ml_dsa_65_public_key: v.bundle.ml_dsa_65_public_key,
       identity: v.bundle,
       ...(label ? { label } : {}),
+      ...(allowed ? { domains: allowed } : {}),
       enrolled: previous?.enrolled ?? new Date(this.now()).toISOString(),
     };
     await this.nodes.put(v.nodeId, rec);
     return rec;
+  }
+
+  /**
+   * Administrator: remove a node (compromised, retired). Its requests are refused from now on
+   * (NODE_NOT_ENROLLED) and no bundle of its agents is handed out; their ids stay reserved
+   * until the node is enrolled again (the ids, policies and stock are kept for that).
+   */
+  async unenroll(nodeId: string): Promise<boolean> {
+    if (!(await this.enrolled(nodeId))) return false;
+    await this.nodes.del(nodeId);
+    return true;
   }
 
   /** The enrolled node `nodeId`, or undefined (request authentication looks nodes up here). */
@@ -141,8 +168,11 @@ export class Directory {
 
   /** Node `registrant` registers (or moves the endpoint of) one of its agents. */
   async registerAgent(registrant: string, aid: string, endpoint: string): Promise<DirectoryAgent> {
-    await this.node(registrant);
+    const node = await this.node(registrant);
     const canonical = canonicalAid(aid);
+    const domain = parseAid(canonical).domain;
+    if (node.domains && !node.domains.includes(domain))
+      throw new QkmError('FORBIDDEN', `this node may not register agent ids of the domain '${domain}'`);
     if (typeof endpoint !== 'string' || endpoint.length > 512 || !ENDPOINT_RE.test(endpoint))
       throw new QkmError('INVALID_PARAMETER', 'endpoint must be an http(s) URL');
     return this.lock.run(canonical, async () => {

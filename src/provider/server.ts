@@ -50,6 +50,8 @@ export interface ProviderApiDeps {
   host: string;
   allowedHosts?: string[];
   clockSkewSeconds: number;
+  /** Bundle requests per node per minute (default 1200). */
+  bundlesPerNodePerMinute?: number;
   bodyLimit: number;
   requestTimeoutMs: number;
   status: () => Promise<Record<string, unknown>>;
@@ -66,6 +68,7 @@ const NodeSchema = Type.Object({
   ml_dsa_65_public_key: Type.String(),
   identity: IdentityBundleSchema,
   label: Type.Optional(Type.String()),
+  domains: Type.Optional(Type.Array(Type.String())),
   enrolled: Type.String(),
 });
 
@@ -211,6 +214,24 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
     if (request.routeOptions.config?.caller !== 'node') return;
     request.providerNode = await authenticateNode(request, deps, now());
   });
+  // Fixed one-minute windows per node, in this process (one Provider process per store).
+  const bundleWindows = new Map<string, { start: number; count: number }>();
+  const bundleLimit = deps.bundlesPerNodePerMinute ?? 1200;
+  const countBundle = (nodeId: string): void => {
+    const t = now();
+    const w = bundleWindows.get(nodeId);
+    if (!w || t - w.start >= 60_000) {
+      if (bundleWindows.size > 10_000) bundleWindows.clear();
+      bundleWindows.set(nodeId, { start: t, count: 1 });
+      return;
+    }
+    if (++w.count > bundleLimit)
+      throw new QkmError(
+        'RATE_LIMITED',
+        `this node asked for more than ${bundleLimit} bundles this minute; retry in ${Math.ceil((w.start + 60_000 - t) / 1000)} s`,
+      );
+  };
+
   app.addHook('onSend', async (request, reply, payload) => {
     const body =
       typeof payload === 'string'
@@ -313,6 +334,14 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
           {
             identity: Type.Unknown({ description: "the node's identity bundle" }),
             label: Type.Optional(Type.String({ maxLength: 128 })),
+            domains: Type.Optional(
+              Type.Array(Type.String({ minLength: 1, maxLength: 253 }), {
+                minItems: 1,
+                maxItems: 64,
+                description:
+                  'the domains whose agent ids (user@domain:name) this node may register; absent: any',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -320,7 +349,11 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
       },
     },
     async (request, reply) => {
-      const node = await deps.directory.enroll(request.body.identity, request.body.label);
+      const node = await deps.directory.enroll(
+        request.body.identity,
+        request.body.label,
+        request.body.domains,
+      );
       request.log.info({ node: node.node_id, label: node.label }, 'node enrolled');
       return reply.status(201).send(node);
     },
@@ -338,6 +371,26 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
       },
     },
     async () => ({ nodes: await deps.directory.listNodes() }),
+  );
+
+  app.delete(
+    '/v1/nodes/:id',
+    {
+      config: { caller: 'admin' },
+      schema: {
+        summary: 'Remove a node: its requests are refused and its agents get no bundles from now on',
+        tags: ['nodes'],
+        security: bearer,
+        params: Type.Object({ id: Type.String({ pattern: '^[0-9a-f]{32}$' }) }),
+        response: { 200: Type.Object({ removed: Type.String() }), ...errorResponses(404) },
+      },
+    },
+    async (request) => {
+      if (!(await deps.directory.unenroll(request.params.id)))
+        throw new QkmError('NOT_FOUND', 'no such node is enrolled');
+      request.log.info({ node: request.params.id }, 'node removed');
+      return { removed: request.params.id };
+    },
   );
 
   app.put(
@@ -439,13 +492,15 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
         tags: ['bundles'],
         security: signed,
         body: Type.Object({ responder: AID, initiator: AID }, { additionalProperties: false }),
-        response: { 200: BundleSchema, ...errorResponses(404, 409) },
+        response: { 200: BundleSchema, ...errorResponses(404, 409, 503) },
       },
     },
-    async (request) =>
-      deps.directory.bundle(request.body.responder, request.body.initiator, {
+    async (request) => {
+      countBundle(node(request).node_id);
+      return deps.directory.bundle(request.body.responder, request.body.initiator, {
         requester: node(request).node_id,
-      }),
+      });
+    },
   );
 
   app.get('/docs/json', { config: { caller: 'public' }, schema: { hide: true } }, async (request) =>

@@ -1,6 +1,5 @@
 import type { QkdKeySource } from '../../drivers/qkd/interface.js';
 import type { AuditSink } from '../audit/types.js';
-import type { PqcWorker } from '../core/pqc-worker.js';
 import type { EntropyProvider } from '../entropy/types.js';
 import type { ContactPolicies } from '../governance/contacts.js';
 import type { PrekeyStore } from '../governance/prekeys.js';
@@ -41,12 +40,6 @@ export interface SessionServiceOptions {
    * after a KME stopped answering, not after the full KME deadline.
    */
   qkdFallbackTimeoutMs?: number;
-  /**
-   * The node's ML-DSA worker thread. The initiator's handshake signature is computed there while
-   * this thread writes the records, and the responder's verification there while this thread
-   * decapsulates. Without one (or when its queue is long, or it fails) both run here.
-   */
-  pqcWorker?: PqcWorker;
   /** Governed agents; without it, a governed (qkm/v2) handshake is refused. */
   governance?: SessionGovernance;
 }
@@ -78,6 +71,4 @@ export interface SessionContext {
   readonly abandoned: WeakSet<object>;
   readonly clock: () => number;
   readonly windowMs: number;
-  /** Runs ML-DSA work on the PQC worker, or returns undefined for the caller to do it inline. */
-  onWorker<T>(op: (w: PqcWorker) => Promise<T>, inline: () => T): Promise<T> | undefined;
 }

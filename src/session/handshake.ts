@@ -25,7 +25,6 @@ import {
   startResume,
 } from './resume.js';
 import { SessionKeyHolder } from './session-keys.js';
-import { onWorker } from './worker-scheduling.js';
 
 export {
   DEFAULT_QKD_FALLBACK_TIMEOUT_MS,
@@ -68,7 +67,6 @@ export class SessionService {
     rejected: {},
     abandoned: {},
     qkdKeysWasted: 0,
-    mldsa: { worker: 0, inline: 0 },
   };
 
   constructor(o: SessionServiceOptions) {
@@ -90,7 +88,6 @@ export class SessionService {
       abandoned: new WeakSet<object>(),
       clock,
       windowMs,
-      onWorker: (op, inline) => onWorker(o.pqcWorker, tally.mldsa, op, inline),
     };
   }
 
@@ -110,7 +107,6 @@ export class SessionService {
       rejected: { ...t.rejected },
       abandoned: { ...t.abandoned },
       qkdKeysWasted: t.qkdKeysWasted,
-      mldsa: { ...t.mldsa },
     };
   }
 

@@ -1,11 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { sha3_256 } from '@noble/hashes/sha3.js';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { type Static, Type } from '@sinclair/typebox';
 import { QkmError } from '../core/errors.js';
 import type { Provenance } from '../core/provenance.js';
 import type { EntropyProvider } from '../entropy/types.js';
+import { signTagged, verifyTagged } from '../pqc/domain.js';
+import {
+  ML_DSA_65_LENGTHS,
+  ML_KEM_768_LENGTHS,
+  mlDsa65KeygenFromSeed,
+  mlKem768Encapsulate,
+  mlKem768KeygenFromSeed,
+} from '../pqc/index.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
 import { EncodingError, encodeFields, fromBase64url, str, toBase64url, toHex, u8 } from './encoding.js';
 
@@ -16,9 +22,18 @@ import { EncodingError, encodeFields, fromBase64url, str, toBase64url, toHex, u8
  * `identity`, encrypted at rest); the key pairs are re-derived from them on load.
  */
 
-export const BUNDLE_VERSION = 1;
-/** ML-DSA-65 context strings (FIPS 204 ctx), one per signed structure, so a signature made for
- * one purpose can never verify as another. */
+/**
+ * 2: the self-signature is in the domain-tagged form (src/pqc/domain.ts: empty FIPS 204 context
+ * over u8(len tag) ‖ tag ‖ bytes). Version 1 bundles (tag as the FIPS 204 context) still verify.
+ */
+export const BUNDLE_VERSION = 2;
+/** Bundle versions `verifyBundle` reads: 1 (legacy context-string signature), 2. */
+const BUNDLE_VERSIONS = new Set([1, 2]);
+/**
+ * ML-DSA-65 domain tags, one per signed structure, so a signature made for one purpose can never
+ * verify as another. Signed as u8(len) ‖ tag ‖ message with the empty FIPS 204 context
+ * (src/pqc/domain.ts); before handshake v3 / bundle v2 they were the FIPS 204 context strings.
+ */
 export const DSA_CONTEXT = {
   bundle: str('qkm/v1 identity-bundle'),
   handshake: str('qkm/v1 handshake'),
@@ -65,7 +80,10 @@ export interface NodeIdentity {
  */
 export const IdentityBundleSchema = Type.Object(
   {
-    version: Type.Literal(1),
+    version: Type.Union([Type.Literal(1), Type.Literal(2)], {
+      description:
+        '2: domain-tagged signature; 1: made before that change (FIPS 204 context), still accepted',
+    }),
     node_id: Type.String(),
     region: Type.String(),
     ml_dsa_65_public_key: Type.String({ description: 'base64url, 1952 bytes decoded' }),
@@ -74,7 +92,8 @@ export const IdentityBundleSchema = Type.Object(
     kme_id: Type.Optional(Type.String()),
     created: Type.String(),
     signature: Type.String({
-      description: 'base64url ML-DSA-65 signature (ctx "qkm/v1 identity-bundle") over the canonical encoding',
+      description:
+        'base64url ML-DSA-65 signature, tag "qkm/v1 identity-bundle", over the canonical encoding (README, "Session protocol")',
     }),
   },
   { description: 'Self-signed public identity bundle (ML-DSA-65 over the canonical encoding)' },
@@ -100,8 +119,9 @@ export function nodeIdOf(dsaPublicKey: Uint8Array): string {
 export function deriveIdentityKeys(seed: Uint8Array): { signing: KeyPair; kem: KeyPair } {
   if (seed.length !== IDENTITY_SEED_BYTES)
     throw new RangeError(`identity seed must be ${IDENTITY_SEED_BYTES} bytes`);
-  const signing = ml_dsa65.keygen(seed.slice(0, DSA_SEED_BYTES));
-  const kem = ml_kem768.keygen(seed.slice(DSA_SEED_BYTES));
+  // From the seed (quantum entropy): noble when the backend cannot take a seed (src/pqc/index.ts).
+  const signing = mlDsa65KeygenFromSeed(seed.slice(0, DSA_SEED_BYTES));
+  const kem = mlKem768KeygenFromSeed(seed.slice(DSA_SEED_BYTES));
   return { signing, kem };
 }
 
@@ -155,9 +175,8 @@ export function makeBundle(
     ...(params.kmeId === undefined ? {} : { kme_id: params.kmeId }),
     created: params.created,
   };
-  const sig = ml_dsa65.sign(bundleSigningBytes(unsigned), keys.signing.secretKey, {
-    context: DSA_CONTEXT.bundle,
-    ...(opts.deterministic ? { extraEntropy: false as const } : {}),
+  const sig = signTagged(DSA_CONTEXT.bundle, bundleSigningBytes(unsigned), keys.signing.secretKey, {
+    deterministic: opts.deterministic === true,
   });
   return { ...unsigned, signature: toBase64url(sig) };
 }
@@ -209,7 +228,7 @@ export function verifyBundle(input: unknown): VerifiedBundle {
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return bad('not an object');
   const b = obj as Record<string, unknown>;
   for (const k of Object.keys(b)) if (!BUNDLE_KEYS.has(k)) bad(`unknown field ${k}`);
-  if (b.version !== BUNDLE_VERSION) bad('unsupported version');
+  if (typeof b.version !== 'number' || !BUNDLE_VERSIONS.has(b.version)) bad('unsupported version');
   for (const k of [
     'node_id',
     'region',
@@ -243,23 +262,21 @@ export function verifyBundle(input: unknown): VerifiedBundle {
   } catch (e) {
     return bad(e instanceof EncodingError ? e.message : 'bad encoding');
   }
-  if (dsaPk.length !== ml_dsa65.lengths.publicKey) bad('ml_dsa_65_public_key has the wrong length');
-  if (kemPk.length !== ml_kem768.lengths.publicKey) bad('ml_kem_768_public_key has the wrong length');
-  if (sig.length !== ml_dsa65.lengths.signature) bad('signature has the wrong length');
+  if (dsaPk.length !== ML_DSA_65_LENGTHS.publicKey) bad('ml_dsa_65_public_key has the wrong length');
+  if (kemPk.length !== ML_KEM_768_LENGTHS.publicKey) bad('ml_kem_768_public_key has the wrong length');
+  if (sig.length !== ML_DSA_65_LENGTHS.signature) bad('signature has the wrong length');
   if (nodeIdOf(dsaPk) !== bundle.node_id) bad('node_id does not match the ML-DSA public key');
   try {
     // FIPS 203 §7.2 encapsulation-key modulus check: a malformed key would only fail later.
-    ml_kem768.encapsulate(kemPk);
+    mlKem768Encapsulate(kemPk);
   } catch {
     bad('ml_kem_768_public_key is not a valid encapsulation key');
   }
-  let ok = false;
-  try {
-    ok = ml_dsa65.verify(sig, bundleSigningBytes(bundle), dsaPk, { context: DSA_CONTEXT.bundle });
-  } catch {
-    ok = false;
+  // The version (signed) says the form: no bundle is checked in both.
+  const form = bundle.version === 1 ? 'legacy-context' : 'tagged';
+  if (!verifyTagged(DSA_CONTEXT.bundle, sig, bundleSigningBytes(bundle), dsaPk, [form])) {
+    bad('self-signature does not verify');
   }
-  if (!ok) bad('self-signature does not verify');
   return {
     bundle: { ...bundle },
     nodeId: bundle.node_id,

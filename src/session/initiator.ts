@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import type { QkdKey } from '../../drivers/qkd/interface.js';
 import { QkmError, isQkmError } from '../core/errors.js';
 import type { Provenance } from '../core/provenance.js';
+import { mlKem768Encapsulate, pqcInfo } from '../pqc/index.js';
 import type { SessionContext } from './context.js';
 import { str, toBase64url } from './encoding.js';
-import { DSA_CONTEXT } from './identity.js';
 import type { PostureDecision } from './policy.js';
 import { canonicalAid } from '../governance/aid.js';
 import { type SignedPrekey, verifyPrekey } from '../governance/prekeys.js';
@@ -128,8 +127,9 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
   let toPrekey: { cipherText: Uint8Array; sharedSecret: Uint8Array } | undefined;
   try {
-    encapsulated = ml_kem768.encapsulate(peer.kemPublicKey, m.subarray(0, 32));
-    if (gov) toPrekey = ml_kem768.encapsulate(gov.publicKey, m.subarray(32, 64));
+    // m given (the posture's randomness): noble when the backend cannot take it (src/pqc).
+    encapsulated = mlKem768Encapsulate(peer.kemPublicKey, m.subarray(0, 32));
+    if (gov) toPrekey = mlKem768Encapsulate(gov.publicKey, m.subarray(32, 64));
   } catch (err) {
     wipeWhenArrived(qkdRequest);
     throw err;
@@ -206,12 +206,8 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   };
   const bodyBytes = encodeBody(body);
   // K and the session id depend on the body only, not on the signature, so the keys are derived
-  // and the records written while the (slow) ML-DSA signature is computed: on the PQC worker
-  // (see WORKER_QUEUE_LIMIT), else on this thread once the records' writes are on their way.
-  const signing = ctx.onWorker(
-    (w) => w.sign(bodyBytes, DSA_CONTEXT.handshake),
-    () => signBody(bodyBytes, me.signing.secretKey),
-  );
+  // and the records written before the ML-DSA signature, which is computed once the records'
+  // writes are on their way.
   const th = transcriptHash(bodyBytes);
   const keys = toPrekey
     ? deriveGovernedKeys(
@@ -244,6 +240,8 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
       kdf: 'HKDF-SHA-256',
       randomness,
       randomnessOrigin: 'local',
+      backend: pqcInfo().backend,
+      kemEncaps: pqcInfo().kemEncaps,
     },
     qkd: {
       used: qkd,
@@ -333,20 +331,14 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   // Observed below; this only keeps a failure from being reported as unhandled meanwhile.
   persisted.catch(() => undefined);
   recorded.catch(() => undefined);
-  // Signing on this thread: one turn of the event loop first hands the synced writes (session
-  // record, audit record) to the storage thread, so their fsyncs overlap the signature.
-  // Either way the handshake (the only thing that lets a peer use the session) is released only
-  // after both records are durable.
+  // One turn of the event loop first hands the synced writes (session record, audit record) to
+  // the storage thread, so their fsyncs overlap the signature. The handshake (the only thing
+  // that lets a peer use the session) is released only after both records are durable.
   let signature: Uint8Array;
   let keyId: string | undefined;
   try {
-    if (signing) {
-      signature = await signing;
-    } else {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      ctx.tally.mldsa.inline++;
-      signature = signBody(bodyBytes, me.signing.secretKey);
-    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    signature = signBody(bodyBytes, me.signing.secretKey);
     [keyId] = await Promise.all([persisted, recorded]);
   } catch (err) {
     // No handshake leaves this node, so K is never used: wipe it (and the QKD key it consumed

@@ -1,6 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
 import { ProvenanceSchema } from '../core/provenance.js';
-import type { PqcWorkCounts } from '../core/pqc-worker.js';
 import type { BundleSource } from './bundles.js';
 import { type Posture, PostureSchema } from './posture.js';
 
@@ -54,6 +53,18 @@ export const SessionProvenanceSchema = Type.Object({
           '`local`: this node drew it; `initiator`: asserted by the initiator in the signed handshake; ' +
           "`responder`: a resumed session's salt, as the responder's answer says",
       },
+    ),
+    backend: Type.Optional(
+      Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], {
+        description:
+          "This node's PQC backend (`pqc.backend`): its ML-DSA and ML-KEM decapsulation ran there (absent for resumed sessions: no PQC step)",
+      }),
+    ),
+    kemEncaps: Type.Optional(
+      Type.String({
+        description:
+          'Initiator: the library that encapsulated with `randomness` (`noble (caller randomness)` when the backend cannot take it)',
+      }),
     ),
   }),
   qkd: Type.Object({
@@ -208,11 +219,6 @@ export interface SessionCounters {
    * initiator's KME released it; nobody will use it) or abandoned after dec_keys.
    */
   qkdKeysWasted: number;
-  /**
-   * Handshake signatures and verifications computed on the PQC worker, and on the event loop
-   * (the worker's queue long, or the worker failing).
-   */
-  mldsa: PqcWorkCounts;
 }
 
 export const perPosture = (): Record<Posture, number> => ({ PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 0 });

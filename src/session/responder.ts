@@ -1,5 +1,6 @@
 import type { QkdKey } from '../../drivers/qkd/interface.js';
 import { QkmError, isQkmError } from '../core/errors.js';
+import { pqcInfo } from '../pqc/index.js';
 import type { SessionContext } from './context.js';
 import { readStr, toBase64url } from './encoding.js';
 import { postureHasQkd, postureHasQrng } from './posture.js';
@@ -81,20 +82,13 @@ export async function accept(ctx: SessionContext, req: AcceptRequest): Promise<A
  */
 async function complete(
   ctx: SessionContext,
-  { body, bodyBytes, peer, admission, decapsulated, agent }: CheckedHandshake,
+  { body, bodyBytes, peer, admission, agent }: CheckedHandshake,
 ): Promise<AcceptResult> {
   const me = ctx.o.identity;
   // Governed: one unit of the initiator's budget, then the prekey's secret taken (an OTK's is
   // destroyed), both durable before anything else happens; a refusal here is a rejection.
   let prekey: { sharedSecret: Uint8Array; lastResort: boolean } | undefined;
-  if (body.governed) {
-    try {
-      prekey = await consumeGoverned(ctx, body.governed);
-    } catch (err) {
-      decapsulated?.ss?.fill(0);
-      throw err;
-    }
-  }
+  if (body.governed) prekey = await consumeGoverned(ctx, body.governed);
   // dec_keys goes out first (the handshake is authenticated and admitted by now), so the KME
   // round trip overlaps the decapsulation and the synced writes below. Should anything below
   // fail, keys that arrive anyway are wiped; the KME has already released them either way.
@@ -124,6 +118,7 @@ async function complete(
       kdf: 'HKDF-SHA-256',
       randomness: body.randomness,
       randomnessOrigin: 'initiator',
+      backend: pqcInfo().backend,
     },
     qkd: {
       used: qkd,
@@ -183,9 +178,9 @@ async function complete(
   const early = ctx.o.keepKeys ? undefined : writeRecords(undefined);
   early?.catch(() => undefined); // observed below
   // One turn of the event loop puts the KME request on the wire and hands the synced writes to
-  // the storage thread before the CPU-bound step, when it is still to come.
-  if (!decapsulated) await new Promise<void>((resolve) => setImmediate(resolve));
-  let ss: Uint8Array | undefined = decapsulated?.ss;
+  // the storage thread before the CPU-bound step.
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  let ss: Uint8Array | undefined;
   let qkdKeys: QkdKey[] = [];
   const abandon = async (err: unknown): Promise<never> => {
     ss?.fill(0);
@@ -217,7 +212,7 @@ async function complete(
     throw err;
   };
   // A failure is reported after the admission below has settled, so a store failure still wins.
-  if (!decapsulated) ss = tryDecapsulate(body.kemCiphertext, me.kem.secretKey);
+  ss = tryDecapsulate(body.kemCiphertext, me.kem.secretKey);
   try {
     await admission;
   } catch (err) {

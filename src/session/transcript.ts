@@ -1,6 +1,6 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
+import { signTagged, verifyTagged } from '../pqc/domain.js';
+import { ML_DSA_65_LENGTHS, ML_KEM_768_LENGTHS } from '../pqc/index.js';
 import { DSA_CONTEXT } from './identity.js';
 import {
   EncodingError,
@@ -28,19 +28,24 @@ import { POSTURE_CODE, type Posture, postureFromCode, postureHasQkd, postureHasQ
 /**
  * 2: the body names the initiating and the intended responder agent, and carries the initiator's
  * degraded / fallback flags and the origin of its randomness (issue #11, items 4 and 6).
+ * 3: same body; the signature is in the domain-tagged form (src/pqc/domain.ts) instead of under
+ * the FIPS 204 context "qkm/v1 handshake" (issue #13). A v2 handshake is refused by version, so
+ * a responder never spends a (slow) legacy verification on one.
  */
-export const HANDSHAKE_VERSION = 2;
+export const HANDSHAKE_VERSION = 3;
 /** "QKMH": first field of every handshake body, so a body cannot be mistaken for other signed data. */
 export const HANDSHAKE_MAGIC = str('QKMH');
 export const KDF_LABEL = str('qkm/v1');
 export const CONFIRM_KEY_LABEL = str('qkm/v1 confirm-key');
 export const CONFIRM_TAG_LABEL = str('qkm/v1 confirm');
 /**
- * 3: protocol qkm/v2, governed agents (issue #12): the body also names both agents' governed
+ * Protocol qkm/v2, governed agents (issue #12): the body also names both agents' governed
  * ids and carries the responder's one-time (or last-resort) prekey id and the ML-KEM ciphertext
- * encapsulated to it; K mixes both ML-KEM secrets under the qkm/v2 labels.
+ * encapsulated to it; K mixes both ML-KEM secrets under the qkm/v2 labels. 4, not 3: version 3
+ * is the plain body with the domain-tagged signature (issue #13), which governed bodies carry too;
+ * the version byte alone says which body follows.
  */
-export const GOVERNED_HANDSHAKE_VERSION = 3;
+export const GOVERNED_HANDSHAKE_VERSION = 4;
 export const KDF_LABEL_V2 = str('qkm/v2');
 export const CONFIRM_KEY_LABEL_V2 = str('qkm/v2 confirm-key');
 export const CONFIRM_TAG_LABEL_V2 = str('qkm/v2 confirm');
@@ -229,7 +234,7 @@ export function decodeBody(bytes: Uint8Array): HandshakeBody {
       const g = body.governed;
       if (!isCanonicalAid(g.initiatorAid) || !isCanonicalAid(g.responderAid)) bad('bad governed agent id');
       if (g.prekeyId.length < 1 || g.prekeyId.length > 128) bad('bad prekey id');
-      if (g.prekeyCiphertext.length !== ml_kem768.lengths.cipherText)
+      if (g.prekeyCiphertext.length !== ML_KEM_768_LENGTHS.cipherText)
         bad('prekey ciphertext has the wrong length');
     }
     if (!AGENT_NAME_RE.test(body.initiatorAgent) || !AGENT_NAME_RE.test(body.responderAgent)) {
@@ -239,7 +244,7 @@ export function decodeBody(bytes: Uint8Array): HandshakeBody {
     if (postureHasQrng(posture) && body.randomness !== 'quantum') bad('QRNG posture with os randomness');
     const nodeIdRe = /^[0-9a-f]{32}$/;
     if (!nodeIdRe.test(body.initiatorNodeId) || !nodeIdRe.test(body.responderNodeId)) bad('bad node id');
-    if (body.kemCiphertext.length !== ml_kem768.lengths.cipherText)
+    if (body.kemCiphertext.length !== ML_KEM_768_LENGTHS.cipherText)
       bad('KEM ciphertext has the wrong length');
     if (body.r.length !== R_BYTES) bad('r has the wrong length');
     if (body.nonce.length !== NONCE_BYTES) bad('nonce has the wrong length');
@@ -281,7 +286,7 @@ export function decodeMessage(text: unknown): { body: Uint8Array; signature: Uin
   }
   try {
     const [body, signature] = decodeFields(fromBase64url(text, 'handshake'), 2) as [Uint8Array, Uint8Array];
-    if (signature.length !== ml_dsa65.lengths.signature) {
+    if (signature.length !== ML_DSA_65_LENGTHS.signature) {
       throw new HandshakeDecodeError('HANDSHAKE_MALFORMED', 'signature has the wrong length');
     }
     return { body, signature };
@@ -296,20 +301,14 @@ export function transcriptHash(body: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha3-256').update(body).digest());
 }
 
-/** ML-DSA-65 signature, ctx "qkm/v1 handshake". `deterministic` for known-answer vectors only. */
+/** ML-DSA-65 signature, tag "qkm/v1 handshake" (tagged form). `deterministic` for known-answer vectors only. */
 export function signBody(body: Uint8Array, secretKey: Uint8Array, deterministic = false): Uint8Array {
-  return ml_dsa65.sign(body, secretKey, {
-    context: DSA_CONTEXT.handshake,
-    ...(deterministic ? { extraEntropy: false as const } : {}),
-  });
+  return signTagged(DSA_CONTEXT.handshake, body, secretKey, { deterministic });
 }
 
+/** Tagged form only (the version check already refused pre-v3 handshakes). Never throws. */
 export function verifyBody(signature: Uint8Array, body: Uint8Array, publicKey: Uint8Array): boolean {
-  try {
-    return ml_dsa65.verify(signature, body, publicKey, { context: DSA_CONTEXT.handshake });
-  } catch {
-    return false;
-  }
+  return verifyTagged(DSA_CONTEXT.handshake, signature, body, publicKey);
 }
 
 export interface DerivedKeys {

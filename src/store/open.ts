@@ -1,7 +1,6 @@
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { QkmConfig } from '../core/config.js';
-import { openEtcdBackend } from './etcd.js';
 import type { StorageBackend } from './interface.js';
 import { openLevelBackend } from './level.js';
 
@@ -24,6 +23,9 @@ export async function openStore(
     });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));
+  // Loaded only for the etcd backend: etcd3 pulls in gRPC and protobufjs, about a third of a
+  // second of start-up that every `qkm` command (even --version) would otherwise pay.
+  const { openEtcdBackend } = await import('./etcd.js');
   const shared = await openEtcdBackend({
     endpoints: store.endpoints,
     kek,

@@ -5,6 +5,7 @@ import type { AuditEvent, AuditRecord, AuditSink } from '../../src/audit/types.j
 import { AgentRegistry } from '../../src/agents/registry.js';
 import { ERROR_CATALOGUE } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
+import { pqcInfo } from '../../src/pqc/index.js';
 import type { ApplianceStatus } from '../../src/status.js';
 import { allowedHostsFor } from '../../src/api/auth.js';
 import { createMetrics } from '../../src/api/metrics.js';
@@ -55,9 +56,9 @@ beforeAll(async () => {
       rejected: {},
       abandoned: {},
       qkdKeysWasted: 0,
-      mldsa: { worker: 3, inline: 1 },
     },
-    audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
+    audit: { records: 9, sealedThrough: 8 },
+    pqc: { ...pqcInfo(), legacyVerified: 0 },
   });
   const logger = createLogger({
     level: 'debug',
@@ -379,10 +380,7 @@ describe('operations routes', () => {
     expect(r.body).toContain('qkm_http_requests_total');
     expect(r.body).toContain('qkm_audit_records 9');
     expect(r.body).toContain('qkm_audit_unsealed_records 1');
-    expect(r.body).toContain('qkm_audit_seals_total{signed="worker"} 2');
-    expect(r.body).toContain('qkm_audit_seals_total{signed="inline"} 1');
-    expect(r.body).toContain('qkm_session_mldsa_total{where="worker"} 3');
-    expect(r.body).toContain('qkm_session_mldsa_total{where="inline"} 1');
+    expect(r.body).toMatch(/^qkm_pqc_backend_info\{backend="[a-z-]+",/m);
   });
 
   it('POST /v1/keys with no body creates a key with the defaults', async () => {

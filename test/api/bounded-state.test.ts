@@ -41,9 +41,16 @@ const status = async (): Promise<ApplianceStatus> => ({
     rejected: {},
     abandoned: {},
     qkdKeysWasted: 0,
-    mldsa: { worker: 0, inline: 0 },
   },
-  audit: { records: 0, sealedThrough: 0, seals: { worker: 0, inline: 0 } },
+  audit: { records: 0, sealedThrough: 0 },
+  pqc: {
+    backend: 'noble',
+    signature: 'noble',
+    kemDecaps: 'noble',
+    kemEncaps: 'noble',
+    keygen: 'noble',
+    legacyVerified: 0,
+  },
 });
 
 beforeAll(async () => {

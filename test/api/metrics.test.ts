@@ -28,10 +28,17 @@ const status = async (): Promise<ApplianceStatus> => ({
     accepted: { PQC: 0, 'PQC+QRNG': 0, 'QKD+PQC+QRNG': 2 },
     rejected: { HANDSHAKE_REPLAYED: 1 },
     abandoned: {},
-    mldsa: { worker: 3, inline: 1 },
     qkdKeysWasted: 2,
   },
-  audit: { records: 9, sealedThrough: 8, seals: { worker: 2, inline: 1 } },
+  audit: { records: 9, sealedThrough: 8 },
+  pqc: {
+    backend: 'liboqs-wasm',
+    signature: 'liboqs-wasm',
+    kemDecaps: 'liboqs-wasm',
+    kemEncaps: 'noble (caller randomness)',
+    keygen: 'noble (from seed)',
+    legacyVerified: 2,
+  },
 });
 
 const metrics = createMetrics(status);
@@ -80,5 +87,15 @@ describe('QKD link metrics', () => {
     const { code, output } = await promtoolCheck(await scrape());
     expect(output).toBe('');
     expect(code).toBe(0);
+  });
+});
+
+describe('PQC backend metrics', () => {
+  it('name the backend and the library of each step, and count legacy-form verifications', async () => {
+    const text = await scrape();
+    expect(text).toMatch(
+      /^qkm_pqc_backend_info\{backend="liboqs-wasm",signature="liboqs-wasm",kem_decaps="liboqs-wasm",kem_encaps="noble \(caller randomness\)",keygen="noble \(from seed\)"\} 1$/m,
+    );
+    expect(text).toMatch(/^qkm_pqc_legacy_verifications_total 2$/m);
   });
 });

@@ -2,7 +2,10 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/types.js';
-import { verifyAuditLog } from '../../src/audit/verify.js';
+import { recordHash, sealMessage, verifyAuditLog } from '../../src/audit/verify.js';
+import { usePqcBackend } from '../../src/pqc/index.js';
+import { verifyTaggedForm } from '../../src/pqc/domain.js';
+import { DSA_CONTEXT } from '../../src/session/identity.js';
 import { generateAuditKat } from './audit-kat.js';
 
 const file = JSON.parse(
@@ -28,4 +31,41 @@ describe('audit chain known-answer vector (test/vectors/audit-chain-kat.json)', 
     (edited[1]!.details as Record<string, unknown>).name = 'mallory';
     expect(verifyAuditLog(edited, pk)).toMatchObject({ ok: false, seq: 2 });
   });
+
+  for (const backend of ['liboqs-wasm', 'noble'] as const) {
+    it(`${backend}: the seal verifies in the tagged form; a pre-#13 seal (FIPS 204 context) still verifies`, async () => {
+      await usePqcBackend(backend);
+      try {
+        const seal = file.records.find((r) => r.type === 'audit.seal')!;
+        const d = seal.details as { signature: string; through_seq: number; through_hash: string };
+        const message = sealMessage(d.through_seq, d.through_hash);
+        const sig = (s: string) => new Uint8Array(Buffer.from(s, 'base64url'));
+        expect(Buffer.from(message).toString('hex')).toBe(file.seal_message);
+        const accept = ['tagged', 'legacy-context'] as const;
+        expect(verifyTaggedForm(DSA_CONTEXT.audit, sig(d.signature), message, pk, accept)).toBe('tagged');
+        expect(
+          verifyTaggedForm(DSA_CONTEXT.audit, sig(file.legacy_context_signature), message, pk, accept),
+        ).toBe('legacy-context');
+        // Disjoint forms: neither signature verifies in the other form.
+        expect(
+          verifyTaggedForm(DSA_CONTEXT.audit, sig(d.signature), message, pk, ['legacy-context']),
+        ).toBeUndefined();
+        expect(
+          verifyTaggedForm(DSA_CONTEXT.audit, sig(file.legacy_context_signature), message, pk),
+        ).toBeUndefined();
+        // A log written before the change (its seal in the legacy form) verifies whole. Records
+        // after the seal chain from its hash, so the chain up to and including the seal is checked.
+        const upToSeal = file.records
+          .slice(0, seal.seq)
+          .map((r) => JSON.parse(JSON.stringify(r)) as AuditRecord);
+        const legacySeal = upToSeal.at(-1)!;
+        (legacySeal.details as Record<string, unknown>).signature = file.legacy_context_signature;
+        const { hash: _h, ...unhashed } = legacySeal;
+        legacySeal.hash = recordHash(unhashed);
+        expect(verifyAuditLog(upToSeal, pk)).toMatchObject({ ok: true, sealedThrough: d.through_seq });
+      } finally {
+        await usePqcBackend('noble');
+      }
+    });
+  }
 });

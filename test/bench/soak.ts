@@ -213,7 +213,6 @@ export default async function run(): Promise<BenchRecord[]> {
       .map(([name, d]) => `${name} ${d >= 0 ? '+' : ''}${d.toFixed(2)}`)
       .join(', ');
     const audit = appliance.audit.stats();
-    const seals = audit.seals ? audit.seals.worker + audit.seals.inline : Number.NaN;
     const out: BenchRecord[] = [];
     for (const op of ['list', 'take', 'entropy', 'audit', 'create'] as Op[]) {
       const s = lat.start.get(op) ?? [];
@@ -234,7 +233,9 @@ export default async function run(): Promise<BenchRecord[]> {
           note:
             `${s.length} / ${e.length} samples in the first / last ${WINDOW} s after ${WARMUP} s warm-up; ` +
             `load average ${load.start?.toFixed(1)} / ${load.end?.toFixed(1)}` +
-            (op === 'audit' ? `; ${auditPages} pages read, ${seals} seals signed` : ''),
+            (op === 'audit'
+              ? `; ${auditPages} pages read, sealed through ${audit.sealedThrough} of ${audit.records}`
+              : ''),
         });
       }
     }

@@ -225,7 +225,7 @@ describe('keys over HTTP', () => {
     }
   });
 
-  it('seals the audit log on its worker thread, and the status says how far it is sealed', async () => {
+  it('seals the audit log in the background, and the status says how far it is sealed', async () => {
     const before = (await client.status()).audit;
     // 64 audited events (key creations) are enough for a background seal.
     for (let i = 0; i < 64; i++) await client.keys.create({ size: 16 });
@@ -237,8 +237,15 @@ describe('keys over HTTP', () => {
     }
     expect(audit.records).toBeGreaterThanOrEqual(before.records + 64);
     expect(audit.sealedThrough).toBeGreaterThan(before.sealedThrough);
-    expect(audit.seals?.worker).toBeGreaterThan(before.seals?.worker ?? 0);
-    expect(audit.seals?.inline).toBe(0);
+    // Signed by the default PQC backend; the status names it and who does the seeded steps.
+    expect((await client.status()).pqc).toEqual({
+      backend: 'liboqs-wasm',
+      signature: 'liboqs-wasm',
+      kemDecaps: 'liboqs-wasm',
+      kemEncaps: 'noble (caller randomness)',
+      keygen: 'noble (from seed)',
+      legacyVerified: 0,
+    });
   });
 
   it("does not let one agent take another agent's key", async () => {
@@ -297,7 +304,9 @@ describe('the qkm CLI against the running appliance', () => {
     await expect(new QkmClient({ url: appliance.url, token: added.token }).entropy(1)).rejects.toMatchObject({
       status: 401,
     });
-  });
+    // Eleven CLI processes, each a cold Node + tsx start: seconds apiece on a loaded 2-core
+    // runner. A generous bound, not a timing goal (start-up time is the CLI's bench concern).
+  }, 150_000);
 });
 
 describe('bad input over real HTTP', () => {

@@ -335,10 +335,9 @@ describe('two nodes on loopback', () => {
     expect(sa.refused).toBeGreaterThanOrEqual(2);
     expect(sb.accepted['QKD+PQC+QRNG']).toBeGreaterThan(0);
     expect(Object.values(sb.rejected).reduce((x, y) => x + y, 0)).toBeGreaterThan(0);
-    // Handshake signatures (A) and verifications (B) ran on the nodes' PQC workers: sequential
-    // sessions never find a long queue there.
-    expect(sa.mldsa.worker).toBeGreaterThan(sa.mldsa.inline);
-    expect(sb.mldsa.worker).toBeGreaterThan(sb.mldsa.inline);
+    // Both nodes run the default PQC backend, and say so.
+    expect((await a.status()).pqc.backend).toBe('liboqs-wasm');
+    expect((await b.status()).pqc.backend).toBe('liboqs-wasm');
     const token = (await readFile(setup.a.appliance.tokenFiles.default!, 'utf8')).trim();
     const metrics = await (
       await fetch(`${setup.a.appliance.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })

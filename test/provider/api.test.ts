@@ -146,6 +146,7 @@ describe('Provider API', () => {
       '/v1/agents/{aid}/prekeys',
       '/v1/bundles',
       '/v1/nodes',
+      '/v1/nodes/{id}',
       '/v1/provider',
       '/v1/status',
     ]);
@@ -287,5 +288,14 @@ describe('Provider API', () => {
     expect(await admin.status()).toMatchObject({ nodes: 2, agents: 2, otks: 0, lastResort: 1 });
     // Budgets too: Alice spent all 3 before the restart.
     expect(await code(client({ signer: A.identity }).bundle(BOB, ALICE))).toBe('CONTACT_BUDGET_EXHAUSTED');
+  });
+
+  it('the administrator removes a node: its requests are refused from then on', async () => {
+    const admin = client({ admin: true });
+    expect(await code(admin.removeNode('0'.repeat(32)))).toBe('NOT_FOUND');
+    expect(await code(client({ signer: B.identity }).removeNode(B.identity.nodeId))).toBe('UNAUTHORIZED');
+    expect(await admin.removeNode(B.identity.nodeId)).toEqual({ removed: B.identity.nodeId });
+    expect(await code(client({ signer: B.identity }).stock(BOB))).toBe('NODE_NOT_ENROLLED');
+    expect(await code(client({ signer: A.identity }).bundle(BOB, ALICE))).toBe('NODE_NOT_ENROLLED');
   });
 });

@@ -162,6 +162,24 @@ describe.each(BACKENDS)('Provider directory on $name', ({ make }) => {
     expect(await code(dir.prekeyStock(a.nodeId, BOB))).toBe('FORBIDDEN');
   });
 
+  it('an administrator can restrict a node to its domains and remove a node', async () => {
+    const { dir, a, b } = await setup();
+    await dir.enroll(a.bundle, 'node A', ['Example.com']);
+    expect((await dir.enrolled(a.nodeId))?.domains).toEqual(['example.com']);
+    await dir.registerAgent(a.nodeId, ALICE, 'http://127.0.0.1:7302');
+    expect(await code(dir.registerAgent(a.nodeId, 'ceo@bigcorp.example:mail', 'http://127.0.0.1:7302'))).toBe(
+      'FORBIDDEN',
+    );
+    expect(await code(dir.enroll(a.bundle, 'node A', ['not a domain']))).toBe('INVALID_PARAMETER');
+    // Removed: its agents get no bundles, its requests are refused, and the id stays reserved.
+    expect(await dir.unenroll(b.nodeId)).toBe(true);
+    expect(await code(dir.bundle(BOB, ALICE, { requester: a.nodeId }))).toBe('NODE_NOT_ENROLLED');
+    expect(await code(dir.setPolicy(b.nodeId, BOB, []))).toBe('NODE_NOT_ENROLLED');
+    expect(await code(dir.registerAgent(a.nodeId, BOB, 'http://127.0.0.1:7302'))).toBe('AID_EXISTS');
+    expect(await dir.unenroll(b.nodeId)).toBe(false);
+    expect(await dir.remainingOtks(BOB)).toBe(3);
+  });
+
   it('the state survives reopening the store (durable backends)', async () => {
     const { dir, b } = await setup();
     if (!harness?.durable || !store) return;

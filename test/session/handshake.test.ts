@@ -1,6 +1,7 @@
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
+import { type PqcBackendName, pqcBackend, pqcInfo, usePqcBackend } from '../../src/pqc/index.js';
 import { decodeFields, encodeFields, fromBase64url, toBase64url } from '../../src/session/encoding.js';
 import type { Posture } from '../../src/session/posture.js';
 import {
@@ -13,7 +14,7 @@ import {
 } from '../../src/session/transcript.js';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { FakeQkdLink } from './fakes.js';
-import { closeWorkers, makeNode, makePair } from './harness.js';
+import { makeNode, makePair } from './harness.js';
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   const err = await p.then(
@@ -410,317 +411,325 @@ describe("the initiator's degraded / fallback / randomness reach the responder s
     expect(acc.provenance).toMatchObject({
       degraded: false,
       fallback: i.provenance.fallback,
-      pqc: { randomness: 'quantum', randomnessOrigin: 'initiator' },
+      pqc: { randomness: 'quantum', randomnessOrigin: 'initiator', backend: pqcBackend().name },
     });
+    expect(i.provenance.pqc).toMatchObject({ backend: pqcBackend().name, kemEncaps: pqcInfo().kemEncaps });
   });
 });
 
-describe.each([
-  ['inline', false],
-  ['on the PQC worker', true],
-])('responder rejections, ML-DSA %s (no QKD key is consumed)', (_where, worker) => {
-  afterAll(closeWorkers);
-
-  async function qkdPair() {
-    const link = new FakeQkdLink();
-    const pair = await makePair({ link, worker });
-    const i = await pair.a.sessions.initiate({
-      agent: 'alice',
-      responderAgent: 'bob',
-      peer: pair.b.identity.nodeId,
-      context: 'ctx',
+describe.each([['liboqs-wasm' as const], ['noble' as const]])(
+  'responder rejections, PQC backend %s (no QKD key is consumed)',
+  (backend) => {
+    let previous: PqcBackendName;
+    beforeAll(async () => {
+      previous = pqcBackend().name;
+      await usePqcBackend(backend);
     });
-    expect(i.posture).toBe('QKD+PQC+QRNG');
-    return { ...pair, link, i };
-  }
+    afterAll(() => usePqcBackend(previous));
 
-  const fieldEdits: Array<[string, string, (b: HandshakeBody) => void]> = [
-    [
-      'version',
-      'HANDSHAKE_VERSION',
-      (b) => {
-        b.version = 3;
-      },
-    ],
-    [
-      'posture',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.posture = 'PQC+QRNG';
-        b.qkdKeyIds = [];
-        b.initiatorKmeId = b.responderKmeId = b.initiatorSaeId = b.responderSaeId = '';
-      },
-    ],
-    [
-      'initiator node id',
-      'HANDSHAKE_UNKNOWN_PEER',
-      (b) => {
-        b.initiatorNodeId = 'a'.repeat(32);
-      },
-    ],
-    [
-      'responder node id',
-      'HANDSHAKE_WRONG_RECIPIENT',
-      (b) => {
-        b.responderNodeId = 'b'.repeat(32);
-      },
-    ],
-    [
-      'KEM ciphertext',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.kemCiphertext[100]! ^= 1;
-      },
-    ],
-    [
-      'QKD key ids',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.qkdKeyIds = ['00000000-0000-4000-8000-000000000000'];
-      },
-    ],
-    [
-      'initiator KME id',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.initiatorKmeId = 'kme-x';
-      },
-    ],
-    [
-      'responder KME id',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.responderKmeId = 'kme-x';
-      },
-    ],
-    [
-      'initiator SAE id',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.initiatorSaeId = 'sae-x';
-      },
-    ],
-    [
-      'responder SAE id',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.responderSaeId = 'sae-x';
-      },
-    ],
-    [
-      'r',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.r[0]! ^= 0x80;
-      },
-    ],
-    [
-      'timestamp',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.timestamp += 1;
-      },
-    ],
-    [
-      'nonce',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.nonce[15]! ^= 1;
-      },
-    ],
-    [
-      'context',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.context = new TextEncoder().encode('ctY');
-      },
-    ],
-    [
-      'initiator agent',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.initiatorAgent = 'mallory';
-      },
-    ],
-    [
-      'responder agent (re-addressed to another agent)',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.responderAgent = 'mallory';
-      },
-    ],
-    [
-      'degraded flag (cleared by a downgrader)',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.degraded = !b.degraded;
-      },
-    ],
-    [
-      'fallback flag',
-      'HANDSHAKE_BAD_SIGNATURE',
-      (b) => {
-        b.fallback = !b.fallback;
-      },
-    ],
-  ];
-
-  it.each(fieldEdits)('tampered %s → %s', async (_name, code, edit) => {
-    const { b, link, i } = await qkdPair();
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: withBody(i.handshake, edit) }), code);
-    expect(link.calls.getKeysById).toBe(0);
-    // The untouched handshake still works afterwards (the rejection did not burn its nonce or key).
-    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
-    expect(link.calls.getKeysById).toBe(1);
-  });
-
-  it('tampered magic, signature and framing bytes are rejected', async () => {
-    const { b, link, i } = await qkdPair();
-    const raw = fromBase64url(i.handshake);
-    const [body, sig] = decodeFields(raw, 2) as [Uint8Array, Uint8Array];
-    const magic = body.slice();
-    magic[4]! ^= 1; // first byte of "QKMH" (after its 4-byte length)
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: encodeMessage(magic, sig) }),
-      'HANDSHAKE_MALFORMED',
-    );
-    const badSig = sig.slice();
-    badSig[1234]! ^= 4;
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: encodeMessage(body, badSig) }),
-      'HANDSHAKE_BAD_SIGNATURE',
-    );
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: toBase64url(encodeFields([body])) }),
-      'HANDSHAKE_MALFORMED',
-    );
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: `${i.handshake}A` }),
-      'HANDSHAKE_MALFORMED',
-    );
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: i.handshake.replace(/.$/, '=') }),
-      'HANDSHAKE_MALFORMED',
-    );
-    await expectCode(
-      b.sessions.accept({ agent: 'bob', handshake: 42 as unknown as string }),
-      'HANDSHAKE_MALFORMED',
-    );
-    expect(link.calls.getKeysById).toBe(0);
-  });
-
-  it('random single-byte flips anywhere never reach dec_keys unless harmless', async () => {
-    const { b, link, i } = await qkdPair();
-    const raw = fromBase64url(i.handshake);
-    for (let k = 0; k < 40; k++) {
-      const m = raw.slice();
-      const pos = (k * 2654435761) % m.length;
-      m[pos]! ^= 1 << (k % 8);
-      const err = await b.sessions.accept({ agent: 'bob', handshake: toBase64url(m) }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      expect(isQkmError(err) && err.status >= 400 && err.status < 500).toBe(true);
+    async function qkdPair() {
+      const link = new FakeQkdLink();
+      const pair = await makePair({ link });
+      const i = await pair.a.sessions.initiate({
+        agent: 'alice',
+        responderAgent: 'bob',
+        peer: pair.b.identity.nodeId,
+        context: 'ctx',
+      });
+      expect(i.posture).toBe('QKD+PQC+QRNG');
+      return { ...pair, link, i };
     }
-    expect(link.calls.getKeysById).toBe(0);
-  });
 
-  it('wrong signer → HANDSHAKE_BAD_SIGNATURE', async () => {
-    const { a, b, link, i } = await qkdPair();
-    const mallory = await makeNode('m', { region: 'EU', worker });
-    await b.peers.add(mallory.identity.bundle); // even a pinned node cannot sign as another
-    const { body } = decodeMessage(i.handshake);
-    const forged = encodeMessage(body, signBody(body, mallory.identity.signing.secretKey));
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: forged }), 'HANDSHAKE_BAD_SIGNATURE');
-    expect(ml_dsa65.verify(decodeMessage(forged).signature, body, a.identity.signing.publicKey)).toBe(false);
-    expect(link.calls.getKeysById).toBe(0);
-  });
+    const fieldEdits: Array<[string, string, (b: HandshakeBody) => void]> = [
+      [
+        'version',
+        'HANDSHAKE_VERSION',
+        (b) => {
+          b.version = 2; // a pre-v3 (FIPS 204 context-string) handshake is refused by its version
+        },
+      ],
+      [
+        'posture',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.posture = 'PQC+QRNG';
+          b.qkdKeyIds = [];
+          b.initiatorKmeId = b.responderKmeId = b.initiatorSaeId = b.responderSaeId = '';
+        },
+      ],
+      [
+        'initiator node id',
+        'HANDSHAKE_UNKNOWN_PEER',
+        (b) => {
+          b.initiatorNodeId = 'a'.repeat(32);
+        },
+      ],
+      [
+        'responder node id',
+        'HANDSHAKE_WRONG_RECIPIENT',
+        (b) => {
+          b.responderNodeId = 'b'.repeat(32);
+        },
+      ],
+      [
+        'KEM ciphertext',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.kemCiphertext[100]! ^= 1;
+        },
+      ],
+      [
+        'QKD key ids',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.qkdKeyIds = ['00000000-0000-4000-8000-000000000000'];
+        },
+      ],
+      [
+        'initiator KME id',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.initiatorKmeId = 'kme-x';
+        },
+      ],
+      [
+        'responder KME id',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.responderKmeId = 'kme-x';
+        },
+      ],
+      [
+        'initiator SAE id',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.initiatorSaeId = 'sae-x';
+        },
+      ],
+      [
+        'responder SAE id',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.responderSaeId = 'sae-x';
+        },
+      ],
+      [
+        'r',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.r[0]! ^= 0x80;
+        },
+      ],
+      [
+        'timestamp',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.timestamp += 1;
+        },
+      ],
+      [
+        'nonce',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.nonce[15]! ^= 1;
+        },
+      ],
+      [
+        'context',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.context = new TextEncoder().encode('ctY');
+        },
+      ],
+      [
+        'initiator agent',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.initiatorAgent = 'mallory';
+        },
+      ],
+      [
+        'responder agent (re-addressed to another agent)',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.responderAgent = 'mallory';
+        },
+      ],
+      [
+        'degraded flag (cleared by a downgrader)',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.degraded = !b.degraded;
+        },
+      ],
+      [
+        'fallback flag',
+        'HANDSHAKE_BAD_SIGNATURE',
+        (b) => {
+          b.fallback = !b.fallback;
+        },
+      ],
+    ];
 
-  it('stale or future timestamps → HANDSHAKE_STALE', async () => {
-    const { b, link, i, clock } = await qkdPair();
-    clock.now += 120_001;
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
-    clock.now -= 2 * 120_001;
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
-    clock.now += 120_001 + 120_000; // exactly at the window edge: accepted
-    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
-    expect(link.calls.getKeysById).toBe(1);
-  });
-
-  it('replayed nonce → HANDSHAKE_REPLAYED, also after a restart over the same store', async () => {
-    const { b, link, i } = await qkdPair();
-    await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
-    expect(link.calls.getKeysById).toBe(1);
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
-    b.restart();
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
-    // Concurrent duplicates: exactly one wins.
-    const { a: a2, b: b2, link: l2, i: i2 } = await qkdPair();
-    void a2;
-    const results = await Promise.allSettled(
-      [1, 2, 3].map(() => b2.sessions.accept({ agent: 'bob', handshake: i2.handshake })),
-    );
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-    expect(l2.calls.getKeysById).toBe(1);
-    expect(link.calls.getKeysById).toBe(1);
-  });
-
-  it('unknown initiator → HANDSHAKE_UNKNOWN_PEER', async () => {
-    const { a, b, link, i } = await qkdPair();
-    await b.peers.remove(a.identity.nodeId);
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_UNKNOWN_PEER');
-    expect(link.calls.getKeysById).toBe(0);
-  });
-
-  it('posture below the responder minimum → POSTURE_BELOW_MINIMUM', async () => {
-    const link = new FakeQkdLink();
-    const { a, b } = await makePair({ link, worker });
-    b.rebuildPolicy({ peers: { [a.identity.nodeId]: { minPosture: 'QKD+PQC+QRNG' } } });
-    link.up = false;
-    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
-    expect(i.posture).toBe('PQC+QRNG');
-    link.up = true;
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
-    expect(link.calls.getKeysById).toBe(0);
-    const recs = (await b.audit.records()).filter(notPeer);
-    expect(recs.at(-1)).toMatchObject({
-      type: 'session.rejected',
-      details: { code: 'POSTURE_BELOW_MINIMUM' },
+    it.each(fieldEdits)('tampered %s → %s', async (_name, code, edit) => {
+      const { b, link, i } = await qkdPair();
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: withBody(i.handshake, edit) }), code);
+      expect(link.calls.getKeysById).toBe(0);
+      // The untouched handshake still works afterwards (the rejection did not burn its nonce or key).
+      await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+      expect(link.calls.getKeysById).toBe(1);
     });
-  });
 
-  it("QKD the responder's own jurisdiction rules forbid → POSTURE_NOT_PERMITTED, no KME call", async () => {
-    const link = new FakeQkdLink();
-    const { a, b } = await makePair({ link, worker });
-    // The initiator's rules allow QKD within the EU; the responder has an agreement forbidding it.
-    b.rebuildPolicy({ pairs: [{ a: 'EU', b: 'EU', qkd: false, note: 'national rule' }] });
-    const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
-    expect(i.posture).toBe('QKD+PQC+QRNG');
-    await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
-    expect(link.calls.getKeysById).toBe(0);
-    const recs = (await b.audit.records()).filter(notPeer);
-    expect(recs.at(-1)).toMatchObject({
-      type: 'session.rejected',
-      details: { code: 'POSTURE_NOT_PERMITTED' },
+    it('tampered magic, signature and framing bytes are rejected', async () => {
+      const { b, link, i } = await qkdPair();
+      const raw = fromBase64url(i.handshake);
+      const [body, sig] = decodeFields(raw, 2) as [Uint8Array, Uint8Array];
+      const magic = body.slice();
+      magic[4]! ^= 1; // first byte of "QKMH" (after its 4-byte length)
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: encodeMessage(magic, sig) }),
+        'HANDSHAKE_MALFORMED',
+      );
+      const badSig = sig.slice();
+      badSig[1234]! ^= 4;
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: encodeMessage(body, badSig) }),
+        'HANDSHAKE_BAD_SIGNATURE',
+      );
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: toBase64url(encodeFields([body])) }),
+        'HANDSHAKE_MALFORMED',
+      );
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: `${i.handshake}A` }),
+        'HANDSHAKE_MALFORMED',
+      );
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: i.handshake.replace(/.$/, '=') }),
+        'HANDSHAKE_MALFORMED',
+      );
+      await expectCode(
+        b.sessions.accept({ agent: 'bob', handshake: 42 as unknown as string }),
+        'HANDSHAKE_MALFORMED',
+      );
+      expect(link.calls.getKeysById).toBe(0);
     });
-    // Not a replay afterwards: once the rule allows it, the same handshake is accepted.
-    b.rebuildPolicy({});
-    await expect(b.sessions.accept({ agent: 'bob', handshake: i.handshake })).resolves.toMatchObject({
-      posture: 'QKD+PQC+QRNG',
-    });
-  });
 
-  it('handshake for another node → HANDSHAKE_WRONG_RECIPIENT', async () => {
-    const { a, link, i } = await qkdPair();
-    const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c', worker });
-    await c.peers.add(a.identity.bundle);
-    await expectCode(
-      c.sessions.accept({ agent: 'bob', handshake: i.handshake }),
-      'HANDSHAKE_WRONG_RECIPIENT',
-    );
-    expect(link.calls.getKeysById).toBe(0);
-  });
-});
+    it('random single-byte flips anywhere never reach dec_keys unless harmless', async () => {
+      const { b, link, i } = await qkdPair();
+      const raw = fromBase64url(i.handshake);
+      for (let k = 0; k < 40; k++) {
+        const m = raw.slice();
+        const pos = (k * 2654435761) % m.length;
+        m[pos]! ^= 1 << (k % 8);
+        const err = await b.sessions.accept({ agent: 'bob', handshake: toBase64url(m) }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(isQkmError(err) && err.status >= 400 && err.status < 500).toBe(true);
+      }
+      expect(link.calls.getKeysById).toBe(0);
+    });
+
+    it('wrong signer → HANDSHAKE_BAD_SIGNATURE', async () => {
+      const { a, b, link, i } = await qkdPair();
+      const mallory = await makeNode('m', { region: 'EU' });
+      await b.peers.add(mallory.identity.bundle); // even a pinned node cannot sign as another
+      const { body } = decodeMessage(i.handshake);
+      const forged = encodeMessage(body, signBody(body, mallory.identity.signing.secretKey));
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: forged }), 'HANDSHAKE_BAD_SIGNATURE');
+      expect(ml_dsa65.verify(decodeMessage(forged).signature, body, a.identity.signing.publicKey)).toBe(
+        false,
+      );
+      expect(link.calls.getKeysById).toBe(0);
+    });
+
+    it('stale or future timestamps → HANDSHAKE_STALE', async () => {
+      const { b, link, i, clock } = await qkdPair();
+      clock.now += 120_001;
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
+      clock.now -= 2 * 120_001;
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_STALE');
+      clock.now += 120_001 + 120_000; // exactly at the window edge: accepted
+      await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+      expect(link.calls.getKeysById).toBe(1);
+    });
+
+    it('replayed nonce → HANDSHAKE_REPLAYED, also after a restart over the same store', async () => {
+      const { b, link, i } = await qkdPair();
+      await b.sessions.accept({ agent: 'bob', handshake: i.handshake });
+      expect(link.calls.getKeysById).toBe(1);
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+      b.restart();
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_REPLAYED');
+      // Concurrent duplicates: exactly one wins.
+      const { a: a2, b: b2, link: l2, i: i2 } = await qkdPair();
+      void a2;
+      const results = await Promise.allSettled(
+        [1, 2, 3].map(() => b2.sessions.accept({ agent: 'bob', handshake: i2.handshake })),
+      );
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect(l2.calls.getKeysById).toBe(1);
+      expect(link.calls.getKeysById).toBe(1);
+    });
+
+    it('unknown initiator → HANDSHAKE_UNKNOWN_PEER', async () => {
+      const { a, b, link, i } = await qkdPair();
+      await b.peers.remove(a.identity.nodeId);
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'HANDSHAKE_UNKNOWN_PEER');
+      expect(link.calls.getKeysById).toBe(0);
+    });
+
+    it('posture below the responder minimum → POSTURE_BELOW_MINIMUM', async () => {
+      const link = new FakeQkdLink();
+      const { a, b } = await makePair({ link });
+      b.rebuildPolicy({ peers: { [a.identity.nodeId]: { minPosture: 'QKD+PQC+QRNG' } } });
+      link.up = false;
+      const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+      expect(i.posture).toBe('PQC+QRNG');
+      link.up = true;
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_BELOW_MINIMUM');
+      expect(link.calls.getKeysById).toBe(0);
+      const recs = (await b.audit.records()).filter(notPeer);
+      expect(recs.at(-1)).toMatchObject({
+        type: 'session.rejected',
+        details: { code: 'POSTURE_BELOW_MINIMUM' },
+      });
+    });
+
+    it("QKD the responder's own jurisdiction rules forbid → POSTURE_NOT_PERMITTED, no KME call", async () => {
+      const link = new FakeQkdLink();
+      const { a, b } = await makePair({ link });
+      // The initiator's rules allow QKD within the EU; the responder has an agreement forbidding it.
+      b.rebuildPolicy({ pairs: [{ a: 'EU', b: 'EU', qkd: false, note: 'national rule' }] });
+      const i = await a.sessions.initiate({ agent: 'alice', responderAgent: 'bob', peer: b.identity.nodeId });
+      expect(i.posture).toBe('QKD+PQC+QRNG');
+      await expectCode(b.sessions.accept({ agent: 'bob', handshake: i.handshake }), 'POSTURE_NOT_PERMITTED');
+      expect(link.calls.getKeysById).toBe(0);
+      const recs = (await b.audit.records()).filter(notPeer);
+      expect(recs.at(-1)).toMatchObject({
+        type: 'session.rejected',
+        details: { code: 'POSTURE_NOT_PERMITTED' },
+      });
+      // Not a replay afterwards: once the rule allows it, the same handshake is accepted.
+      b.rebuildPolicy({});
+      await expect(b.sessions.accept({ agent: 'bob', handshake: i.handshake })).resolves.toMatchObject({
+        posture: 'QKD+PQC+QRNG',
+      });
+    });
+
+    it('handshake for another node → HANDSHAKE_WRONG_RECIPIENT', async () => {
+      const { a, link, i } = await qkdPair();
+      const c = await makeNode('c', { region: 'EU', link, sae: 'sae-c', kme: 'kme-c' });
+      await c.peers.add(a.identity.bundle);
+      await expectCode(
+        c.sessions.accept({ agent: 'bob', handshake: i.handshake }),
+        'HANDSHAKE_WRONG_RECIPIENT',
+      );
+      expect(link.calls.getKeysById).toBe(0);
+    });
+  },
+);
 
 describe('kept session keys', () => {
   it('keepKeys stores K take-once in the KeyStore with a TTL; records never hold K', async () => {

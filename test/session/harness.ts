@@ -1,5 +1,5 @@
 import { AuditLog, signerFromIdentity } from '../../src/audit/log.js';
-import { PqcWorker } from '../../src/core/pqc-worker.js';
+import { DEFAULT_PQC_BACKEND, usePqcBackend } from '../../src/pqc/index.js';
 import type { StorageBackend } from '../../src/store/interface.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { SessionService, type SessionServiceOptions } from '../../src/session/handshake.js';
@@ -7,6 +7,12 @@ import { IdentityManager, type NodeIdentity } from '../../src/session/identity.j
 import { PeerRegistry } from '../../src/session/peers.js';
 import { type PolicyConfig, PosturePolicy, qkdAvailabilityFrom } from '../../src/session/policy.js';
 import { FakeEntropy, type FakeQkdLink, type FakeQkdSource } from './fakes.js';
+
+// The session tests run on the appliance's default backend (`QKM_PQC_BACKEND` to pick another);
+// suites that cover both switch it themselves.
+await usePqcBackend(
+  (process.env.QKM_PQC_BACKEND as 'liboqs-wasm' | 'noble' | undefined) ?? DEFAULT_PQC_BACKEND,
+);
 
 export interface TestNode {
   name: string;
@@ -32,8 +38,6 @@ export async function makeNode(
     sae?: string;
     kme?: string;
     clock?: { now: number };
-    /** Give the SessionService a PQC worker (as the appliance does); closed by `closeWorkers`. */
-    worker?: boolean;
   } = {},
 ): Promise<TestNode> {
   const store = createMemoryBackend();
@@ -50,8 +54,6 @@ export async function makeNode(
   });
   const audit = new AuditLog({ store, entropy, signer: signerFromIdentity(identity), clock: now });
   const peers = new PeerRegistry({ store, audit, clock: now });
-  const pqcWorker = opts.worker ? new PqcWorker({ signingKey: identity.signing.secretKey }) : undefined;
-  if (pqcWorker) startedWorkers.push(pqcWorker);
   const mkPolicy = (config?: Partial<PolicyConfig>) =>
     new PosturePolicy({
       region: identity.region,
@@ -81,7 +83,6 @@ export async function makeNode(
         store,
         audit,
         clock: now,
-        ...(pqcWorker ? { pqcWorker } : {}),
         ...extra,
       });
       return this.sessions;
@@ -95,25 +96,16 @@ export async function makeNode(
   return node;
 }
 
-const startedWorkers: PqcWorker[] = [];
-
-/** Ends the PQC workers `makeNode` started (idle workers do not keep the process alive anyway). */
-export async function closeWorkers(): Promise<void> {
-  await Promise.all(startedWorkers.splice(0).map((w) => w.close()));
-}
-
 /** Two nodes in `region`, pinned to each other, sharing a QKD link and a clock. */
 export async function makePair(
-  opts: { region?: string; regionB?: string; qkd?: boolean; link?: FakeQkdLink; worker?: boolean } = {},
+  opts: { region?: string; regionB?: string; qkd?: boolean; link?: FakeQkdLink } = {},
 ) {
   const clock = { now: Date.UTC(2026, 10, 22, 4, 0, 0) };
   const link = opts.qkd === false ? undefined : opts.link;
-  const worker = opts.worker === true;
-  const a = await makeNode('a', { region: opts.region ?? 'EU', clock, worker, ...(link ? { link } : {}) });
+  const a = await makeNode('a', { region: opts.region ?? 'EU', clock, ...(link ? { link } : {}) });
   const b = await makeNode('b', {
     region: opts.regionB ?? opts.region ?? 'EU',
     clock,
-    worker,
     ...(link ? { link } : {}),
   });
   await a.peers.add(b.identity.bundle);

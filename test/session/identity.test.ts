@@ -1,10 +1,21 @@
 import { sha3_256 } from '@noble/hashes/sha3.js';
-import { describe, expect, it } from 'vitest';
+import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { AuditLog } from '../../src/audit/log.js';
 import { isQkmError } from '../../src/core/errors.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { fromBase64url, toBase64url } from '../../src/session/encoding.js';
-import { IdentityManager, makeBundle, nodeIdOf, verifyBundle } from '../../src/session/identity.js';
+import { usePqcBackend } from '../../src/pqc/index.js';
+import {
+  DSA_CONTEXT,
+  IDENTITY_SEED_BYTES,
+  IdentityManager,
+  bundleSigningBytes,
+  deriveIdentityKeys,
+  makeBundle,
+  nodeIdOf,
+  verifyBundle,
+} from '../../src/session/identity.js';
 import { PeerRegistry } from '../../src/session/peers.js';
 import { FakeEntropy } from './fakes.js';
 
@@ -48,6 +59,26 @@ describe('node identity', () => {
     expect(id.provenance.degraded).toBe(true);
   });
 
+  it.each(['liboqs-wasm', 'noble'] as const)(
+    '%s: a v1 bundle (made before #13: FIPS 204 context "qkm/v1 identity-bundle") still verifies, in that form only',
+    async (backend) => {
+      await usePqcBackend(backend);
+      onTestFinished(() => usePqcBackend('noble').then(() => undefined));
+      const keys = deriveIdentityKeys(new Uint8Array(IDENTITY_SEED_BYTES).fill(5));
+      const v2 = makeBundle(keys, { region: 'EU', created: '2026-01-01T00:00:00.000Z' });
+      expect(v2.version).toBe(2);
+      const { signature: _s, ...unsigned } = { ...v2, version: 1 as const };
+      const legacy = ml_dsa65.sign(bundleSigningBytes(unsigned), keys.signing.secretKey, {
+        context: DSA_CONTEXT.bundle,
+      });
+      const v1 = { ...unsigned, signature: toBase64url(legacy) };
+      expect(verifyBundle(v1).nodeId).toBe(v2.node_id);
+      // The version picks the form: the legacy signature relabelled v2, or v2's relabelled v1, fail.
+      expect(codeOf(() => verifyBundle({ ...v1, version: 2 }))).toBe('BUNDLE_INVALID');
+      expect(codeOf(() => verifyBundle({ ...v2, version: 1 }))).toBe('BUNDLE_INVALID');
+    },
+  );
+
   it('the bundle is self-signed and every field is covered', async () => {
     const mgr = new IdentityManager({ store: createMemoryBackend(), entropy: new FakeEntropy() });
     const { bundle } = await mgr.init({ region: 'JP', saeId: 'sae-1', kmeId: 'kme-1' });
@@ -58,7 +89,8 @@ describe('node identity', () => {
       { sae_id: 'sae-2' },
       { kme_id: undefined },
       { created: '2020-01-01T00:00:00.000Z' },
-      { version: 2 },
+      { version: 1 }, // a v2 (tagged) signature presented as v1 (context-string form)
+      { version: 3 },
       { extra: 1 },
       { node_id: '0'.repeat(32) },
     ];

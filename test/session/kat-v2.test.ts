@@ -56,7 +56,7 @@ describe('qkm/v2 known-answer vectors (test/vectors/governed-kat.json)', () => {
 
     it('the body decodes strictly and re-encodes to the same bytes', () => {
       const body = decodeBody(buf(e.body));
-      expect(body.version).toBe(3);
+      expect(body.version).toBe(4); // governed body, domain-tagged signature (#13)
       expect(body.governed).toMatchObject({
         initiatorAid: i.initiator_aid,
         responderAid: i.responder_aid,
@@ -90,10 +90,14 @@ describe('qkm/v2 known-answer vectors (test/vectors/governed-kat.json)', () => {
       ).toBe(e.ss_prekey);
       // Signatures: the handshake by the initiator node, the prekey by the responder node.
       const a = katIdentity(i.initiator);
+      // Domain-tagged (issue #13): empty FIPS 204 context over u8(len tag) ‖ tag ‖ body, by hand.
+      const tag = utf8('qkm/v1 handshake');
       expect(
-        ml_dsa65.verify(buf(e.signature_deterministic), buf(e.body), a.signing.publicKey, {
-          context: utf8('qkm/v1 handshake'),
-        }),
+        ml_dsa65.verify(
+          buf(e.signature_deterministic),
+          Buffer.concat([Buffer.of(tag.length), tag, buf(e.body)]),
+          a.signing.publicKey,
+        ),
       ).toBe(true);
       expect(
         verifyPrekey(e.prekey, b.signing.publicKey, { aid: i.responder_aid, nodeId: b.nodeId }, 0).prekey,

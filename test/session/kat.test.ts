@@ -2,8 +2,9 @@ import { createHash, createHmac, hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { AuditLog } from '../../src/audit/log.js';
+import { usePqcBackend } from '../../src/pqc/index.js';
 import { createMemoryBackend } from '../../src/store/memory.js';
 import { fromBase64url, fromHex } from '../../src/session/encoding.js';
 import { SessionService } from '../../src/session/handshake.js';
@@ -64,9 +65,15 @@ describe('handshake known-answer vectors (test/vectors/handshake-kat.json)', () 
       expect(tag).toBe(e.confirm_tag);
       expect(e.session_id).toBe(e.transcript_hash.slice(0, 32));
       const pk = fromBase64url(e.initiator_bundle.ml_dsa_65_public_key);
-      const ctx = new TextEncoder().encode('qkm/v1 handshake');
-      expect(ml_dsa65.verify(buf(e.signature_deterministic), buf(e.body), pk, { context: ctx })).toBe(true);
-      expect(ml_dsa65.verify(buf(e.signature_deterministic), buf(e.body), pk)).toBe(false); // ctx is bound
+      // v3: empty FIPS 204 context over u8(len tag) ‖ tag ‖ body (src/pqc/domain.ts), computed here by hand.
+      const dsaTag = new Uint8Array(Buffer.from('qkm/v1 handshake'));
+      const tagged = Buffer.concat([Buffer.of(dsaTag.length), dsaTag, buf(e.body)]);
+      expect(ml_dsa65.verify(buf(e.signature_deterministic), tagged, pk)).toBe(true);
+      expect(ml_dsa65.verify(buf(e.signature_deterministic), buf(e.body), pk)).toBe(false); // the tag is bound
+      // …and not the pre-v3 form (the tag as the FIPS 204 context): the two forms are disjoint.
+      expect(ml_dsa65.verify(buf(e.signature_deterministic), buf(e.body), pk, { context: dsaTag })).toBe(
+        false,
+      );
       expect(verifyBundle(e.initiator_bundle).nodeId).toBe(e.initiator_node_id);
       expect(verifyBundle(e.responder_bundle).nodeId).toBe(e.responder_node_id);
       const b = katIdentity(v.inputs.responder);
@@ -75,41 +82,50 @@ describe('handshake known-answer vectors (test/vectors/handshake-kat.json)', () 
       );
     });
 
-    it('the responder service accepts the vector handshake and derives the expected K and tag', async () => {
-      const store = createMemoryBackend();
-      const entropy = new FakeEntropy();
-      const identity = katIdentity(v.inputs.responder);
-      const peers = new PeerRegistry({ store, audit: new AuditLog({ store }) });
-      await peers.add(v.expected.initiator_bundle);
-      const link = new FakeQkdLink();
-      for (const q of v.inputs.qkd_keys) {
-        link.pool.set(q.key_id, {
-          master: v.inputs.initiator.sae_id!,
-          slave: identity.saeId!,
-          key: fromHex(q.key),
+    it.each(['liboqs-wasm', 'noble'] as const)(
+      '%s: the responder service accepts the vector handshake and derives the expected K and tag',
+      async (backend) => {
+        await usePqcBackend(backend);
+        onTestFinished(() => usePqcBackend('noble').then(() => undefined));
+        const store = createMemoryBackend();
+        const entropy = new FakeEntropy();
+        const identity = katIdentity(v.inputs.responder);
+        const peers = new PeerRegistry({ store, audit: new AuditLog({ store }) });
+        await peers.add(v.expected.initiator_bundle);
+        const link = new FakeQkdLink();
+        for (const q of v.inputs.qkd_keys) {
+          link.pool.set(q.key_id, {
+            master: v.inputs.initiator.sae_id!,
+            slave: identity.saeId!,
+            key: fromHex(q.key),
+          });
+        }
+        const sessions = new SessionService({
+          identity,
+          peers,
+          policy: new PosturePolicy({ region: identity.region, entropy }),
+          entropy,
+          qkd: link.endpoint(identity.saeId!, identity.kmeId!),
+          store,
+          audit: new AuditLog({ store }),
+          clock: () => v.inputs.timestamp_ms + 1000,
         });
-      }
-      const sessions = new SessionService({
-        identity,
-        peers,
-        policy: new PosturePolicy({ region: identity.region, entropy }),
-        entropy,
-        qkd: link.endpoint(identity.saeId!, identity.kmeId!),
-        store,
-        audit: new AuditLog({ store }),
-        clock: () => v.inputs.timestamp_ms + 1000,
-      });
-      const acc = await sessions.accept({ handshake: v.expected.handshake, agent: v.inputs.responder_agent });
-      expect(Buffer.from(acc.key).toString('hex')).toBe(v.expected.key);
-      expect(Buffer.from(fromBase64url(acc.confirm)).toString('hex')).toBe(v.expected.confirm_tag);
-      expect(acc.session_id).toBe(v.expected.session_id);
-      expect(acc.context).toBe(v.inputs.context_utf8);
-      // v2: the agents and the initiator's degraded / fallback / randomness travel signed.
-      expect(acc.peer_agent).toBe(v.inputs.initiator_agent);
-      expect(acc.provenance.degraded).toBe(v.inputs.degraded);
-      expect(acc.provenance.fallback).toBe(v.inputs.fallback);
-      expect(acc.provenance.pqc.randomness).toBe(v.inputs.randomness);
-      expect(link.calls.getKeysById).toBe(v.inputs.qkd_keys.length ? 1 : 0);
-    });
+        const acc = await sessions.accept({
+          handshake: v.expected.handshake,
+          agent: v.inputs.responder_agent,
+        });
+        expect(Buffer.from(acc.key).toString('hex')).toBe(v.expected.key);
+        expect(Buffer.from(fromBase64url(acc.confirm)).toString('hex')).toBe(v.expected.confirm_tag);
+        expect(acc.session_id).toBe(v.expected.session_id);
+        expect(acc.context).toBe(v.inputs.context_utf8);
+        // v2: the agents and the initiator's degraded / fallback / randomness travel signed.
+        expect(acc.peer_agent).toBe(v.inputs.initiator_agent);
+        expect(acc.provenance.degraded).toBe(v.inputs.degraded);
+        expect(acc.provenance.fallback).toBe(v.inputs.fallback);
+        expect(acc.provenance.pqc.randomness).toBe(v.inputs.randomness);
+        expect(acc.provenance.pqc.backend).toBe(backend);
+        expect(link.calls.getKeysById).toBe(v.inputs.qkd_keys.length ? 1 : 0);
+      },
+    );
   });
 });

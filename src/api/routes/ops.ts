@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { SCOPES, type AgentRegistry, type Scope } from '../../agents/registry.js';
 import type { AuditSink } from '../../audit/types.js';
 import type { ApplianceStatus } from '../../status.js';
+import type { StatusHistory } from '../../status-history.js';
 import type { QkmMetrics } from '../metrics.js';
 import { AgentSchema, StatusSchema, errorResponses } from '../schemas.js';
 import { STATUS_PAGE_HTML } from '../status-page.js';
@@ -13,7 +14,32 @@ export interface OpsRouteOptions {
   metrics: QkmMetrics;
   version: string;
   audit?: AuditSink;
+  /** Samples for the status page's charts; without it, no `/v1/status/history` route. */
+  history?: StatusHistory;
 }
+
+const HistorySample = Type.Object({
+  t: Type.Integer({ description: 'ms since the epoch' }),
+  degraded: Type.Boolean(),
+  entropyBytesPerSec: Type.Integer(),
+  degradedBytesPerSec: Type.Integer(),
+  activeKeys: Type.Integer(),
+  sources: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      state: Type.String(),
+      claimedMinEntropy: Type.Number(),
+      estimatedMinEntropy: Type.Optional(Type.Number()),
+    }),
+  ),
+  qkd: Type.Array(
+    Type.Object({
+      peerSaeId: Type.String(),
+      up: Type.Boolean(),
+      storedKeyCount: Type.Optional(Type.Integer()),
+    }),
+  ),
+});
 
 export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app, opts) => {
   app.get(
@@ -32,6 +58,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
   app.get(
     '/v1/status',
     {
+      config: { uiCookie: true },
       schema: {
         summary: 'Sources and their health, DRBG state, key counts, QKD links, degraded flags',
         tags: ['ops'],
@@ -42,9 +69,46 @@ export const opsRoutes: FastifyPluginAsyncTypebox<OpsRouteOptions> = async (app,
     async () => opts.status(),
   );
 
+  const history = opts.history;
+  if (history) {
+    app.get(
+      '/v1/status/history',
+      {
+        config: { uiCookie: true },
+        schema: {
+          summary: 'Status samples kept by the appliance (a bounded ring buffer), oldest first',
+          tags: ['ops'],
+          security: [{ bearer: [] }],
+          querystring: Type.Object(
+            {
+              seconds: Type.Optional(
+                Type.Integer({ minimum: 1, maximum: 31_536_000, description: 'only the last N seconds' }),
+              ),
+            },
+            { additionalProperties: false },
+          ),
+          response: {
+            200: Type.Object({
+              intervalSeconds: Type.Integer(),
+              capacity: Type.Integer(),
+              samples: Type.Array(HistorySample),
+            }),
+            ...errorResponses(),
+          },
+        },
+      },
+      async (request) => ({
+        intervalSeconds: history.intervalSeconds,
+        capacity: history.capacity,
+        samples: history.since(request.query.seconds),
+      }),
+    );
+  }
+
   app.get(
     '/metrics',
     {
+      config: { uiCookie: true },
       schema: { summary: 'Prometheus metrics', tags: ['ops'], security: [{ bearer: [] }], hide: false },
     },
     async (_request, reply) => {

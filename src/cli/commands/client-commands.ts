@@ -28,10 +28,7 @@ function sessionLines(s: ApplianceStatus['sessions'] | undefined): string[] {
       .join(' ') || '0';
   return [
     `sessions: initiated ${byPosture(s.initiated, s.initiatedDegraded)}; accepted ${byPosture(s.accepted)}; ` +
-      `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}` +
-      (s.mldsa && s.mldsa.worker + s.mldsa.inline > 0
-        ? `; handshake ML-DSA on the worker ${s.mldsa.worker}, inline ${s.mldsa.inline}`
-        : ''),
+      `refused ${s.refused}; rejected ${byCode(s.rejected)}; abandoned ${byCode(s.abandoned)}`,
   ];
 }
 
@@ -68,14 +65,7 @@ export function registerClientCommands(program: Command): void {
               `${l.lastError ? ` last error: ${l.lastError}` : ''}`,
           ),
           ...sessionLines(s.sessions),
-          ...(s.audit
-            ? [
-                `audit: ${s.audit.records} records, sealed through ${s.audit.sealedThrough}` +
-                  (s.audit.seals
-                    ? `; seals signed on the worker ${s.audit.seals.worker}, inline ${s.audit.seals.inline}`
-                    : ''),
-              ]
-            : []),
+          ...(s.audit ? [`audit: ${s.audit.records} records, sealed through ${s.audit.sealedThrough}`] : []),
         ];
         return lines.join('\n');
       });

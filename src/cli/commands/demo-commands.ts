@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { formatReport, runDemo } from '../../demo/run.js';
-import { type TwoNodeSetup, startTwoNodeSetup } from '../../demo/setup.js';
+import type { TwoNodeSetup } from '../../demo/setup.js';
 import { CliError, type GlobalOptions, setLongRunning } from '../context.js';
 import { progressOf } from '../progress.js';
 
@@ -45,6 +44,11 @@ function holdUntilSignal(setup: TwoNodeSetup): void {
 }
 
 async function demoAction(o: DemoOptions, g: GlobalOptions): Promise<void> {
+  // The demo (simulated KMEs, X.509, two appliances) loads only when it runs (start-up cost).
+  const [{ formatReport, runDemo }, { startTwoNodeSetup }] = await Promise.all([
+    import('../../demo/run.js'),
+    import('../../demo/setup.js'),
+  ]);
   const progress = progressOf(g);
   progress.step('demo: starting the KME pair, the BB84 link, a Provider and two nodes');
   const setup = await startTwoNodeSetup({

@@ -21,6 +21,7 @@ interface ProviderFlags {
   adminToken?: string;
   bundle?: string;
   label?: string;
+  domains?: string;
 }
 
 function dirOf(o: ProviderFlags): string {
@@ -53,6 +54,18 @@ const dirOption = [
   '--dir <dir>',
   'Provider data dir (default $QKM_PROVIDER_DATA or ./.qkm-provider)',
 ] as const;
+
+/** The options of the administrator's commands: where the Provider is, its key, the token. */
+function adminOptions(cmd: Command): Command {
+  return cmd
+    .option(...dirOption)
+    .option('--provider-url <url>', 'the Provider (default: from --dir)')
+    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
+    .option(
+      '--admin-token <token>',
+      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
+    );
+}
 
 export function registerProviderCommands(program: Command): void {
   const provider = program.command('provider').description('the Provider: directory of governed agents');
@@ -102,39 +115,39 @@ export function registerProviderCommands(program: Command): void {
       process.once('SIGHUP', () => void stop());
     });
 
-  provider
-    .command('enrol-node')
+  adminOptions(provider.command('enrol-node'))
     .alias('enroll-node')
     .description('enrol a node by its identity bundle (--bundle file, else fetched from the node at --url)')
-    .option(...dirOption)
-    .option('--provider-url <url>', 'the Provider (default: from --dir)')
-    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option(
-      '--admin-token <token>',
-      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
-    )
     .option('--bundle <file>', "the node's identity bundle (JSON, from `qkm identity --json`)")
     .option('--label <label>', 'a name for the node')
+    .option(
+      '--domains <list>',
+      'comma-separated domains whose agent ids the node may register (default: any)',
+    )
     .action(async (_o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
       const client = await adminClient(opts);
       const bundle: unknown = opts.bundle
         ? JSON.parse(await readFile(resolve(opts.bundle), 'utf8'))
         : await (await clientOf(opts)).identity();
-      const node = await client.enrol(bundle, opts.label);
+      const domains = opts.domains
+        ?.split(',')
+        .map((d) => d.trim())
+        .filter((d) => d !== '');
+      const node = await client.enrol(bundle, opts.label, domains);
       print(opts, node, () => `enrolled node ${node.node_id}${node.label ? ` (${node.label})` : ''}`);
     });
 
-  provider
-    .command('status')
+  adminOptions(provider.command('remove-node <nodeId>'))
+    .description('remove a node (compromised, retired): its requests are refused, its agents get no bundles')
+    .action(async (nodeId: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
+      const r = await (await adminClient(opts)).removeNode(nodeId);
+      print(opts, r, () => `removed node ${r.removed}`);
+    });
+
+  adminOptions(provider.command('status'))
     .description("the Provider's identity, counts and enrolled nodes")
-    .option(...dirOption)
-    .option('--provider-url <url>', 'the Provider (default: from --dir)')
-    .option('--provider-key <base64url>', "the Provider's ML-DSA-65 key to pin (default: from --dir)")
-    .option(
-      '--admin-token <token>',
-      'Provider admin token (default $QKM_PROVIDER_TOKEN or <dir>/tokens/admin)',
-    )
     .action(async (_o, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions & ProviderFlags;
       const client = await adminClient(opts);

@@ -13,8 +13,8 @@ import {
   renderSweepSvg,
   type SweepRow,
 } from '../../../simulators/bb84/index.js';
-import { generateSimCerts, type SimCertFiles } from '../../../simulators/kme/certs.js';
-import { type RunningKmePair, runKmePairFromCerts } from '../../../simulators/kme/pair.js';
+import type { SimCertFiles } from '../../../simulators/kme/certs.js';
+import type { RunningKmePair } from '../../../simulators/kme/pair.js';
 import { SIM_FAULT_KINDS } from '../../api/routes/sim.js';
 import { CliError, type GlobalOptions, clientOf, print, setLongRunning } from '../context.js';
 
@@ -291,6 +291,8 @@ export function registerSimCommands(program: Command): void {
     .requiredOption('--out <dir>', 'output directory')
     .action(async (o: { out: string }, cmd: Command) => {
       const opts = globals(cmd);
+      // X.509 and the KME simulator load only for the commands that use them (start-up cost).
+      const { generateSimCerts } = await import('../../../simulators/kme/certs.js');
       const files = await generateSimCerts(resolve(o.out));
       print(opts, files, () =>
         [`wrote to ${files.dir}:`, ...listCertFiles(files).map((f) => `  ${f}`)].join('\n'),
@@ -306,6 +308,7 @@ export function registerSimCommands(program: Command): void {
     .option('--port-b <port>', 'kme-b SAE API port (0 = ephemeral)', port('--port-b'), 8002)
     .action(async (o: { certs: string; distance: number; portA: number; portB: number }) => {
       let running: RunningKmePair;
+      const { runKmePairFromCerts } = await import('../../../simulators/kme/pair.js');
       try {
         running = await runKmePairFromCerts({
           certsDir: o.certs,
