@@ -92,7 +92,7 @@ export async function buildApi(deps: ApiDeps) {
         version: deps.version,
         description:
           'Quantum-secure key manager: entropy, keys and hybrid session keys with provenance. Every error is ' +
-          '{error, message}; every route except /v1/health needs Authorization: Bearer <agent token>.',
+          '{error, message}; every route except /v1/health and the status-page login needs Authorization: Bearer <agent token> (GET /v1/status, /v1/status/history and /metrics also take the status-page login cookie).',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },

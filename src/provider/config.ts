@@ -22,6 +22,11 @@ export const ProviderConfigSchema = Type.Object(
     store: Type.Optional(StoreConfigSchema),
     /** Contact-policy budgets count OTKs handed out per window of this length (seconds). */
     budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }),
+    /**
+     * Bundle requests one node may make per minute (429 RATE_LIMITED beyond): budgets bound what
+     * each initiator agent obtains, this bounds a node that registers many initiators.
+     */
+    bundlesPerNodePerMinute: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1200 }),
     /** Signed node requests are accepted this far from the Provider's clock (seconds). */
     clockSkewSeconds: Type.Integer({ minimum: 5, maximum: 3600, default: 60 }),
     api: Type.Object(

@@ -50,6 +50,8 @@ export interface ProviderApiDeps {
   host: string;
   allowedHosts?: string[];
   clockSkewSeconds: number;
+  /** Bundle requests per node per minute (default 1200). */
+  bundlesPerNodePerMinute?: number;
   bodyLimit: number;
   requestTimeoutMs: number;
   status: () => Promise<Record<string, unknown>>;
@@ -212,6 +214,24 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
     if (request.routeOptions.config?.caller !== 'node') return;
     request.providerNode = await authenticateNode(request, deps, now());
   });
+  // Fixed one-minute windows per node, in this process (one Provider process per store).
+  const bundleWindows = new Map<string, { start: number; count: number }>();
+  const bundleLimit = deps.bundlesPerNodePerMinute ?? 1200;
+  const countBundle = (nodeId: string): void => {
+    const t = now();
+    const w = bundleWindows.get(nodeId);
+    if (!w || t - w.start >= 60_000) {
+      if (bundleWindows.size > 10_000) bundleWindows.clear();
+      bundleWindows.set(nodeId, { start: t, count: 1 });
+      return;
+    }
+    if (++w.count > bundleLimit)
+      throw new QkmError(
+        'RATE_LIMITED',
+        `this node asked for more than ${bundleLimit} bundles this minute; retry in ${Math.ceil((w.start + 60_000 - t) / 1000)} s`,
+      );
+  };
+
   app.addHook('onSend', async (request, reply, payload) => {
     const body =
       typeof payload === 'string'
@@ -472,13 +492,15 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
         tags: ['bundles'],
         security: signed,
         body: Type.Object({ responder: AID, initiator: AID }, { additionalProperties: false }),
-        response: { 200: BundleSchema, ...errorResponses(404, 409) },
+        response: { 200: BundleSchema, ...errorResponses(404, 409, 503) },
       },
     },
-    async (request) =>
-      deps.directory.bundle(request.body.responder, request.body.initiator, {
+    async (request) => {
+      countBundle(node(request).node_id);
+      return deps.directory.bundle(request.body.responder, request.body.initiator, {
         requester: node(request).node_id,
-      }),
+      });
+    },
   );
 
   app.get('/docs/json', { config: { caller: 'public' }, schema: { hide: true } }, async (request) =>

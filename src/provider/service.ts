@@ -63,6 +63,7 @@ export class ProviderService {
         host: config.host,
         allowedHosts: config.allowedHosts,
         clockSkewSeconds: config.clockSkewSeconds,
+        bundlesPerNodePerMinute: config.bundlesPerNodePerMinute,
         bodyLimit: config.api.bodyLimit,
         requestTimeoutMs: config.api.requestTimeoutMs,
         status: async () => ({

@@ -5,6 +5,7 @@ import type { ContactPolicies } from '../governance/contacts.js';
 import type { PrekeyStore } from '../governance/prekeys.js';
 import type { TokenIssuer } from '../governance/resumption.js';
 import type { RecordStore, StorageBackend } from '../store/interface.js';
+import type { KeyedMutex } from '../store/keyed-mutex.js';
 import type { NodeIdentity } from './identity.js';
 import type { PeerRegistry } from './peers.js';
 import type { PosturePolicy } from './policy.js';
@@ -71,4 +72,6 @@ export interface SessionContext {
   readonly abandoned: WeakSet<object>;
   readonly clock: () => number;
   readonly windowMs: number;
+  /** Serialises the use of one prekey (budget + OTK), so a race cannot spend budget for nothing. */
+  readonly prekeyLocks: KeyedMutex;
 }

@@ -1,5 +1,6 @@
 import { QkmError, isQkmError } from '../core/errors.js';
 import type { RecordStore } from '../store/interface.js';
+import { KeyedMutex } from '../store/keyed-mutex.js';
 import { confirm } from './confirm.js';
 import { DEFAULT_WINDOW_MS, type SessionContext, type SessionServiceOptions } from './context.js';
 import { initiate } from './initiator.js';
@@ -88,6 +89,7 @@ export class SessionService {
       abandoned: new WeakSet<object>(),
       clock,
       windowMs,
+      prekeyLocks: new KeyedMutex(),
     };
   }
 

@@ -292,9 +292,15 @@ async function consumeGoverned(
   g: GovernedFields,
 ): Promise<{ sharedSecret: Uint8Array; lastResort: boolean }> {
   const gov = ctx.o.governance!;
-  await gov.contacts.consume(g.responderAid, g.initiatorAid);
-  const { sharedSecret, lastResort } = await gov.prekeys.decapsulate(g.prekeyId, g.prekeyCiphertext);
-  return { sharedSecret, lastResort };
+  // Under the prekey's lock, re-checked: of two handshakes racing for one OTK, the loser is
+  // refused before it spends any budget.
+  return ctx.prekeyLocks.run(g.prekeyId, async () => {
+    if ((await gov.prekeys.state(g.prekeyId))?.used)
+      throw new QkmError('PREKEY_CONSUMED', 'the one-time prekey was already used');
+    await gov.contacts.consume(g.responderAid, g.initiatorAid);
+    const { sharedSecret, lastResort } = await gov.prekeys.decapsulate(g.prekeyId, g.prekeyCiphertext);
+    return { sharedSecret, lastResort };
+  });
 }
 
 async function issueToken(

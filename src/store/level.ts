@@ -76,6 +76,18 @@ class LevelBackend implements StorageBackend {
     this.keys = keys;
   }
 
+  /**
+   * Bytes LevelDB reports for its block cache and memtables (`leveldb.approximate-memory-usage`):
+   * the part of the store's native memory bounded by LEVEL_CACHE_BYTES and
+   * LEVEL_WRITE_BUFFER_BYTES. For the soak bench and diagnostics; 0 once closed.
+   */
+  approximateMemoryUsage(): number {
+    if (this.#root.status !== 'open') return 0;
+    return Number(
+      (this.#root as ClassicLevel<string, string>).getProperty('leveldb.approximate-memory-usage'),
+    );
+  }
+
   records<T>(namespace: string): RecordStore<T> {
     checkNamespace(namespace);
     let store = this.#records.get(namespace);

@@ -71,8 +71,9 @@ async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   const minutes = wanted.find((a) => a.startsWith('--minutes='));
   if (minutes) process.env.QKM_SOAK_SECONDS = String(Number(minutes.slice('--minutes='.length)) * 60);
-  const names =
-    wanted.length > 0 ? [...BENCHES, ...ON_DEMAND].filter((b) => wanted.includes(b)) : [...BENCHES];
+  // Flags (`--quiet`, `--progress`, `--minutes=N`) are not benchmark names.
+  const named = wanted.filter((a) => !a.startsWith('--'));
+  const names = named.length > 0 ? [...BENCHES, ...ON_DEMAND].filter((b) => named.includes(b)) : [...BENCHES];
   if (process.env.QKM_BENCH_CHILD === '1') {
     for (const name of names) for (const r of await runHere(name)) console.log(JSON.stringify(r));
     return;

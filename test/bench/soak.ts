@@ -155,8 +155,18 @@ export default async function run(): Promise<BenchRecord[]> {
       }
     };
     const MB = 2 ** 20;
-    const mem: Array<{ t: number; rss: number; heap: number; committed: number; ext: number; ab: number }> =
-      [];
+    const mem: Array<{
+      t: number;
+      rss: number;
+      heap: number;
+      committed: number;
+      ext: number;
+      ab: number;
+      level: number;
+    }> = [];
+    // LevelDB's block cache + memtables, when the store is LevelDB (src/store/level.ts).
+    const store = appliance.store as { approximateMemoryUsage?: () => number };
+    const levelBytes = () => store.approximateMemoryUsage?.() ?? Number.NaN;
     const load: { start?: number; end?: number } = {};
     /** Used bytes per V8 heap space after warm-up, to tell data (old space) from JIT code and maps. */
     const spaces = () => new Map(getHeapSpaceStatistics().map((x) => [x.space_name, x.space_used_size]));
@@ -172,6 +182,7 @@ export default async function run(): Promise<BenchRecord[]> {
         committed: m.heapTotal / MB,
         ext: m.external / MB,
         ab: m.arrayBuffers / MB,
+        level: levelBytes() / MB,
       });
       // The 1-minute load average at the end of each latency window: other work on the machine.
       if (load.start === undefined && at >= WARMUP + WINDOW) load.start = loadavg()[0];
@@ -187,7 +198,7 @@ export default async function run(): Promise<BenchRecord[]> {
     await appliance.status();
     const diskEnd = await du(dir);
     const after = mem.filter((s) => s.t * 60 >= WARMUP);
-    const slopeOf = (k: 'rss' | 'heap' | 'committed' | 'ext' | 'ab') =>
+    const slopeOf = (k: 'rss' | 'heap' | 'committed' | 'ext' | 'ab' | 'level') =>
       slope(
         after.map((s) => s.t),
         after.map((s) => s[k]),
@@ -260,6 +271,13 @@ export default async function run(): Promise<BenchRecord[]> {
         value: slopeOf('ext'),
         unit: 'MB/min',
         note: `external ${first?.ext.toFixed(1)} → ${last?.ext.toFixed(1)} MB, of which array buffers ${first?.ab.toFixed(1)} → ${last?.ab.toFixed(1)} MB (slope ${slopeOf('ab').toFixed(3)} MB/min)`,
+      },
+      {
+        bench: 'soak',
+        metric: 'leveldb_memory_slope_after_warmup',
+        value: slopeOf('level'),
+        unit: 'MB/min',
+        note: `LevelDB block cache + memtables ${first?.level.toFixed(1)} → ${last?.level.toFixed(1)} MB (bounded by store.cacheBytes + 2 × store.writeBufferBytes)`,
       },
       {
         bench: 'soak',

@@ -1,8 +1,12 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AccessToken, QkmApiError, QkmClient } from '../../src/client/client.js';
 import type { SignedPrekey } from '../../src/governance/prekeys.js';
 import { decodeResume, encodeResume } from '../../src/session/resume.js';
 import { decodeBody, decodeMessage, encodeBody, encodeMessage } from '../../src/session/transcript.js';
+import { runCli } from '../cli/run-cli.js';
 import {
   ALICE,
   BOB,
@@ -395,5 +399,68 @@ describe('expired tokens', () => {
       status: 403,
       code: 'TOKEN_EXPIRED',
     });
+  });
+});
+
+describe('CLI', () => {
+  it('qkm session initiate --responder-aid / accept / confirm --access-token / resume / resume-accept / resume-complete / tokens', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'qkm-cli-gov-'));
+    try {
+      const [otk] = await pair.b.admin.prekeys.publish<SignedPrekey>(CAROL, 1);
+      const prekeyFile = join(dir, 'prekey.json');
+      await writeFile(prekeyFile, JSON.stringify(otk));
+      const as = (node: 'a' | 'b', agent: string) => [
+        '--json',
+        '--url',
+        pair[node].appliance.url,
+        '--token',
+        pair[node].tokens[agent]!,
+      ];
+      const json = async (args: string[]) => {
+        const r = await runCli(...args);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+        return JSON.parse(r.stdout);
+      };
+      const init = await json([
+        ...as('a', 'alice'),
+        'session',
+        'initiate',
+        pair.b.nodeId,
+        '--responder-aid',
+        CAROL,
+        '--prekey',
+        prekeyFile,
+      ]);
+      const acc = await json([...as('b', 'carol'), 'session', 'accept', init.handshake]);
+      expect(acc.key).toBe(init.key);
+      const conf = await json([
+        ...as('a', 'alice'),
+        'session',
+        'confirm',
+        init.session_id,
+        acc.confirm,
+        '--access-token',
+        JSON.stringify(acc.token),
+      ]);
+      expect(conf.token.id).toBe(acc.token.id);
+      const start = await json([...as('a', 'alice'), 'session', 'resume', acc.token.id]);
+      const racc = await json([...as('b', 'carol'), 'session', 'resume-accept', start.resume]);
+      const done = await json([
+        ...as('a', 'alice'),
+        'session',
+        'resume-complete',
+        start.resume_id,
+        racc.answer,
+      ]);
+      expect(done.key).toBe(racc.key);
+      const tokens = await json([...as('a', 'alice'), 'session', 'tokens']);
+      expect(tokens.find((t: { token_id: string }) => t.token_id === acc.token.id)).toMatchObject({
+        peer_aid: CAROL,
+        used: 1,
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

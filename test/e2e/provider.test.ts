@@ -151,8 +151,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await a?.close();
   await b?.close();
-  proxy?.closeAllConnections();
-  await new Promise((r) => proxy?.close(r));
+  if (proxy) {
+    proxy.closeAllConnections();
+    await new Promise((r) => proxy.close(r));
+  }
   await provider?.stop();
   await rm(dir, { recursive: true, force: true });
 }, 30_000);

@@ -69,16 +69,22 @@ export async function startProviderProcess(options: {
   const info = await new Promise<{ url: string; publicKey: string; providerId: string }>(
     (resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`provider did not start in time: ${err.slice(-2000)}`)),
+        () =>
+          reject(
+            new Error(`provider did not start in time: ${err.slice(-1500)} / stdout: ${out.slice(-500)}`),
+          ),
         options.timeoutMs ?? 60_000,
       );
       proc.stdout?.on('data', (c) => {
         out += String(c);
-        // Log lines (one JSON object per line) share stdout with the pretty-printed start info.
+        // Log lines (one JSON object per line) share stdout with the pretty-printed start info,
+        // before or after it: cut out the block from a line "{" to the next line "}".
         const at = out.startsWith('{\n') ? 0 : out.indexOf('\n{\n') + 1;
         if (at === 0 && !out.startsWith('{\n')) return;
+        const end = out.indexOf('\n}', at);
+        if (end < 0) return;
         try {
-          const parsed = JSON.parse(out.slice(at));
+          const parsed = JSON.parse(out.slice(at, end + 2));
           clearTimeout(timer);
           resolve(parsed);
         } catch {

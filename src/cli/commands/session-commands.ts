@@ -7,11 +7,20 @@ import {
   toJsonLines,
   verifyAuditLog,
 } from '../../audit/index.js';
+import type { AccessToken } from '../../client/client.js';
 import { fromBase64url } from '../../session/encoding.js';
 import { POSTURES, type Posture, isPosture } from '../../session/posture.js';
 import { CliError, type GlobalOptions, clientOf, print } from '../context.js';
 
 /** Identity, peers, posture policy, sessions and the audit log — all through the running appliance. */
+
+async function readJson(file: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new CliError(`${file}: ${(err as Error).message}`);
+  }
+}
 
 function posture(v: string | undefined): Posture | undefined {
   if (v === undefined) return undefined;
@@ -121,20 +130,36 @@ export function registerSessionCommands(program: Command): void {
   session
     .command('initiate <peer>')
     .description('start a session; prints the key (base64) and the handshake to hand to the peer')
-    .requiredOption('--responder-agent <name>', 'the agent on the peer node that may accept (signed in)')
+    .option('--responder-agent <name>', 'the agent on the peer node that may accept (signed in)')
+    .option(
+      '--responder-aid <aid>',
+      'governed session (qkm/v2): the responder by governed id; the calling agent needs one too',
+    )
+    .option('--prekey <file>', "governed: the responder's signed prekey (JSON, from GET /v1/prekeys/:aid)")
     .option('--min-posture <posture>', 'refuse anything weaker')
     .option('--context <text>', 'application context bound into the transcript')
     .action(
       async (
         peer: string,
-        o: { responderAgent: string; minPosture?: string; context?: string },
+        o: {
+          responderAgent?: string;
+          responderAid?: string;
+          prekey?: string;
+          minPosture?: string;
+          context?: string;
+        },
         cmd: Command,
       ) => {
         const opts = cmd.optsWithGlobals() as GlobalOptions;
         const min = posture(o.minPosture);
+        if (o.responderAgent === undefined && o.responderAid === undefined)
+          throw new CliError('give --responder-agent or --responder-aid', 2);
+        const prekey = o.prekey === undefined ? undefined : await readJson(o.prekey);
         const r = await (await clientOf(opts)).sessions.initiate({
           peer,
-          responderAgent: o.responderAgent,
+          ...(o.responderAgent !== undefined ? { responderAgent: o.responderAgent } : {}),
+          ...(o.responderAid !== undefined ? { responderAid: o.responderAid } : {}),
+          ...(prekey !== undefined ? { prekey } : {}),
           ...(min ? { minPosture: min } : {}),
           ...(o.context !== undefined ? { context: o.context } : {}),
         });
@@ -156,16 +181,86 @@ export function registerSessionCommands(program: Command): void {
       const r = await (await clientOf(opts)).sessions.accept(handshake);
       const out = { ...r, key: Buffer.from(r.key).toString('base64') };
       print(opts, out, () =>
-        [`session ${r.session_id} posture ${r.posture}`, `key ${out.key}`, `confirm ${r.confirm}`].join('\n'),
+        [
+          `session ${r.session_id} posture ${r.posture}`,
+          `key ${out.key}`,
+          `confirm ${r.confirm}`,
+          // The access token of a governed session, for the initiator's `session confirm --access-token`.
+          ...(r.token ? [`token ${JSON.stringify(r.token)}`] : []),
+        ].join('\n'),
       );
     });
   session
     .command('confirm <session-id> <tag>')
     .description("check the responder's confirmation tag")
-    .action(async (id: string, tag: string, _o, cmd: Command) => {
+    .option(
+      '--access-token <json>',
+      "governed: the responder's access token (the JSON `session accept` printed)",
+    )
+    .action(async (id: string, tag: string, o: { accessToken?: string }, cmd: Command) => {
       const opts = cmd.optsWithGlobals() as GlobalOptions;
-      const r = await (await clientOf(opts)).sessions.confirm(id, tag);
-      print(opts, r, () => `session ${r.session_id} confirmed`);
+      let token: AccessToken | undefined;
+      if (o.accessToken !== undefined) {
+        try {
+          token = JSON.parse(o.accessToken) as AccessToken;
+        } catch {
+          throw new CliError('--access-token must be the JSON object `session accept` printed', 2);
+        }
+      }
+      const r = await (await clientOf(opts)).sessions.confirm(id, tag, token);
+      const shown = { ...r, ...(r.key ? { key: Buffer.from(r.key).toString('base64') } : {}) };
+      print(opts, shown, () =>
+        [
+          `session ${r.session_id} confirmed`,
+          ...(r.token ? [`token ${r.token.id} kept (expires ${r.token.expires})`] : []),
+        ].join('\n'),
+      );
+    });
+  session
+    .command('resume <token-id>')
+    .description('open a session with an access token (no ML-KEM/ML-DSA); hand the message to the responder')
+    .action(async (tokenId: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts)).sessions.resume(tokenId);
+      print(opts, r, () => [`resume ${r.resume_id} with ${r.peer_aid}`, `message ${r.resume}`].join('\n'));
+    });
+  session
+    .command('resume-accept <message>')
+    .description("accept a resume message (responder); prints K' and the answer for the initiator")
+    .action(async (message: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts)).sessions.acceptResume(message);
+      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+      print(opts, out, () =>
+        [
+          `session ${r.session_id} (token ${r.token_id}, use ${r.use}, ${r.remaining} left)`,
+          `key ${out.key}`,
+          `answer ${r.answer}`,
+        ].join('\n'),
+      );
+    });
+  session
+    .command('resume-complete <resume-id> <answer>')
+    .description("finish a resumption (initiator): checks the responder's tag, prints K'")
+    .action(async (id: string, answer: string, _o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const r = await (await clientOf(opts)).sessions.completeResume(id, answer);
+      const out = { ...r, key: Buffer.from(r.key).toString('base64') };
+      print(opts, out, () =>
+        [`session ${r.session_id} (token ${r.token_id}, use ${r.use})`, `key ${out.key}`].join('\n'),
+      );
+    });
+  session
+    .command('tokens')
+    .description('the access tokens this agent holds')
+    .action(async (_o, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as GlobalOptions;
+      const list = await (await clientOf(opts)).sessions.tokens();
+      print(opts, list, () =>
+        list.length === 0
+          ? '(no tokens)'
+          : list.map((t) => `${t.token_id}\t${t.peer_aid}\t${t.used}/${t.max_uses}\t${t.expires}`).join('\n'),
+      );
     });
 
   const audit = program.command('audit').description('the tamper-evident audit log');
