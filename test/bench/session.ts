@@ -6,17 +6,17 @@
  * verification, replay cache, decapsulation, dec_keys, HKDF, confirm tag) — for each posture.
  * Sequential, one session at a time, so sessions/s = 1 / mean latency of one agent pair.
  *
- * Baseline, same run: the raw primitives one establishment needs, called directly on
- * @noble/post-quantum and @noble/hashes — ML-KEM-768 encapsulate + decapsulate, ML-DSA-65 sign +
- * verify (over a message the size of a handshake body, with a context string as the handshake
- * uses), and one HKDF-SHA-256 — run back to back as one chain after each establishment. Ratio =
- * session p50 / the chain's p50;
- * goal ≤ 1.3 (the appliance adds little on top of the cryptography).
+ * Baseline, same run: the raw primitives one establishment needs, called directly on the PQC
+ * backend in use (src/pqc: ML-DSA and decapsulation on the backend, encapsulation with caller
+ * randomness on noble, as qkm does) and node:crypto — ML-KEM-768 encapsulate + decapsulate,
+ * ML-DSA-65 sign + verify (over a domain-tagged message the size of a handshake body), and one
+ * HKDF-SHA-256 — run back to back as one chain after each establishment. Ratio = session p50 /
+ * the chain's p50; goal ≤ 1.3 (the appliance adds little on top of the cryptography).
  *
- * The chain runs on this process's main thread, as a caller of @noble/post-quantum would run
- * it; qkm signs and verifies on a thread that runs only ML-DSA, where ML-DSA is faster. So
- * that the goal's ratio is not read as qkm's whole overhead, the bench also prints (information)
- * the ML-DSA medians on such a thread and each posture's ratio against a chain that uses them.
+ * The whole run is made twice: with `pqc.backend: liboqs-wasm` (the default), then with `noble`
+ * (shorter slices), each against its own chain. `session-vs-noble`: per posture, p50 with liboqs
+ * ÷ p50 with noble, same run; goal ≤ 0.35. The absolute p50s per posture and backend are printed
+ * for the README.
  *
  * The KME pair and its BB84 link run in a child process (see pair-process.ts); both nodes and both
  * agents run in this one.
@@ -25,14 +25,19 @@
  * paused and its stock consumed; PQC with node A's Quantis quarantined (stuck output).
  */
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { hkdfSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
+import { taggedMessage } from '../../src/pqc/domain.js';
+import {
+  type PqcBackendName,
+  mlDsa65KeygenFromSeed,
+  mlDsa65Sign,
+  mlDsa65Verify,
+  mlKem768Decapsulate,
+  mlKem768Encapsulate,
+  mlKem768KeygenFromSeed,
+  pqcBackend,
+} from '../../src/pqc/index.js';
 import type { Posture } from '../../src/client/client.js';
 import {
   type TwoNodeSetup,
@@ -50,6 +55,10 @@ const BENCH = 'session';
 /** Per posture: stop at whichever comes first (ML-DSA signing times are heavy-tailed: p50s need a few hundred samples to settle). */
 const SLICE_MS = 15_000;
 const MAX_SESSIONS = 800;
+/** The noble run only feeds the comparison: shorter slices (its sessions are ≈ 3× slower). */
+const NOBLE_SLICE_MS = 8_000;
+/** session-vs-noble goal: p50 with liboqs ÷ p50 with noble. */
+const NOBLE_GOAL = 0.35;
 /** Establishments before each slice's samples: the posture switch settles (caches, KME stock). */
 const WARMUP = 5;
 /**
@@ -114,44 +123,6 @@ function timeIt(fn: () => unknown): number {
   return performance.now() - t;
 }
 
-/**
- * ML-DSA-65 sign and verify medians on a worker thread that runs nothing else (information).
- * Why: @noble/post-quantum's lattice code is shared by ML-KEM and ML-DSA, and in a thread that
- * runs both (the primitive chain, an appliance without its PQC worker) ML-DSA is markedly slower
- * than in a thread that runs only ML-DSA, as qkm's PQC worker does.
- */
-async function isolatedMlDsa(runs: number): Promise<{ sign: number; verify: number }> {
-  const url = pathToFileURL(createRequire(import.meta.url).resolve('@noble/post-quantum/ml-dsa.js')).href;
-  const source = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { randomBytes } = require('node:crypto');
-import(workerData.url).then(({ ml_dsa65 }) => {
-  const k = ml_dsa65.keygen(new Uint8Array(randomBytes(32)));
-  const msg = new Uint8Array(randomBytes(workerData.bytes));
-  const context = new TextEncoder().encode('qkm/v1 handshake');
-  const sign = [], verify = [];
-  for (let i = 0; i < workerData.runs; i++) {
-    let t = performance.now();
-    const sig = ml_dsa65.sign(msg, k.secretKey, { context });
-    sign.push(performance.now() - t);
-    t = performance.now();
-    ml_dsa65.verify(sig, msg, k.publicKey, { context });
-    verify.push(performance.now() - t);
-  }
-  parentPort.postMessage({ sign: sign.slice(20), verify: verify.slice(20) });
-});`;
-  const worker = new Worker(source, { eval: true, workerData: { url, runs: runs + 20, bytes: BODY_BYTES } });
-  try {
-    const r = await new Promise<{ sign: number[]; verify: number[] }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
-    return { sign: median(r.sign), verify: median(r.verify) };
-  } finally {
-    await worker.terminate();
-  }
-}
-
 /** One turn of the event loop: lets timers and I/O callbacks that fell due run now. */
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -167,15 +138,15 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
  * timing; yielding makes each side absorb its share.
  */
 class PrimitiveChain {
-  private readonly kem = ml_kem768.keygen(new Uint8Array(randomBytes(64)));
-  private readonly dsa = ml_dsa65.keygen(new Uint8Array(randomBytes(32)));
-  private readonly msg = new Uint8Array(randomBytes(BODY_BYTES));
-  private readonly context = new TextEncoder().encode('qkm/v1 handshake');
+  private readonly kem = mlKem768KeygenFromSeed(new Uint8Array(randomBytes(64)));
+  private readonly dsa = mlDsa65KeygenFromSeed(new Uint8Array(randomBytes(32)));
+  private readonly body = new Uint8Array(randomBytes(BODY_BYTES));
+  private readonly tag = new TextEncoder().encode('qkm/v1 handshake');
   readonly samples: Record<string, number[]> = { encaps: [], decaps: [], sign: [], verify: [], hkdf: [] };
 
   /** One run of the chain; returns its total ms (the primitives plus the yields between them). */
   async once(): Promise<number> {
-    const { kem, dsa, msg, context, samples } = this;
+    const { kem, dsa, body, tag, samples } = this;
     const push = (k: string, v: number) => {
       samples[k]?.push(v);
       return v;
@@ -183,37 +154,37 @@ class PrimitiveChain {
     const seed = new Uint8Array(randomBytes(32));
     const ikm = new Uint8Array(randomBytes(64));
     const salt = new Uint8Array(randomBytes(32));
-    let ct = new Uint8Array(0);
-    let sig = new Uint8Array(0);
+    let ct: Uint8Array = new Uint8Array(0);
+    let sig: Uint8Array = new Uint8Array(0);
     await yieldToLoop();
     const start = performance.now();
     push(
       'encaps',
       timeIt(() => {
-        ct = ml_kem768.encapsulate(kem.publicKey, seed).cipherText;
+        ct = mlKem768Encapsulate(kem.publicKey, seed).cipherText;
       }),
     );
     await yieldToLoop();
     push(
       'sign',
       timeIt(() => {
-        sig = ml_dsa65.sign(msg, dsa.secretKey, { context });
+        sig = mlDsa65Sign(taggedMessage(tag, body), dsa.secretKey);
       }),
     );
     await yieldToLoop();
     push(
       'hkdf',
-      timeIt(() => hkdf(sha256, ikm, salt, msg.subarray(0, 40), 64)),
+      timeIt(() => hkdfSync('sha256', ikm, salt, body.subarray(0, 40), 32)),
     );
     await yieldToLoop();
     push(
       'verify',
-      timeIt(() => ml_dsa65.verify(sig, msg, dsa.publicKey, { context })),
+      timeIt(() => mlDsa65Verify(sig, taggedMessage(tag, body), dsa.publicKey)),
     );
     await yieldToLoop();
     push(
       'decaps',
-      timeIt(() => ml_kem768.decapsulate(ct, kem.secretKey)),
+      timeIt(() => mlKem768Decapsulate(ct, kem.secretKey)),
     );
     return performance.now() - start;
   }
@@ -314,7 +285,12 @@ async function concurrentPairs(
   };
 }
 
-async function slice(setup: TwoNodeSetup, posture: Posture, chain: PrimitiveChain): Promise<SliceResult> {
+async function slice(
+  setup: TwoNodeSetup,
+  posture: Posture,
+  chain: PrimitiveChain,
+  limits: { ms: number; sessions: number },
+): Promise<SliceResult> {
   for (let i = 0; i < WARMUP; i++) await establishOnce(setup);
   const r: SliceResult = {
     posture,
@@ -326,7 +302,7 @@ async function slice(setup: TwoNodeSetup, posture: Posture, chain: PrimitiveChai
     wrongPosture: 0,
   };
   const start = performance.now();
-  while (r.latencies.length < MAX_SESSIONS && performance.now() - start < SLICE_MS) {
+  while (r.latencies.length < limits.sessions && performance.now() - start < limits.ms) {
     const e = await establishOnce(setup);
     r.elapsedMs += e.ms;
     if (e.posture !== posture) r.wrongPosture++;
@@ -343,8 +319,19 @@ async function slice(setup: TwoNodeSetup, posture: Posture, chain: PrimitiveChai
   return r;
 }
 
-export default async function run(): Promise<BenchRecord[]> {
-  const chain = new PrimitiveChain();
+interface BackendRun {
+  backend: PqcBackendName;
+  slices: SliceResult[];
+  chain: PrimitiveChain;
+  concurrent?: Awaited<ReturnType<typeof concurrentPairs>>;
+}
+
+/** Every posture with the appliances on `backend` (the process's PQC backend follows their config). */
+async function runBackend(
+  backend: PqcBackendName,
+  limits: { ms: number; sessions: number },
+  withConcurrency: boolean,
+): Promise<BackendRun> {
   // ×100 ≈ 560 keys/s at 25 km, far above what sequential sessions consume.
   // The KMEs in a process of their own, as they are other machines: their TLS and key
   // bookkeeping would otherwise run on the nodes' event loop and be charged to the appliance.
@@ -358,10 +345,14 @@ export default async function run(): Promise<BenchRecord[]> {
         requestTimeoutMs: 30_000,
         badTokensPerMinute: 60,
       },
+      pqc: { backend },
     },
   });
-  const records: BenchRecord[] = [];
   try {
+    if (pqcBackend().name !== backend)
+      throw new Error(`the appliances run ${pqcBackend().name}, not ${backend}`);
+    // Made after the appliances selected the backend: the chain runs on it too.
+    const chain = new PrimitiveChain();
     await waitForQrng(setup, 'a');
     await waitForQkdKeys(setup, 10);
     const warmStart = performance.now();
@@ -371,131 +362,139 @@ export default async function run(): Promise<BenchRecord[]> {
     }
     chain.reset();
     const slices: SliceResult[] = [];
-    slices.push(await slice(setup, 'QKD+PQC+QRNG', chain));
-    const concurrent = await concurrentPairs(setup, CONCURRENT_PAIRS, CONCURRENT_MS);
+    slices.push(await slice(setup, 'QKD+PQC+QRNG', chain, limits));
+    const concurrent = withConcurrency
+      ? await concurrentPairs(setup, CONCURRENT_PAIRS, CONCURRENT_MS)
+      : undefined;
     await exhaustQkd(setup);
-    slices.push(await slice(setup, 'PQC+QRNG', chain));
+    slices.push(await slice(setup, 'PQC+QRNG', chain, limits));
     await restoreQkd(setup);
     await quarantineQrng(setup);
-    slices.push(await slice(setup, 'PQC', chain));
+    slices.push(await slice(setup, 'PQC', chain, limits));
     await restoreQrng(setup).catch(() => undefined);
-
-    records.push({
-      bench: BENCH,
-      metric: `sessions/s with ${CONCURRENT_PAIRS} concurrent agent pairs (information)`,
-      value: round(concurrent.perSecond),
-      unit: 'sessions/s',
-      note:
-        `${concurrent.sessions} establishments in ${CONCURRENT_MS / 1000} s, p50 ${round(concurrent.p50)} ms, ` +
-        `postures ${JSON.stringify(concurrent.postures)}; both nodes share this process's event loop, each ` +
-        'has its own PQC worker',
-    });
-    const allChains = slices.flatMap((s) => s.chains);
-    const medians = chain.medians();
-    // Measured while the nodes idle, after the slices; a few seconds.
-    const isolated = await isolatedMlDsa(150);
-    /** The chain's ML-DSA share replaced by the isolated medians. */
-    const isolatedBaseline = (chainP50: number) =>
-      chainP50 - (medians.sign ?? 0) - (medians.verify ?? 0) + isolated.sign + isolated.verify;
-    records.push({
-      bench: BENCH,
-      metric: 'ML-DSA-65 sign+verify p50 on a thread that runs only ML-DSA (information)',
-      value: round(isolated.sign + isolated.verify),
-      unit: 'ms',
-      baseline: round((medians.sign ?? 0) + (medians.verify ?? 0)),
-      ratio: round((isolated.sign + isolated.verify) / ((medians.sign ?? 0) + (medians.verify ?? 0))),
-      note:
-        `sign ${isolated.sign.toFixed(3)}, verify ${isolated.verify.toFixed(3)} ms, against the chain's ` +
-        `(a thread that also runs ML-KEM) as the baseline: where qkm's PQC worker signs and verifies`,
-    });
-    records.push({
-      bench: BENCH,
-      metric:
-        'raw primitives ML-KEM-768 encaps+decaps, ML-DSA-65 sign+verify, HKDF-SHA-256 (p50 of the chain)',
-      value: round(median(allChains)),
-      unit: 'ms',
-      note: `${allChains.length} runs interleaved with the sessions; medians: ${Object.entries(medians)
-        .map(([k, v]) => `${k} ${v.toFixed(3)}`)
-        .join(', ')}`,
-    });
-    for (const s of slices) {
-      const sorted = [...s.latencies].sort((x, y) => x - y);
-      const p50 = percentile(sorted, 50);
-      const baseline = median(s.chains);
-      const note =
-        `${s.latencies.length} sequential establishments, each followed by one primitive chain` +
-        (s.wrongPosture > 0 ? `; ${s.wrongPosture} ran in another posture` : '');
-      records.push(
-        {
-          bench: BENCH,
-          metric: `${s.posture} p50 establishment (initiate A + accept B over HTTP)`,
-          value: round(p50),
-          unit: 'ms',
-          note,
-        },
-        {
-          bench: BENCH,
-          metric: `${s.posture} p99 establishment`,
-          value: round(percentile(sorted, 99)),
-          unit: 'ms',
-        },
-        {
-          bench: BENCH,
-          metric: `${s.posture} sessions/s (one agent pair, sequential)`,
-          value: round((s.latencies.length / s.elapsedMs) * 1000),
-          unit: 'sessions/s',
-        },
-        {
-          bench: BENCH,
-          metric: `${s.posture} p50 in-process (SessionService, no HTTP)`,
-          value: round(median(s.inProcess)),
-          unit: 'ms',
-          baseline: round(baseline),
-          ratio: round(median(s.inProcess) / baseline),
-          note: `${s.inProcess.length} establishments interleaved with the HTTP ones`,
-        },
-        ...(s.kmeExchanges.length > 0
-          ? [
-              {
-                bench: BENCH,
-                metric: `${s.posture} p50 / (raw primitive cost + the KME exchanges alone) (information)`,
-                value: round(p50),
-                unit: 'ms',
-                baseline: round(baseline + median(s.kmeExchanges)),
-                ratio: round(p50 / (baseline + median(s.kmeExchanges))),
-                note:
-                  `KME exchanges (enc_keys on A + dec_keys on B through qkm's ETSI 014 client, in ` +
-                  `sequence, outside any session) p50 ${round(median(s.kmeExchanges))} ms over ` +
-                  `${s.kmeExchanges.length} runs, counted whole although a session overlaps them ` +
-                  'with the (de)capsulations',
-              } satisfies BenchRecord,
-            ]
-          : []),
-        {
-          bench: BENCH,
-          metric: `${s.posture} p50 / raw primitive cost with ML-DSA on a thread of its own (information)`,
-          value: round(p50),
-          unit: 'ms',
-          baseline: round(isolatedBaseline(baseline)),
-          ratio: round(p50 / isolatedBaseline(baseline)),
-          note: "the same ratio with the ML-DSA-only medians above in place of the chain's",
-        },
-        {
-          bench: BENCH,
-          metric: `${s.posture} p50 / raw primitive cost`,
-          value: round(p50),
-          unit: 'ms',
-          baseline: round(baseline),
-          ratio: round(p50 / baseline),
-          ratioCi95: bootstrapRatioCi(s.latencies, s.chains),
-          goal: `≤ ${GOAL}`,
-          pass: p50 / baseline <= GOAL && s.wrongPosture === 0,
-          note,
-        },
-      );
-    }
+    return { backend, slices, chain, ...(concurrent ? { concurrent } : {}) };
   } finally {
     await setup.stop();
+  }
+}
+
+/** The per-posture records of one backend's run (ratio goals against its own chain). */
+function backendRecords(run: BackendRun, goals: boolean): BenchRecord[] {
+  const records: BenchRecord[] = [];
+  const tag = `[${run.backend}]`;
+  if (run.concurrent) {
+    const c = run.concurrent;
+    records.push({
+      bench: BENCH,
+      metric: `${tag} sessions/s with ${CONCURRENT_PAIRS} concurrent agent pairs (information)`,
+      value: round(c.perSecond),
+      unit: 'sessions/s',
+      note:
+        `${c.sessions} establishments in ${CONCURRENT_MS / 1000} s, p50 ${round(c.p50)} ms, ` +
+        `postures ${JSON.stringify(c.postures)}; both nodes share this process's event loop`,
+    });
+  }
+  const allChains = run.slices.flatMap((s) => s.chains);
+  const medians = run.chain.medians();
+  records.push({
+    bench: BENCH,
+    metric: `${tag} raw primitives ML-KEM-768 encaps+decaps, ML-DSA-65 sign+verify, HKDF-SHA-256 (p50 of the chain)`,
+    value: round(median(allChains)),
+    unit: 'ms',
+    note: `${allChains.length} runs interleaved with the sessions; medians: ${Object.entries(medians)
+      .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+      .join(', ')}`,
+  });
+  for (const s of run.slices) {
+    const sorted = [...s.latencies].sort((x, y) => x - y);
+    const p50 = percentile(sorted, 50);
+    const baseline = median(s.chains);
+    const note =
+      `${s.latencies.length} sequential establishments, each followed by one primitive chain` +
+      (s.wrongPosture > 0 ? `; ${s.wrongPosture} ran in another posture` : '');
+    records.push(
+      {
+        bench: BENCH,
+        metric: `${tag} ${s.posture} p50 establishment (initiate A + accept B over HTTP)`,
+        value: round(p50),
+        unit: 'ms',
+        note,
+      },
+      {
+        bench: BENCH,
+        metric: `${tag} ${s.posture} p99 establishment`,
+        value: round(percentile(sorted, 99)),
+        unit: 'ms',
+      },
+      {
+        bench: BENCH,
+        metric: `${tag} ${s.posture} sessions/s (one agent pair, sequential)`,
+        value: round((s.latencies.length / s.elapsedMs) * 1000),
+        unit: 'sessions/s',
+      },
+      {
+        bench: BENCH,
+        metric: `${tag} ${s.posture} p50 in-process (SessionService, no HTTP)`,
+        value: round(median(s.inProcess)),
+        unit: 'ms',
+        baseline: round(baseline),
+        ratio: round(median(s.inProcess) / baseline),
+        note: `${s.inProcess.length} establishments interleaved with the HTTP ones`,
+      },
+      ...(s.kmeExchanges.length > 0
+        ? [
+            {
+              bench: BENCH,
+              metric: `${tag} ${s.posture} p50 / (raw primitive cost + the KME exchanges alone) (information)`,
+              value: round(p50),
+              unit: 'ms',
+              baseline: round(baseline + median(s.kmeExchanges)),
+              ratio: round(p50 / (baseline + median(s.kmeExchanges))),
+              note:
+                `KME exchanges (enc_keys on A + dec_keys on B through qkm's ETSI 014 client, in ` +
+                `sequence, outside any session) p50 ${round(median(s.kmeExchanges))} ms over ` +
+                `${s.kmeExchanges.length} runs, counted whole although a session overlaps them ` +
+                'with the (de)capsulations',
+            } satisfies BenchRecord,
+          ]
+        : []),
+      {
+        bench: BENCH,
+        metric: `${tag} ${s.posture} p50 / raw primitive cost`,
+        value: round(p50),
+        unit: 'ms',
+        baseline: round(baseline),
+        ratio: round(p50 / baseline),
+        ratioCi95: bootstrapRatioCi(s.latencies, s.chains),
+        ...(goals ? { goal: `≤ ${GOAL}`, pass: p50 / baseline <= GOAL && s.wrongPosture === 0 } : {}),
+        note,
+      },
+    );
+  }
+  return records;
+}
+
+export default async function run(): Promise<BenchRecord[]> {
+  // liboqs (the default) in full, with the ratio goal; then noble, shorter, for the comparison.
+  const oqs = await runBackend('liboqs-wasm', { ms: SLICE_MS, sessions: MAX_SESSIONS }, true);
+  const noble = await runBackend('noble', { ms: NOBLE_SLICE_MS, sessions: MAX_SESSIONS }, false);
+  const records = [...backendRecords(oqs, true), ...backendRecords(noble, false)];
+  for (const s of oqs.slices) {
+    const n = noble.slices.find((x) => x.posture === s.posture);
+    if (!n) continue;
+    const ratio = median(s.latencies) / median(n.latencies);
+    records.push({
+      bench: 'session-vs-noble',
+      metric: `${s.posture} p50 with liboqs-wasm ÷ p50 with noble`,
+      value: round(median(s.latencies)),
+      unit: 'ms',
+      baseline: round(median(n.latencies)),
+      ratio: round(ratio),
+      ratioCi95: bootstrapRatioCi(s.latencies, n.latencies),
+      goal: `≤ ${NOBLE_GOAL}`,
+      pass: ratio <= NOBLE_GOAL && s.wrongPosture === 0 && n.wrongPosture === 0,
+      note: `same run: ${s.latencies.length} establishments on liboqs-wasm, ${n.latencies.length} on noble`,
+    });
   }
   return records;
 }
