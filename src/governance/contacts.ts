@@ -102,6 +102,16 @@ export class ContactPolicies {
   }
 
   /**
+   * Whether the policy admits `initiator` at all, budgets aside (a resumption spends the
+   * token's quota, not the budget): throws CONTACT_NO_RULE or CONTACT_BLOCKED. One read.
+   */
+  async admits(responder: string, initiator: string): Promise<void> {
+    const policy = await this.get(responder);
+    const d = this.decision(policy, canonicalAid(initiator), 0);
+    if (d.outcome === 'blocked' || d.outcome === 'no-match') throw refusalError(d);
+  }
+
+  /**
    * Throws what `consume` would (CONTACT_NO_RULE, CONTACT_BLOCKED, CONTACT_BUDGET_EXHAUSTED)
    * without consuming anything; resolves with the decision when one unit would be granted.
    */

@@ -198,6 +198,15 @@ export interface ResumeRequest {
   proof: Uint8Array;
 }
 
+export interface ResumeResult {
+  key: Uint8Array;
+  confirm: Uint8Array;
+  salt: Uint8Array;
+  use: number;
+  remaining: number;
+  provenance: Provenance;
+}
+
 export const MAX_TOKEN_USES = 1_000_000;
 export const MAX_TOKEN_TTL_SECONDS = 90 * 86_400;
 
@@ -284,14 +293,14 @@ export class TokenIssuer {
    * One resumed session, or a refusal with a distinct code (see the module comment); a refusal
    * consumes nothing. The use is durable before the key is returned.
    */
-  async resume(r: ResumeRequest): Promise<{
-    key: Uint8Array;
-    confirm: Uint8Array;
-    salt: Uint8Array;
-    use: number;
-    remaining: number;
-    provenance: Provenance;
-  }> {
+  async resume(
+    r: ResumeRequest,
+    /**
+     * Durable writes of the caller's own (the session record, the audit record), made together
+     * with the use count so they share its sync; the key is returned only once all are durable.
+     */
+    alongside?: (result: ResumeResult) => Promise<unknown>,
+  ): Promise<ResumeResult> {
     if (r.nonce.length !== RESUME_NONCE_BYTES)
       throw new QkmError('INVALID_PARAMETER', `the resume nonce must be ${RESUME_NONCE_BYTES} bytes`);
     return this.lock.run(r.id, async () => {
@@ -308,13 +317,15 @@ export class TokenIssuer {
         const expected = resumeProof(rs, rec.id, rec.initiator, r.nonce);
         if (r.proof.length !== expected.length || !timingSafeEqual(expected, r.proof))
           throw new QkmError('TOKEN_INVALID', 'the resume proof does not verify');
-        const fresh = await this.o.nonces.putIfAbsent(`${rec.id} ${toBase64url(r.nonce)}`, {
-          at: new Date(this.now()).toISOString(),
-        });
-        if (!fresh) throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
+        // A replay is caught by a read (no write, so a flood of replays costs no syncs); the
+        // nonce's entry is then written together with the use count and the caller's records,
+        // one sync for all. Under this token's lock the read is exact for this process;
+        // putIfAbsent still decides between processes sharing a store (see below).
+        const nonceKey = `${rec.id} ${toBase64url(r.nonce)}`;
+        if (await this.o.nonces.get(nonceKey))
+          throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
         const salt = await this.o.salt(RESUME_SALT_BYTES);
         const use = rec.used + 1;
-        await this.o.tokens.put(rec.id, { ...rec, used: use });
         const { key, confirm } = resumedKey(rs, {
           id: rec.id,
           initiator: rec.initiator,
@@ -323,9 +334,7 @@ export class TokenIssuer {
           salt: salt.data,
           use,
         });
-        // The last use destroys RS: nothing can be derived from the token any more.
-        if (use >= rec.maxUses) await this.o.keys.delete(rec.secretId).catch(() => undefined);
-        return {
+        const result: ResumeResult = {
           key,
           confirm,
           salt: salt.data,
@@ -333,6 +342,26 @@ export class TokenIssuer {
           remaining: rec.maxUses - use,
           provenance: salt.provenance,
         };
+        let fresh: boolean;
+        try {
+          [fresh] = await Promise.all([
+            this.o.nonces.putIfAbsent(nonceKey, { at: new Date(this.now()).toISOString() }),
+            this.o.tokens.put(rec.id, { ...rec, used: use }),
+            alongside?.(result),
+          ]);
+        } catch (err) {
+          key.fill(0);
+          throw err;
+        }
+        if (!fresh) {
+          // Another process answered the same request meanwhile: this use is not counted.
+          key.fill(0);
+          await this.o.tokens.put(rec.id, rec);
+          throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
+        }
+        // The last use destroys RS: nothing can be derived from the token any more.
+        if (use >= rec.maxUses) await this.o.keys.delete(rec.secretId).catch(() => undefined);
+        return result;
       } finally {
         rs.fill(0);
       }

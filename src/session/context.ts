@@ -12,6 +12,7 @@ import type { PosturePolicy } from './policy.js';
 import type { SessionCounters, SessionRecord } from './records.js';
 import type { RejectionAudit } from './rejection-audit.js';
 import type { ReplayCache } from './replay.js';
+import type { PendingResumes } from './resume.js';
 import type { SessionKeyHolder } from './session-keys.js';
 
 /**
@@ -74,4 +75,6 @@ export interface SessionContext {
   readonly windowMs: number;
   /** Serialises the use of one prekey (budget + OTK), so a race cannot spend budget for nothing. */
   readonly prekeyLocks: KeyedMutex;
+  /** Initiator: resumptions started and not yet completed (in memory, bounded). */
+  readonly pendingResumes: PendingResumes;
 }

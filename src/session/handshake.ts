@@ -19,6 +19,7 @@ import { ReplayCache } from './replay.js';
 import { accept } from './responder.js';
 import {
   type HeldToken,
+  PendingResumes,
   type ResumedSession,
   acceptResume,
   completeResume,
@@ -91,6 +92,7 @@ export class SessionService {
       clock,
       windowMs,
       prekeyLocks: new KeyedMutex(),
+      pendingResumes: new PendingResumes(),
     };
   }
 

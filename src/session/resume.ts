@@ -4,6 +4,7 @@ import type { Provenance } from '../core/provenance.js';
 import {
   RESUME_NONCE_BYTES,
   RESUME_SALT_BYTES,
+  type ResumeResult,
   type TokenBody,
   agentKeyHash,
   openTokenBody,
@@ -44,6 +45,8 @@ import { constantTimeEqual } from './transcript.js';
  */
 
 export const RESUME_MAGIC = 'QKMR';
+/** How long a started resumption may wait for its answer (initiator), ms. */
+export const PENDING_MS = 600_000;
 export const ANSWER_MAGIC = 'QKMA';
 export const RESUME_MESSAGE_VERSION = 1;
 
@@ -67,13 +70,16 @@ export interface HeldToken {
   used: number;
 }
 
-/** A resumption on its way (initiator), namespace `resumes`, key = resume id. */
-interface PendingResume {
+/** A resumption on its way (initiator), by resume id. */
+export interface PendingResume {
   resume_id: string;
   token_id: string;
   agent: string;
   nonce: string;
   created: string;
+  /** The token as held, and its RS, read at step 1 (wiped when the entry goes). */
+  held: HeldToken;
+  rs: Uint8Array;
 }
 
 export interface ResumeMessage {
@@ -178,7 +184,37 @@ export function resumedSessionId(transcript: Uint8Array): string {
 }
 
 const heldTokens = (ctx: SessionContext) => ctx.o.store.records<HeldToken>('resumption-tokens');
-const pendingResumes = (ctx: SessionContext) => ctx.o.store.records<PendingResume>('resumes');
+/**
+ * The initiator's resumptions on their way, in memory: losing one (a restart) only costs the
+ * agent a new `resume` (the responder may have counted the use: fail closed), and keeping it
+ * off the disk saves the only synced write of step 1. Bounded: the oldest is dropped first.
+ */
+export class PendingResumes {
+  private readonly map = new Map<string, PendingResume>();
+  constructor(private readonly max = 10_000) {}
+  put(p: PendingResume): void {
+    if (this.map.size >= this.max) this.delete(this.map.keys().next().value as string);
+    this.delete(p.resume_id);
+    this.map.set(p.resume_id, p);
+  }
+  get(id: string): PendingResume | undefined {
+    return this.map.get(id);
+  }
+  delete(id: string): boolean {
+    this.map.get(id)?.rs.fill(0);
+    return this.map.delete(id);
+  }
+  /** Drops those started before `before` (ms since the epoch); returns how many. */
+  prune(before: number): number {
+    let n = 0;
+    for (const [id, p] of this.map) {
+      if (Date.parse(p.created) >= before) continue;
+      this.delete(id);
+      n++;
+    }
+    return n;
+  }
+}
 
 function governance(ctx: SessionContext) {
   const gov = ctx.o.governance;
@@ -282,7 +318,7 @@ export async function receiveToken(
 export async function pruneResumption(
   ctx: SessionContext,
   graceMs = 86_400_000,
-  pendingMs = 600_000,
+  pendingMs = PENDING_MS,
 ): Promise<number> {
   const now = ctx.clock();
   let n = 0;
@@ -292,12 +328,7 @@ export async function pruneResumption(
     await heldTokens(ctx).del(id);
     n++;
   }
-  for (const [id, p] of await pendingResumes(ctx).entries(undefined, { limit: 10_000 })) {
-    if (now < Date.parse(p.created) + pendingMs) continue;
-    await pendingResumes(ctx).del(id);
-    n++;
-  }
-  return n;
+  return n + ctx.pendingResumes.prune(now - pendingMs);
 }
 
 /** The tokens an agent holds (no secrets). */
@@ -333,14 +364,15 @@ export async function startResume(
     const nonce = e.bytes.slice();
     e.bytes.fill(0);
     const proof = resumeProof(rs, held.token_id, held.body.initiator, nonce);
-    rs.fill(0);
     const resumeId = toHex(nonce.subarray(0, 16));
-    await pendingResumes(ctx).put(resumeId, {
+    ctx.pendingResumes.put({
       resume_id: resumeId,
       token_id: held.token_id,
       agent: req.agent,
       nonce: toBase64url(nonce),
       created: new Date(now).toISOString(),
+      held,
+      rs,
     });
     return {
       resume_id: resumeId,
@@ -406,60 +438,82 @@ export async function acceptResume(
     if (token.initiatorAid) {
       // A policy changed to block the initiator stops its tokens too; the budget (which counts
       // prekeys handed out) does not apply to resumptions: the token's own quota does.
-      const d = await gov.contacts.explain(token.responder, token.initiatorAid);
-      if (d.outcome === 'blocked' || d.outcome === 'no-match')
-        await gov.contacts.check(token.responder, token.initiatorAid); // throws the policy's code
+      await gov.contacts.admits(token.responder, token.initiatorAid);
     }
     // The presenter is who the message says, as its node's pinned key makes it: another agent
     // (even holding RS) gets TOKEN_STOLEN.
     const initiator = agentKeyHash(peer.dsaPublicKey, m.initiatorAgent);
-    const r = await gov.tokens.resume({ id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof });
-    const randomness = r.provenance.seedOrigin === 'quantum' ? 'quantum' : 'os';
-    const transcript = resumeTranscript({
-      id: m.tokenId,
-      initiator,
-      responder: token.responder,
-      nonce: m.nonce,
-      salt: r.salt,
-      use: r.use,
-    });
-    const sessionId = resumedSessionId(transcript);
     const posture = (token.posture as Posture | undefined) ?? 'PQC';
-    const provenance = resumedProvenance(ctx, posture, randomness, 'local', m.tokenId, r.use, r.provenance);
-    await Promise.all([
-      ctx.sessions.put(`responder:${sessionId}`, {
-        session_id: sessionId,
-        role: 'responder',
-        peer: peer.nodeId,
-        agent: req.agent,
-        peer_agent: m.initiatorAgent,
-        agent_aid: token.responder,
-        ...(token.initiatorAid ? { peer_aid: token.initiatorAid } : {}),
-        posture,
-        created: provenance.at,
-        handshake_at: provenance.at,
-        provenance,
-      }),
-      ctx.o.audit.append({
-        type: 'session.resumed',
-        actor: req.agent,
-        details: {
+    // What the responder records of the resumed session, written together with the token's use
+    // count (one sync for both); filled in from the result by `record`.
+    let sessionId = '';
+    let provenance: SessionProvenance | undefined;
+    let randomness: 'quantum' | 'os' = 'os';
+    const record = (r: ResumeResult): Promise<unknown> => {
+      randomness = r.provenance.seedOrigin === 'quantum' ? 'quantum' : 'os';
+      sessionId = resumedSessionId(
+        resumeTranscript({
+          id: m.tokenId,
+          initiator,
+          responder: token.responder,
+          nonce: m.nonce,
+          salt: r.salt,
+          use: r.use,
+        }),
+      );
+      provenance = resumedProvenance(ctx, posture, randomness, 'local', m.tokenId, r.use, r.provenance);
+      return Promise.all([
+        ctx.sessions.put(`responder:${sessionId}`, {
           session_id: sessionId,
           role: 'responder',
           peer: peer.nodeId,
+          agent: req.agent,
           peer_agent: m.initiatorAgent,
-          token_id: m.tokenId,
-          use: r.use,
-          remaining: r.remaining,
-          randomness,
-        },
-      }),
-    ]);
+          agent_aid: token.responder,
+          ...(token.initiatorAid ? { peer_aid: token.initiatorAid } : {}),
+          posture,
+          created: provenance.at,
+          handshake_at: provenance.at,
+          provenance,
+        }),
+        ctx.o.audit.append({
+          type: 'session.resumed',
+          actor: req.agent,
+          details: {
+            session_id: sessionId,
+            role: 'responder',
+            peer: peer.nodeId,
+            peer_agent: m.initiatorAgent,
+            token_id: m.tokenId,
+            use: r.use,
+            remaining: r.remaining,
+            randomness,
+          },
+        }),
+      ]);
+    };
+    let r: ResumeResult;
+    try {
+      r = await gov.tokens.resume({ id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof }, record);
+    } catch (err) {
+      // Records written for a resumption that then lost a race with another process: undone.
+      if (provenance) {
+        await ctx.sessions.del(`responder:${sessionId}`).catch(() => undefined);
+        await ctx.o.audit
+          .append({
+            type: 'session.abandoned',
+            actor: req.agent,
+            details: { session_id: sessionId, code: isQkmError(err) ? err.code : 'INTERNAL' },
+          })
+          .catch(() => undefined);
+      }
+      throw err;
+    }
     return {
       session_id: sessionId,
       key: r.key,
       posture,
-      provenance,
+      provenance: provenance!,
       token_id: m.tokenId,
       use: r.use,
       remaining: r.remaining,
@@ -484,19 +538,13 @@ export async function completeResume(
   req: { agent: string; resumeId: string; answer: string },
 ): Promise<ResumedSession> {
   governance(ctx);
-  const pending = typeof req.resumeId === 'string' ? await pendingResumes(ctx).get(req.resumeId) : undefined;
-  if (!pending || pending.agent !== req.agent)
+  const pending = typeof req.resumeId === 'string' ? ctx.pendingResumes.get(req.resumeId) : undefined;
+  if (!pending || pending.agent !== req.agent || ctx.clock() >= Date.parse(pending.created) + PENDING_MS)
     throw new QkmError('SESSION_NOT_FOUND', 'no resumption started by this agent has that id');
   const a = decodeAnswer(req.answer);
-  const held = await heldTokens(ctx).get(pending.token_id);
-  if (!held || a.tokenId !== pending.token_id)
+  const { held, rs } = pending;
+  if (a.tokenId !== pending.token_id)
     throw new QkmError('CONFIRM_MISMATCH', 'the answer is for another access token');
-  let rs: Uint8Array;
-  try {
-    rs = (await ctx.o.store.keys.read(held.secret_id, new Date(ctx.clock()))).material;
-  } catch {
-    throw new QkmError('TOKEN_EXPIRED', 'the resumption secret of this token is gone');
-  }
   const t = {
     id: held.token_id,
     initiator: held.body.initiator,
@@ -505,8 +553,8 @@ export async function completeResume(
     salt: a.salt,
     use: a.use,
   };
+  // RS stays with the pending entry until it succeeds (a forged answer must not end it).
   const { key, confirm } = resumedKey(rs, t);
-  rs.fill(0);
   if (!constantTimeEqual(confirm, a.confirm)) {
     key.fill(0);
     await ctx.o.audit.append({
@@ -516,7 +564,7 @@ export async function completeResume(
     });
     throw new QkmError('CONFIRM_MISMATCH', 'the resumption confirmation tag does not match');
   }
-  await pendingResumes(ctx).del(req.resumeId);
+  ctx.pendingResumes.delete(req.resumeId);
   const sessionId = resumedSessionId(resumeTranscript(t));
   const provenance = resumedProvenance(ctx, held.posture, a.randomness, 'responder', held.token_id, a.use);
   try {
