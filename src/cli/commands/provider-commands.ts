@@ -85,7 +85,18 @@ export function registerProviderCommands(program: Command): void {
       if (port !== undefined) overrides.port = port;
       if (opts.host) overrides.host = opts.host;
       const config = loadProviderConfig({ overrides });
+      if (!['127.0.0.1', '::1', 'localhost'].includes(config.host))
+        process.stderr.write(
+          `qkm: WARNING: the Provider listens on ${config.host}, not loopback (node requests are still signed)\n`,
+        );
       const service = await ProviderService.start({ config });
+      // A bug in one request's async path must not take the directory down for every node.
+      process.on('unhandledRejection', (err) => {
+        service.logger.error(
+          { err: { type: (err as Error)?.name, code: (err as { code?: string })?.code } },
+          'unhandled rejection',
+        );
+      });
       setLongRunning();
       const info = {
         url: service.url,
