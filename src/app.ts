@@ -431,6 +431,11 @@ export class Appliance<C = unknown> {
       const n = await this.keys.sweep();
       if (n > 0) this.logger.info({ expired: n }, 'expired keys destroyed');
     });
+    // Access tokens and resumptions that expired a day ago or more (issue #12): hourly.
+    this.jobs.every('token-prune', 3_600_000, async () => {
+      const n = await this.sessions.pruneTokens();
+      if (n > 0) this.logger.info({ pruned: n }, 'expired access tokens and resumptions removed');
+    });
     if (this.qkd) this.jobs.every('qkd-link-poll', 10_000, () => this.pollQkdLinks(), { runNow: true });
     // The status page's charts: sampled here, so a reload (or a second browser) sees the past.
     const history = new StatusHistory({

@@ -256,6 +256,26 @@ export class TokenIssuer {
     }
   }
 
+  /**
+   * Deletes tokens expired more than `graceMs` ago (default one day), with their resume nonces
+   * and resumption secret; returns how many. Within the grace period an expired token still
+   * answers TOKEN_EXPIRED; after it, TOKEN_UNKNOWN. Bounded per call (`limit` tokens examined).
+   */
+  async prune(graceMs = 86_400_000, limit = 10_000): Promise<number> {
+    const now = this.now();
+    let n = 0;
+    for (const [id, rec] of await this.o.tokens.entries(undefined, { limit })) {
+      if (now < Date.parse(rec.expires) + graceMs) continue;
+      await this.lock.run(id, async () => {
+        for (const [k] of await this.o.nonces.entries(`${id} `)) await this.o.nonces.del(k);
+        await this.o.keys.delete(rec.secretId).catch(() => undefined);
+        await this.o.tokens.del(id);
+      });
+      n++;
+    }
+    return n;
+  }
+
   async record(id: string): Promise<TokenRecord | undefined> {
     return this.o.tokens.get(id);
   }

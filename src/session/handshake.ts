@@ -23,6 +23,7 @@ import {
   acceptResume,
   completeResume,
   listTokens,
+  pruneResumption,
   startResume,
 } from './resume.js';
 import { SessionKeyHolder } from './session-keys.js';
@@ -163,6 +164,15 @@ export class SessionService {
   /** Initiator step 3: K' once the responder's tag matches. */
   completeResume(req: { agent: string; resumeId: string; answer: string }): Promise<ResumedSession> {
     return completeResume(this.ctx, req);
+  }
+
+  /**
+   * Housekeeping (the appliance runs it hourly): tokens this node issued or holds that expired a
+   * day ago or more, their nonces and secrets, and resumptions never completed. Returns a count.
+   */
+  async pruneTokens(): Promise<number> {
+    const issued = (await this.ctx.o.governance?.tokens.prune()) ?? 0;
+    return issued + (this.ctx.o.governance ? await pruneResumption(this.ctx) : 0);
   }
 
   /** The access tokens an agent of this node holds (no secrets). */

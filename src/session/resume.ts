@@ -275,6 +275,31 @@ export async function receiveToken(
   }
 }
 
+/**
+ * Initiator side housekeeping: held tokens expired more than `graceMs` ago (their RS expired
+ * with them), and resumptions started more than `pendingMs` ago and never completed.
+ */
+export async function pruneResumption(
+  ctx: SessionContext,
+  graceMs = 86_400_000,
+  pendingMs = 600_000,
+): Promise<number> {
+  const now = ctx.clock();
+  let n = 0;
+  for (const [id, t] of await heldTokens(ctx).entries(undefined, { limit: 10_000 })) {
+    if (now < Date.parse(t.body.expires) + graceMs) continue;
+    await ctx.o.store.keys.delete(t.secret_id).catch(() => undefined);
+    await heldTokens(ctx).del(id);
+    n++;
+  }
+  for (const [id, p] of await pendingResumes(ctx).entries(undefined, { limit: 10_000 })) {
+    if (now < Date.parse(p.created) + pendingMs) continue;
+    await pendingResumes(ctx).del(id);
+    n++;
+  }
+  return n;
+}
+
 /** The tokens an agent holds (no secrets). */
 export async function listTokens(ctx: SessionContext, agent: string): Promise<HeldToken[]> {
   return (await heldTokens(ctx).entries()).map(([, t]) => t).filter((t) => t.agent === agent);

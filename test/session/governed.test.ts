@@ -199,6 +199,32 @@ describe('governed sessions (service level)', () => {
     expect((await gb.tokens.record(acc.token!.id))!.used).toBe(1);
   });
 
+  it('expired tokens are refused TOKEN_EXPIRED, then pruned a day later with their nonces and secrets', async () => {
+    const { a, b, gb, clock } = await setup();
+    const [otk] = await gb.prekeys.publishBatch(BOB, 1);
+    const i = await initiate(a, b, givenBundle(otk!));
+    const acc = await b.sessions.accept({ handshake: i.handshake, agent: 'bob', agentAid: BOB });
+    await a.sessions.confirm(i.session_id, acc.confirm, 'alice', acc.token!);
+    const start = await a.sessions.startResume({ agent: 'alice', tokenId: acc.token!.id });
+    await b.sessions.acceptResume({ resume: start.resume, agent: 'bob', agentAid: BOB });
+    const late = await a.sessions.startResume({ agent: 'alice', tokenId: acc.token!.id });
+    clock.now += 3600_000 + 1;
+    expect(await code(b.sessions.acceptResume({ resume: late.resume, agent: 'bob', agentAid: BOB }))).toBe(
+      'TOKEN_EXPIRED',
+    );
+    expect(await b.sessions.pruneTokens()).toBe(0); // within the day of grace
+    clock.now += 86_400_000;
+    expect(await b.sessions.pruneTokens()).toBe(1);
+    expect(await gb.tokens.record(acc.token!.id)).toBeUndefined();
+    expect(await b.store.records('access-token-nonces').entries()).toEqual([]);
+    expect(await code(b.sessions.acceptResume({ resume: late.resume, agent: 'bob', agentAid: BOB }))).toBe(
+      'TOKEN_UNKNOWN',
+    );
+    // The initiator drops its copy and the never-completed resumptions.
+    expect(await a.sessions.pruneTokens()).toBe(3);
+    expect(await a.sessions.tokens('alice')).toEqual([]);
+  });
+
   it('a node without governance refuses governed handshakes (HANDSHAKE_VERSION) and governed initiations', async () => {
     const { a, b } = await makePair();
     const gb = govern(b, [BOB]);
