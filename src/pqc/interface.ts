@@ -7,13 +7,14 @@
  * ML-KEM-768 WebAssembly modules: only OQS_SIG_{new,keypair,sign,verify,free} and
  * OQS_KEM_{new,keypair,encaps,decaps,free}):
  * - ML-DSA context strings (FIPS 204 `ctx`): OQS_SIG_sign signs with the empty context only.
- *   Every qkm signature carries a non-empty context (DSA_CONTEXT in src/session/identity.ts),
- *   so a liboqs backend can sign/verify qkm's signatures only if the protocol moves its domain
- *   separation out of `ctx` — a wire change, not done here. `signsWithContext` says which.
+ *   qkm therefore signs with the empty context over a domain-tagged message (src/pqc/domain.ts,
+ *   handshake v3 / bundle v2); signatures made before that, under a context string, are checked
+ *   on noble. `signsWithContext` says which backend can take a context.
  * - Derandomised key generation (keygen from a seed) and encapsulation with caller-supplied
  *   randomness. qkm derives identity keys from quantum entropy and, in QRNG postures, takes the
  *   encapsulation randomness from the quantum source; those steps always run on noble, never
- *   silently on the OS generator. `seededKeygen` / `derandomisedEncaps` say which.
+ *   silently on the OS generator (src/pqc/index.ts routes them). `seededKeygen` /
+ *   `derandomisedEncaps` say which.
  */
 
 /** Which implementation. `pqc.backend` in config. */
