@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { type Static, Type } from '@sinclair/typebox';
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { describeValueErrors } from './schema-errors.js';
 
@@ -243,12 +243,39 @@ export function loadConfig(
 ): QkmConfig {
   const env = options.env ?? process.env;
   const early = { ...envOverrides(env), ...stripUndefined(options.overrides ?? {}) };
-  const dataDir = resolve(String(early.dataDir ?? '.qkm'));
-  const file = env.QKM_CONFIG ? resolve(env.QKM_CONFIG) : join(dataDir, 'config.json');
-  // The data dir's config.json is optional; a file the operator named is not: starting with
-  // defaults instead of the settings they asked for would be silently wrong.
-  if (env.QKM_CONFIG && !existsSync(file)) {
-    throw new ConfigError(`QKM_CONFIG names ${file}, which does not exist`);
+  return loadConfigFile(ConfigSchema, {
+    what: 'configuration',
+    early,
+    defaultDataDir: '.qkm',
+    defaultFileName: 'config.json',
+    namedFile: env.QKM_CONFIG,
+    namedFileVariable: 'QKM_CONFIG',
+  }) as QkmConfig;
+}
+
+/**
+ * The one way qkm's processes (appliance, Provider) read their configuration: defaults, then an
+ * optional JSON file (the data dir's, or one the operator named), then the environment and
+ * explicit overrides, validated with messages that say which values are allowed.
+ */
+export function loadConfigFile(
+  schema: TSchema,
+  o: {
+    /** What the errors call it: "configuration", "Provider configuration". */
+    what: string;
+    early: Record<string, unknown>;
+    defaultDataDir: string;
+    defaultFileName: string;
+    namedFile: string | undefined;
+    namedFileVariable: string;
+  },
+): unknown {
+  const dataDir = resolve(String(o.early.dataDir ?? o.defaultDataDir));
+  const file = o.namedFile ? resolve(o.namedFile) : join(dataDir, o.defaultFileName);
+  // The data dir's file is optional; a file the operator named is not: starting with defaults
+  // instead of the settings they asked for would be silently wrong.
+  if (o.namedFile && !existsSync(file)) {
+    throw new ConfigError(`${o.namedFileVariable} names ${file}, which does not exist`);
   }
   let fromFile: Record<string, unknown> = {};
   if (existsSync(file)) {
@@ -258,13 +285,13 @@ export function loadConfig(
       throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
     }
   }
-  const merged = Value.Default(ConfigSchema, { ...fromFile, ...early, dataDir }) as unknown;
-  const errors = [...Value.Errors(ConfigSchema, merged)];
+  const merged = Value.Default(schema, { ...fromFile, ...o.early, dataDir }) as unknown;
+  const errors = [...Value.Errors(schema, merged)];
   if (errors.length > 0) {
     const source = existsSync(file) ? ` (${file} and the environment)` : '';
-    throw new ConfigError(`invalid configuration${source}: ${describeValueErrors(errors)}`);
+    throw new ConfigError(`invalid ${o.what}${source}: ${describeValueErrors(errors)}`);
   }
-  return merged as QkmConfig;
+  return merged;
 }
 
 function stripUndefined<T extends object>(obj: T): Partial<T> {

@@ -7,6 +7,7 @@ import { mlKem768Decapsulate, mlKem768KeygenFromSeed } from '../pqc/index.js';
 import { encodeFields, fromBase64url, str, toBase64url } from '../session/encoding.js';
 import type { RecordStore } from '../store/interface.js';
 import { canonicalAid } from './aid.js';
+import { type Static, Type } from '@sinclair/typebox';
 
 /**
  * ML-KEM-768 one-time prekeys (OTKs) of governed agents, and one medium-term last-resort
@@ -32,18 +33,22 @@ export const MAX_BATCH = 100;
 
 export type PrekeyKind = 'otk' | 'last-resort';
 
-/** The public, signed statement (what the Provider stores and hands out). */
-export interface SignedPrekey {
-  v: typeof PREKEY_VERSION;
-  kind: PrekeyKind;
-  id: string;
-  aid: string;
-  node_id: string;
-  ml_kem_768_public_key: string;
-  created: string;
-  expires: string;
-  signature: string;
-}
+/**
+ * The public, signed statement (what the Provider stores and hands out): one schema for the
+ * node's routes, the Provider's and the SDK's types.
+ */
+export const SignedPrekeySchema = Type.Object({
+  v: Type.Literal(PREKEY_VERSION),
+  kind: Type.Union([Type.Literal('otk'), Type.Literal('last-resort')]),
+  id: Type.String(),
+  aid: Type.String(),
+  node_id: Type.String(),
+  ml_kem_768_public_key: Type.String(),
+  created: Type.String(),
+  expires: Type.String(),
+  signature: Type.String(),
+});
+export type SignedPrekey = Static<typeof SignedPrekeySchema>;
 
 /** What the node keeps about its own prekeys (not secret; the seed is in the KeyStore). */
 export interface PrekeyRecord {

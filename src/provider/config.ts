@@ -1,8 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
-import { ConfigError, StoreConfigSchema } from '../core/config.js';
+import { ConfigError, StoreConfigSchema, loadConfigFile } from '../core/config.js';
 
 /**
  * Configuration of `qkm provider start`: its own process, port and data dir, and the same
@@ -57,21 +54,12 @@ export function loadProviderConfig(
   if (env.QKM_PROVIDER_HOST) early.host = env.QKM_PROVIDER_HOST;
   if (env.QKM_PROVIDER_DATA) early.dataDir = env.QKM_PROVIDER_DATA;
   for (const [k, v] of Object.entries(options.overrides ?? {})) if (v !== undefined) early[k] = v;
-  const dataDir = resolve(String(early.dataDir ?? '.qkm-provider'));
-  const file = env.QKM_PROVIDER_CONFIG ? resolve(env.QKM_PROVIDER_CONFIG) : join(dataDir, 'provider.json');
-  let fromFile: Record<string, unknown> = {};
-  if (existsSync(file)) {
-    try {
-      fromFile = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (err) {
-      throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
-    }
-  }
-  const merged = Value.Default(ProviderConfigSchema, { ...fromFile, ...early, dataDir }) as unknown;
-  const errors = [...Value.Errors(ProviderConfigSchema, merged)];
-  if (errors.length > 0) {
-    const lines = errors.slice(0, 5).map((e) => `${e.path || '/'}: ${e.message}`);
-    throw new ConfigError(`invalid Provider configuration: ${lines.join('; ')}`);
-  }
-  return merged as ProviderConfig;
+  return loadConfigFile(ProviderConfigSchema, {
+    what: 'Provider configuration',
+    early,
+    defaultDataDir: '.qkm-provider',
+    defaultFileName: 'provider.json',
+    namedFile: env.QKM_PROVIDER_CONFIG,
+    namedFileVariable: 'QKM_PROVIDER_CONFIG',
+  }) as ProviderConfig;
 }

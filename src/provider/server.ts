@@ -16,6 +16,7 @@ import type { RecordStore } from '../store/interface.js';
 import { type Directory, type EnrolledNode, MAX_PREKEY_UPLOAD } from './directory.js';
 import type { ProviderIdentity } from './identity.js';
 import { HEADER, NONCE_RE, signResponse, verifyRequest } from './wire.js';
+import { SignedPrekeySchema } from '../governance/prekeys.js';
 
 /**
  * The Provider's HTTP API (fastify). Three kinds of caller, chosen per route by `config.caller`:
@@ -79,18 +80,6 @@ const AgentSchema = Type.Object({
   registered: Type.String(),
 });
 
-const PrekeySchema = Type.Object({
-  v: Type.Literal(2),
-  kind: Type.Union([Type.Literal('otk'), Type.Literal('last-resort')]),
-  id: Type.String(),
-  aid: Type.String(),
-  node_id: Type.String(),
-  ml_kem_768_public_key: Type.String(),
-  created: Type.String(),
-  expires: Type.String(),
-  signature: Type.String(),
-});
-
 const Rule = Type.Object(
   {
     pattern: Type.String({ minLength: 1, maxLength: 384 }),
@@ -102,7 +91,7 @@ const Rule = Type.Object(
 const BundleSchema = Type.Object({
   agent: AgentSchema,
   node: NodeSchema,
-  prekey: PrekeySchema,
+  prekey: SignedPrekeySchema,
   lastResort: Type.Boolean(),
   decision: Type.Object({
     outcome: Type.String(),

@@ -7,6 +7,7 @@ import { canonicalAid } from '../../governance/aid.js';
 import { MAX_BATCH, type PrekeyStore } from '../../governance/prekeys.js';
 import { QkmError } from '../../core/errors.js';
 import { errorResponses } from '../schemas.js';
+import { SignedPrekeySchema } from '../../governance/prekeys.js';
 
 /** Contact policies of the node's governed agents (issue #12): set, read, explain. Admin only. */
 
@@ -16,18 +17,6 @@ export interface GovernanceRouteOptions {
   /** The node's prekeys and whether an aid belongs to one of its agents. */
   prekeys?: { store: PrekeyStore; isLocalAid: (aid: string) => Promise<boolean> };
 }
-
-const SignedPrekeySchema = Type.Object({
-  v: Type.Literal(2),
-  kind: Type.Union([Type.Literal('otk'), Type.Literal('last-resort')]),
-  id: Type.String(),
-  aid: Type.String(),
-  node_id: Type.String(),
-  ml_kem_768_public_key: Type.String(),
-  created: Type.String(),
-  expires: Type.String(),
-  signature: Type.String(),
-});
 
 const AidParam = Type.Object({ aid: Type.String({ minLength: 1, maxLength: 384 }) });
 
