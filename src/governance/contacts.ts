@@ -88,9 +88,13 @@ export class ContactPolicies {
   /** The policy of `aid`; an agent without one has no rules (nobody may contact it). */
   async get(aid: string): Promise<StoredContactPolicy> {
     const canonical = canonicalAid(aid);
-    if (!(await this.opts.isLocalAid(canonical)))
-      throw new QkmError('AID_NOT_FOUND', `no agent of this node has the id '${canonical}'`);
-    return (await this.opts.policies.get(canonical)) ?? { aid: canonical, rules: [], updated: '' };
+    // Both reads at once (a resumption's latency); the agent's existence is judged first.
+    const [local, policy] = await Promise.all([
+      this.opts.isLocalAid(canonical),
+      this.opts.policies.get(canonical),
+    ]);
+    if (!local) throw new QkmError('AID_NOT_FOUND', `no agent of this node has the id '${canonical}'`);
+    return policy ?? { aid: canonical, rules: [], updated: '' };
   }
 
   /** What `initiator` contacting `responder` would get now, without consuming anything. */

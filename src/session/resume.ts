@@ -6,6 +6,7 @@ import {
   RESUME_SALT_BYTES,
   type ResumeResult,
   type TokenBody,
+  type TokenRecord,
   agentKeyHash,
   openTokenBody,
   resumeProof,
@@ -431,19 +432,22 @@ export async function acceptResume(
       throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the resume message is addressed to another node');
     const peer = await ctx.o.peers.get(m.initiatorNodeId);
     if (!peer) throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${m.initiatorNodeId} is not pinned`);
-    const token = await gov.tokens.record(m.tokenId);
-    if (!token) throw new QkmError('TOKEN_UNKNOWN', 'no such access token on this node');
-    if (req.agentAid === undefined || token.responder !== req.agentAid)
-      throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the access token opens sessions with another agent');
-    if (token.initiatorAid) {
-      // A policy changed to block the initiator stops its tokens too; the budget (which counts
-      // prekeys handed out) does not apply to resumptions: the token's own quota does.
-      await gov.contacts.admits(token.responder, token.initiatorAid);
-    }
     // The presenter is who the message says, as its node's pinned key makes it: another agent
     // (even holding RS) gets TOKEN_STOLEN.
     const initiator = agentKeyHash(peer.dsaPublicKey, m.initiatorAgent);
-    const posture = (token.posture as Posture | undefined) ?? 'PQC';
+    // The token record, as `resume` reads it under the token's lock (one read for the checks
+    // below and the token's own); set before `record` runs.
+    let token!: TokenRecord;
+    let posture: Posture = 'PQC';
+    const precheck = async (rec: TokenRecord): Promise<void> => {
+      token = rec;
+      posture = (rec.posture as Posture | undefined) ?? 'PQC';
+      if (req.agentAid === undefined || rec.responder !== req.agentAid)
+        throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the access token opens sessions with another agent');
+      // A policy changed to block the initiator stops its tokens too; the budget (which counts
+      // prekeys handed out) does not apply to resumptions: the token's own quota does.
+      if (rec.initiatorAid) await gov.contacts.admits(rec.responder, rec.initiatorAid);
+    };
     // What the responder records of the resumed session, written together with the token's use
     // count (one sync for both); filled in from the result by `record`.
     let sessionId = '';
@@ -494,7 +498,11 @@ export async function acceptResume(
     };
     let r: ResumeResult;
     try {
-      r = await gov.tokens.resume({ id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof }, record);
+      r = await gov.tokens.resume(
+        { id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof },
+        record,
+        precheck,
+      );
     } catch (err) {
       // Records written for a resumption that then lost a race with another process: undone.
       if (provenance) {
