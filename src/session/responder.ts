@@ -19,6 +19,7 @@ import {
 import { keyProvenance } from './session-keys.js';
 import { type CheckedHandshake, checkHandshake, tryDecapsulate } from './responder-checks.js';
 import {
+  type DerivedKeys,
   type GovernedFields,
   type HandshakeBody,
   QKD_KEY_BITS,
@@ -182,8 +183,11 @@ async function complete(
   await new Promise<void>((resolve) => setImmediate(resolve));
   let ss: Uint8Array | undefined;
   let qkdKeys: QkdKey[] = [];
+  let keys: DerivedKeys | undefined;
   const abandon = async (err: unknown): Promise<never> => {
     ss?.fill(0);
+    keys?.key.fill(0);
+    keys?.confirmKey.fill(0);
     prekey?.sharedSecret.fill(0);
     for (const k of qkdKeys) k.key.fill(0);
     wipeWhenArrived(qkdRequest);
@@ -213,6 +217,24 @@ async function complete(
   };
   // A failure is reported after the admission below has settled, so a store failure still wins.
   ss = tryDecapsulate(body.kemCiphertext, me.kem.secretKey);
+  const derive = (secret: Uint8Array): DerivedKeys =>
+    prekey
+      ? deriveGovernedKeys(
+          secret,
+          prekey.sharedSecret,
+          qkdKeys.map((k) => k.key),
+          body.r,
+          th,
+        )
+      : deriveKeys(
+          secret,
+          qkdKeys.map((k) => k.key),
+          body.r,
+          th,
+        );
+  // Without QKD nothing else goes into K: it is derived now, while the admission's fsync runs,
+  // and wiped by abandon() should the admission fail. Nothing leaves this function before then.
+  if (ss !== undefined && !qkdRequest) keys = derive(ss);
   try {
     await admission;
   } catch (err) {
@@ -238,20 +260,7 @@ async function complete(
       );
     }
   }
-  const keys = prekey
-    ? deriveGovernedKeys(
-        ss,
-        prekey.sharedSecret,
-        qkdKeys.map((k) => k.key),
-        body.r,
-        th,
-      )
-    : deriveKeys(
-        ss,
-        qkdKeys.map((k) => k.key),
-        body.r,
-        th,
-      );
+  keys ??= derive(ss);
   ss.fill(0);
   prekey?.sharedSecret.fill(0);
   for (const k of qkdKeys) k.key.fill(0);
