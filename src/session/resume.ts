@@ -30,6 +30,7 @@ import {
 import type { Posture } from './posture.js';
 import type { IssuedToken, SessionProvenance, SessionRecord } from './records.js';
 import { constantTimeEqual } from './transcript.js';
+import { initiatorPeer } from './vouched.js';
 
 /**
  * Resumed sessions (protocol qkm/v2, issue #12): after a governed handshake the responder's
@@ -429,8 +430,9 @@ export async function acceptResume(
     actor = m.initiatorNodeId;
     if (m.responderNodeId !== ctx.o.identity.nodeId)
       throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the resume message is addressed to another node');
-    const peer = await ctx.o.peers.get(m.initiatorNodeId);
-    if (!peer) throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${m.initiatorNodeId} is not pinned`);
+    // A token was issued after a governed handshake, so its presenter's node may be one the
+    // Provider vouched for (asked again once the cached answer expires).
+    const peer = await initiatorPeer(ctx.o.peers, ctx.o.vouched, m.initiatorNodeId);
     const token = await gov.tokens.record(m.tokenId);
     if (!token) throw new QkmError('TOKEN_UNKNOWN', 'no such access token on this node');
     if (req.agentAid === undefined || token.responder !== req.agentAid)
