@@ -325,6 +325,8 @@ export class Appliance<C = unknown> {
         tokens: store.records<TokenRecord>('access-tokens'),
         nonces: store.records<{ at: string }>('access-token-nonces'),
         keys: store.keys,
+        // LevelDB locks its directory: no other process can answer a resumption from this store.
+        exclusive: (config.store?.backend ?? 'level') === 'level',
         salt: async (n) => {
           const e = await entropy.getEntropy(n, { require: 'quantum' });
           return { data: e.bytes, provenance: e.provenance };

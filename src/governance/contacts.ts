@@ -1,6 +1,5 @@
 import { QkmError } from '../core/errors.js';
 import type { RecordStore } from '../store/interface.js';
-import { KeyedMutex } from '../store/keyed-mutex.js';
 import { canonicalAid } from './aid.js';
 import {
   type ContactOutcome,
@@ -16,7 +15,9 @@ import {
  * Budgets count one-time keys an initiator obtained from a responder in the current window.
  * Windows are fixed and aligned to the Unix epoch (`floor(now / window)`), so every node and
  * the Provider agree on when a window starts without sharing state. The count is persisted
- * before a grant is returned: a restart does not hand out a fresh budget.
+ * before a grant is returned: a restart does not hand out a fresh budget. Counting is a
+ * compare-and-swap on the budget record (`RecordStore.update`), so processes sharing one store
+ * (several Providers on one etcd cluster) together never grant more than the budget.
  */
 
 export interface StoredContactPolicy {
@@ -63,7 +64,6 @@ const OUTCOME_ERROR = {
 export class ContactPolicies {
   readonly windowSeconds: number;
   private readonly now: () => number;
-  private readonly lock = new KeyedMutex();
 
   constructor(private readonly opts: ContactPoliciesOptions) {
     this.windowSeconds = opts.windowSeconds ?? DEFAULT_BUDGET_WINDOW_SECONDS;
@@ -88,9 +88,13 @@ export class ContactPolicies {
   /** The policy of `aid`; an agent without one has no rules (nobody may contact it). */
   async get(aid: string): Promise<StoredContactPolicy> {
     const canonical = canonicalAid(aid);
-    if (!(await this.opts.isLocalAid(canonical)))
-      throw new QkmError('AID_NOT_FOUND', `no agent of this node has the id '${canonical}'`);
-    return (await this.opts.policies.get(canonical)) ?? { aid: canonical, rules: [], updated: '' };
+    // Both reads at once (a resumption's latency); the agent's existence is judged first.
+    const [local, policy] = await Promise.all([
+      this.opts.isLocalAid(canonical),
+      this.opts.policies.get(canonical),
+    ]);
+    if (!local) throw new QkmError('AID_NOT_FOUND', `no agent of this node has the id '${canonical}'`);
+    return policy ?? { aid: canonical, rules: [], updated: '' };
   }
 
   /** What `initiator` contacting `responder` would get now, without consuming anything. */
@@ -129,16 +133,38 @@ export class ContactPolicies {
   async consume(responder: string, initiator: string): Promise<ContactDecision> {
     const policy = await this.get(responder);
     const init = canonicalAid(initiator);
-    const key = budgetKey(policy.aid, init);
-    return this.lock.run(key, async () => {
-      const start = this.windowStart();
-      const rec = await this.opts.budgets.get(key);
-      const used = rec && rec.windowStart === start ? rec.used : 0;
+    const start = this.windowStart();
+    let granted: ContactDecision | undefined;
+    // Pure in `cur` (update may call it again after a conflict): the last call's decision holds.
+    const rec = await this.opts.budgets.update(budgetKey(policy.aid, init), (cur) => {
+      // A record of a LATER window (another process whose clock is a little ahead moved on
+      // first) is kept, not reset: resetting it would hand that window's budget out again.
+      const window = cur && cur.windowStart > start ? cur.windowStart : start;
+      const used = cur && cur.windowStart === window ? cur.used : 0;
       const d = this.decision(policy, init, used);
       if (d.outcome !== 'allowed') throw refusalError(d);
-      await this.opts.budgets.put(key, { windowStart: start, used: used + 1 });
-      return { ...d, used: used + 1, remaining: d.remaining - 1 };
+      granted = d;
+      return { windowStart: window, used: used + 1 };
     });
+    const d = granted as ContactDecision;
+    return { ...d, used: rec.used, remaining: d.remaining - 1 };
+  }
+
+  /**
+   * Gives back the unit a `consume` granted when the grant could not be served (the Provider
+   * had no prekey left): one compare-and-swap decrement, only within the same window. Best
+   * effort by design: a refund that fails leaves the count one too high — the safe direction.
+   */
+  async refund(granted: ContactDecision): Promise<void> {
+    const start = Date.parse(granted.window.start);
+    await this.opts.budgets
+      .update(budgetKey(granted.responder, granted.initiator), (cur) => {
+        if (!cur || cur.windowStart !== start || cur.used < 1) throw NOTHING_TO_REFUND;
+        return { windowStart: start, used: cur.used - 1 };
+      })
+      .catch((err: unknown) => {
+        if (err !== NOTHING_TO_REFUND) throw err;
+      });
   }
 
   private async usedNow(responder: string, initiator: string): Promise<number> {
@@ -170,6 +196,9 @@ export class ContactPolicies {
     };
   }
 }
+
+/** Aborts a refund's update without writing (the window moved on, or nothing was counted). */
+const NOTHING_TO_REFUND = Symbol('nothing to refund');
 
 /** A space cannot occur in any part of an agent id, so it separates the pair unambiguously. */
 function budgetKey(responder: string, initiator: string): string {

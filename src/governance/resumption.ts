@@ -175,6 +175,14 @@ export interface TokenIssuerOptions {
   keys: KeyStore;
   /** Fresh salt for each resumption; the appliance draws it from quantum entropy. */
   salt: (bytes: number) => Promise<{ data: Uint8Array; provenance: Provenance }>;
+  /**
+   * true when no other process writes `tokens` and `nonces` (LevelDB's directory lock, the
+   * memory backend). The replay read under the token's lock is then exact, and a resumption's
+   * nonce is written with a plain put, in the same sync round as the use count. false (a store
+   * shared by several appliances, etcd) keeps `putIfAbsent`, whose extra read starts the
+   * nonce's write one round late. Default false.
+   */
+  exclusive?: boolean;
   now?: () => number;
 }
 
@@ -292,6 +300,11 @@ export class TokenIssuer {
   /**
    * One resumed session, or a refusal with a distinct code (see the module comment); a refusal
    * consumes nothing. The use is durable before the key is returned.
+   *
+   * Latency: after the token record, every read the checks need (the caller's `precheck`, RS,
+   * the nonce's replay entry) is issued at once, and the results are then judged in the
+   * documented order, so a refusal's code is the same as if they had run one by one; reads
+   * consume nothing, and the quantum salt is drawn only once every check has passed.
    */
   async resume(
     r: ResumeRequest,
@@ -300,30 +313,42 @@ export class TokenIssuer {
      * with the use count so they share its sync; the key is returned only once all are durable.
      */
     alongside?: (result: ResumeResult) => Promise<unknown>,
+    /**
+     * The caller's checks of the token record (which agent it opens, the contact policy), judged
+     * before the token's own; it throws to refuse. Runs under the token's lock, on the same read.
+     */
+    precheck?: (rec: TokenRecord) => Promise<void>,
   ): Promise<ResumeResult> {
     if (r.nonce.length !== RESUME_NONCE_BYTES)
       throw new QkmError('INVALID_PARAMETER', `the resume nonce must be ${RESUME_NONCE_BYTES} bytes`);
     return this.lock.run(r.id, async () => {
       const rec = await this.o.tokens.get(r.id);
       if (!rec) throw new QkmError('TOKEN_UNKNOWN', 'no such access token on this node');
-      if (rec.initiator !== r.initiator)
-        throw new QkmError('TOKEN_STOLEN', 'the access token was issued to another agent');
-      if (this.now() >= Date.parse(rec.expires))
-        throw new QkmError('TOKEN_EXPIRED', `the access token expired at ${rec.expires}`);
-      if (rec.used >= rec.maxUses)
-        throw new QkmError('TOKEN_EXHAUSTED', `the access token's ${rec.maxUses} uses are spent`);
-      const rs = (await this.readSecret(rec)).material;
+      const nonceKey = `${rec.id} ${toBase64url(r.nonce)}`;
+      const [pre, secret, seen] = await Promise.allSettled([
+        precheck ? precheck(rec) : Promise.resolve(),
+        this.readSecret(rec),
+        this.o.nonces.get(nonceKey),
+      ]);
+      const rs = secret.status === 'fulfilled' ? secret.value.material : undefined;
       try {
+        if (pre.status === 'rejected') throw pre.reason;
+        if (rec.initiator !== r.initiator)
+          throw new QkmError('TOKEN_STOLEN', 'the access token was issued to another agent');
+        if (this.now() >= Date.parse(rec.expires))
+          throw new QkmError('TOKEN_EXPIRED', `the access token expired at ${rec.expires}`);
+        if (rec.used >= rec.maxUses)
+          throw new QkmError('TOKEN_EXHAUSTED', `the access token's ${rec.maxUses} uses are spent`);
+        if (!rs) throw (secret as PromiseRejectedResult).reason;
         const expected = resumeProof(rs, rec.id, rec.initiator, r.nonce);
         if (r.proof.length !== expected.length || !timingSafeEqual(expected, r.proof))
           throw new QkmError('TOKEN_INVALID', 'the resume proof does not verify');
         // A replay is caught by a read (no write, so a flood of replays costs no syncs); the
         // nonce's entry is then written together with the use count and the caller's records,
-        // one sync for all. Under this token's lock the read is exact for this process;
-        // putIfAbsent still decides between processes sharing a store (see below).
-        const nonceKey = `${rec.id} ${toBase64url(r.nonce)}`;
-        if (await this.o.nonces.get(nonceKey))
-          throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
+        // one sync for all. Under this token's lock the read is exact for this process; on a
+        // store other processes share, putIfAbsent still decides between them (see `exclusive`).
+        if (seen.status === 'rejected') throw seen.reason;
+        if (seen.value) throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
         const salt = await this.o.salt(RESUME_SALT_BYTES);
         const use = rec.used + 1;
         const { key, confirm } = resumedKey(rs, {
@@ -344,8 +369,11 @@ export class TokenIssuer {
         };
         let fresh: boolean;
         try {
+          const seenAt = { at: new Date(this.now()).toISOString() };
           [fresh] = await Promise.all([
-            this.o.nonces.putIfAbsent(nonceKey, { at: new Date(this.now()).toISOString() }),
+            this.o.exclusive
+              ? this.o.nonces.put(nonceKey, seenAt).then(() => true)
+              : this.o.nonces.putIfAbsent(nonceKey, seenAt),
             this.o.tokens.put(rec.id, { ...rec, used: use }),
             alongside?.(result),
           ]);
@@ -363,7 +391,7 @@ export class TokenIssuer {
         if (use >= rec.maxUses) await this.o.keys.delete(rec.secretId).catch(() => undefined);
         return result;
       } finally {
-        rs.fill(0);
+        rs?.fill(0);
       }
     });
   }

@@ -10,7 +10,6 @@ import { type SignedPrekey, verifyPrekey } from '../governance/prekeys.js';
 import { fromBase64url } from '../session/encoding.js';
 import { type IdentityBundle, verifyBundle } from '../session/identity.js';
 import type { StorageBackend } from '../store/interface.js';
-import { KeyedMutex } from '../store/keyed-mutex.js';
 
 /**
  * The Provider's directory (SAGA's Provider; issue #12 layer 4, logic): which node hosts which
@@ -29,9 +28,10 @@ import { KeyedMutex } from '../store/keyed-mutex.js';
  *   comes from a node, the initiator must be one of that node's agents: a node cannot spend
  *   another node's agent's budget nor borrow its standing in a policy.
  *
- * Concurrency: budget counts and OTK removal are serialised by an in-process lock, so ONE
- * Provider process may serve a store at a time (LevelDB enforces it; on etcd it is the
- * operator's rule — see README, "Provider").
+ * Concurrency: every write to shared state is one atomic record-store operation — an OTK is
+ * handed out by `take` (one winner), a budget unit by a compare-and-swap increment that refuses
+ * past the budget, an agent id claimed by a compare-and-swap on its record — so several
+ * Provider processes may serve one etcd store at once (LevelDB admits one process anyway).
  */
 
 export interface EnrolledNode {
@@ -83,6 +83,8 @@ function checkDomains(domains: unknown): string[] {
 
 const ENDPOINT_RE = /^https?:\/\/[^\s/?#]+(?::\d{1,5})?(?:\/[^\s?#]*)?$/;
 export const MAX_PREKEY_UPLOAD = 100;
+/** OTKs read per page after a lost race: a few, so racing requests spread over several. */
+const OTK_PAGE = 8;
 
 export class Directory {
   private readonly nodes;
@@ -90,7 +92,6 @@ export class Directory {
   private readonly otks;
   private readonly lastResorts;
   readonly contacts: ContactPolicies;
-  private readonly lock = new KeyedMutex();
   private readonly now: () => number;
 
   constructor(o: DirectoryOptions) {
@@ -117,17 +118,15 @@ export class Directory {
     if (label !== undefined && (typeof label !== 'string' || label.length > 128))
       throw new QkmError('INVALID_PARAMETER', 'a node label is a string of at most 128 characters');
     const allowed = domains === undefined ? undefined : checkDomains(domains);
-    const previous = await this.nodes.get(v.nodeId);
-    const rec: EnrolledNode = {
+    const at = new Date(this.now()).toISOString();
+    return this.nodes.update(v.nodeId, (previous) => ({
       node_id: v.nodeId,
       ml_dsa_65_public_key: v.bundle.ml_dsa_65_public_key,
       identity: v.bundle,
       ...(label ? { label } : {}),
       ...(allowed ? { domains: allowed } : {}),
-      enrolled: previous?.enrolled ?? new Date(this.now()).toISOString(),
-    };
-    await this.nodes.put(v.nodeId, rec);
-    return rec;
+      enrolled: previous?.enrolled ?? at,
+    }));
   }
 
   /**
@@ -175,18 +174,12 @@ export class Directory {
       throw new QkmError('FORBIDDEN', `this node may not register agent ids of the domain '${domain}'`);
     if (typeof endpoint !== 'string' || endpoint.length > 512 || !ENDPOINT_RE.test(endpoint))
       throw new QkmError('INVALID_PARAMETER', 'endpoint must be an http(s) URL');
-    return this.lock.run(canonical, async () => {
-      const existing = await this.agents.get(canonical);
+    const at = new Date(this.now()).toISOString();
+    // One compare-and-swap: of two nodes claiming a new id at once (through any Provider), one wins.
+    return this.agents.update(canonical, (existing) => {
       if (existing && existing.node_id !== registrant)
         throw new QkmError('AID_EXISTS', `the agent id '${canonical}' is registered by another node`);
-      const rec: DirectoryAgent = {
-        aid: canonical,
-        node_id: registrant,
-        endpoint,
-        registered: existing?.registered ?? new Date(this.now()).toISOString(),
-      };
-      await this.agents.put(canonical, rec);
-      return rec;
+      return { aid: canonical, node_id: registrant, endpoint, registered: existing?.registered ?? at };
     });
   }
 
@@ -222,24 +215,25 @@ export class Directory {
       (p) => verifyPrekey(p, pk, { aid: agent.aid, nodeId: node.node_id }, this.now()).prekey,
     );
     let lastResort = false;
-    await this.lock.run(agent.aid, async () => {
-      for (const p of verified) {
-        if (p.kind === 'last-resort') {
-          await this.lastResorts.put(agent.aid, p);
-          lastResort = true;
-        } else {
-          // Keyed by creation time so the oldest OTK goes first; a re-upload of one is a no-op.
-          await this.otks.putIfAbsent(`${agent.aid} ${p.created} ${p.id}`, p);
-        }
+    // No lock: each write stands alone (a bundle taking an OTK of this batch meanwhile is fine).
+    for (const p of verified) {
+      if (p.kind === 'last-resort') {
+        await this.lastResorts.put(agent.aid, p);
+        lastResort = true;
+      } else {
+        // Keyed by creation time so the oldest OTK goes first; a re-upload of one is a no-op.
+        await this.otks.putIfAbsent(`${agent.aid} ${p.created} ${p.id}`, p);
       }
-    });
+    }
     return { otks: (await this.otks.entries(`${agent.aid} `)).length, lastResort };
   }
 
   /**
-   * One responder bundle for `initiator`: checks the responder's policy and that a prekey is
-   * available, then (under the responder's lock) counts one unit of budget and removes the OTK
-   * it hands out. A refusal consumes neither budget nor prekeys.
+   * One responder bundle for `initiator`: grants one unit of the responder's budget (a
+   * compare-and-swap that refuses past it), then takes the oldest live OTK (an atomic take: of
+   * racing requests, through this Provider or another on the same store, one gets it) or, with
+   * none left, the last-resort prekey. A refusal consumes neither budget nor prekeys: with no
+   * prekey at all the unit is given back.
    */
   async bundle(responder: string, initiator: string, opts: { requester?: string } = {}): Promise<Bundle> {
     const r = canonicalAid(responder);
@@ -253,40 +247,62 @@ export class Directory {
     const agent = await this.agents.get(r);
     if (!agent) throw new QkmError('AID_NOT_FOUND', `no agent '${r}' is registered`);
     const node = await this.node(agent.node_id);
-    return this.lock.run(r, async () => {
+    // Budget first: an initiator refused by the policy never moves the responder's stock, and
+    // learns nothing about it.
+    const d = await this.contacts.consume(r, i);
+    let prekey: SignedPrekey | undefined;
+    let lastResort = false;
+    try {
       const now = this.now();
-      let chosen: [string, SignedPrekey] | undefined;
-      // Oldest first, one record per read (O(1) per bundle however many OTKs are stocked).
-      for (;;) {
-        const [entry] = await this.otks.entries(`${r} `, { limit: 1 });
-        if (!entry) break;
-        if (now < Date.parse(entry[1].expires)) {
-          chosen = entry;
-          break;
+      prekey = await this.takeOtk(r, now);
+      if (!prekey) {
+        const lr = await this.lastResorts.get(r);
+        if (lr !== undefined && now < Date.parse(lr.expires)) {
+          prekey = lr;
+          lastResort = true;
         }
-        await this.otks.del(entry[0]); // expired: useless to anyone
       }
-      const lr = chosen ? undefined : await this.lastResorts.get(r);
-      const lastResortUsable = lr !== undefined && now < Date.parse(lr.expires);
-      if (!chosen && !lastResortUsable)
-        throw new QkmError('PREKEYS_EXHAUSTED', `'${r}' has no prekey left; its node must publish more`);
-      const d = await this.contacts.consume(r, i);
-      if (chosen) await this.otks.del(chosen[0]);
-      const prekey = chosen ? chosen[1] : (lr as SignedPrekey);
-      return {
-        agent,
-        node,
-        prekey,
-        lastResort: !chosen,
-        decision: {
-          outcome: d.outcome,
-          ...(d.rule ? { rule: d.rule } : {}),
-          used: d.used,
-          remaining: d.remaining,
-          window: d.window,
-        },
-      };
-    });
+    } catch (err) {
+      await this.contacts.refund(d).catch(() => undefined);
+      throw err;
+    }
+    if (!prekey) {
+      await this.contacts.refund(d).catch(() => undefined);
+      throw new QkmError('PREKEYS_EXHAUSTED', `'${r}' has no prekey left; its node must publish more`);
+    }
+    return {
+      agent,
+      node,
+      prekey,
+      lastResort,
+      decision: {
+        outcome: d.outcome,
+        ...(d.rule ? { rule: d.rule } : {}),
+        used: d.used,
+        remaining: d.remaining,
+        window: d.window,
+      },
+    };
+  }
+
+  /**
+   * Takes the oldest OTK of `aid` still live at `now`, or undefined when none is left. Reads
+   * the oldest record (one record per bundle however many are stocked) and takes it; after a
+   * lost race (another request, maybe at another Provider, took it first) reads a short page,
+   * so the next attempt does not race for the same one again. Expired OTKs are taken and
+   * dropped (useless to anyone).
+   */
+  private async takeOtk(aid: string, now: number): Promise<SignedPrekey | undefined> {
+    let limit = 1;
+    for (;;) {
+      const page = await this.otks.entries(`${aid} `, { limit });
+      if (page.length === 0) return undefined;
+      for (const [key] of page) {
+        const p = await this.otks.take(key);
+        if (p === undefined) limit = OTK_PAGE;
+        else if (now < Date.parse(p.expires)) return p;
+      }
+    }
   }
 
   /** What node `registrant` has stocked for its agent `aid` (it replenishes from this). */

@@ -6,6 +6,7 @@ import {
   RESUME_SALT_BYTES,
   type ResumeResult,
   type TokenBody,
+  type TokenRecord,
   agentKeyHash,
   openTokenBody,
   resumeProof,
@@ -413,7 +414,8 @@ export interface ResumedSession {
 /**
  * Responder, step 2. Checks, in order, each refusal audited (`session.rejected`) and consuming
  * nothing: decode (HANDSHAKE_MALFORMED), addressed to this node (HANDSHAKE_WRONG_RECIPIENT),
- * initiator pinned (HANDSHAKE_UNKNOWN_PEER), token known (TOKEN_UNKNOWN), issued for this
+ * initiator pinned or vouched for by the Provider (HANDSHAKE_UNKNOWN_PEER, PROVIDER_UNAVAILABLE,
+ * PROVIDER_RESPONSE_INVALID), token known (TOKEN_UNKNOWN), issued for this
  * accepting agent (HANDSHAKE_WRONG_AGENT), contact policy still admits the initiator
  * (CONTACT_BLOCKED / CONTACT_NO_RULE; the budget counts prekeys, not resumptions), then the
  * token's own checks: TOKEN_STOLEN, TOKEN_EXPIRED, TOKEN_EXHAUSTED, TOKEN_INVALID, TOKEN_REPLAYED.
@@ -433,19 +435,22 @@ export async function acceptResume(
     // A token was issued after a governed handshake, so its presenter's node may be one the
     // Provider vouched for (asked again once the cached answer expires).
     const peer = await initiatorPeer(ctx.o.peers, ctx.o.vouched, m.initiatorNodeId);
-    const token = await gov.tokens.record(m.tokenId);
-    if (!token) throw new QkmError('TOKEN_UNKNOWN', 'no such access token on this node');
-    if (req.agentAid === undefined || token.responder !== req.agentAid)
-      throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the access token opens sessions with another agent');
-    if (token.initiatorAid) {
-      // A policy changed to block the initiator stops its tokens too; the budget (which counts
-      // prekeys handed out) does not apply to resumptions: the token's own quota does.
-      await gov.contacts.admits(token.responder, token.initiatorAid);
-    }
     // The presenter is who the message says, as its node's pinned key makes it: another agent
     // (even holding RS) gets TOKEN_STOLEN.
     const initiator = agentKeyHash(peer.dsaPublicKey, m.initiatorAgent);
-    const posture = (token.posture as Posture | undefined) ?? 'PQC';
+    // The token record, as `resume` reads it under the token's lock (one read for the checks
+    // below and the token's own); set before `record` runs.
+    let token!: TokenRecord;
+    let posture: Posture = 'PQC';
+    const precheck = async (rec: TokenRecord): Promise<void> => {
+      token = rec;
+      posture = (rec.posture as Posture | undefined) ?? 'PQC';
+      if (req.agentAid === undefined || rec.responder !== req.agentAid)
+        throw new QkmError('HANDSHAKE_WRONG_AGENT', 'the access token opens sessions with another agent');
+      // A policy changed to block the initiator stops its tokens too; the budget (which counts
+      // prekeys handed out) does not apply to resumptions: the token's own quota does.
+      if (rec.initiatorAid) await gov.contacts.admits(rec.responder, rec.initiatorAid);
+    };
     // What the responder records of the resumed session, written together with the token's use
     // count (one sync for both); filled in from the result by `record`.
     let sessionId = '';
@@ -496,7 +501,11 @@ export async function acceptResume(
     };
     let r: ResumeResult;
     try {
-      r = await gov.tokens.resume({ id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof }, record);
+      r = await gov.tokens.resume(
+        { id: m.tokenId, initiator, nonce: m.nonce, proof: m.proof },
+        record,
+        precheck,
+      );
     } catch (err) {
       // Records written for a resumption that then lost a race with another process: undone.
       if (provenance) {

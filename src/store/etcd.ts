@@ -109,10 +109,14 @@ class EtcdBackend implements StorageBackend {
   }
 }
 
+/** Attempts of one `update` before it gives up (STORE_UNAVAILABLE, reason contended). */
+const UPDATE_ATTEMPTS = 100;
+
 /**
  * One namespace of JSON records. Keys are `<ns prefix><key>`; etcd orders keys by bytes, which
- * is the UTF-8 byte order the contract asks for. `putIfAbsent` is one transaction on the key's
- * version, so exactly one of any concurrent callers (across appliances) stores.
+ * is the UTF-8 byte order the contract asks for. `putIfAbsent`, `take` and `update` are
+ * single etcd requests or transactions on the key's revision, so they are atomic across every
+ * appliance and Provider sharing the cluster, not only within this process.
  */
 class EtcdRecordStore<T> implements RecordStore<T> {
   readonly #client: Etcd3;
@@ -166,6 +170,53 @@ class EtcdRecordStore<T> implements RecordStore<T> {
         .key(this.#ns + key)
         .exec(),
     );
+  }
+
+  /**
+   * One DeleteRange with prev_kv: etcd applies deletes one at a time in revision order, and
+   * only the delete that removed the key gets it back in prev_kvs (a later one deletes nothing),
+   * so exactly one taker wins however many Providers race.
+   */
+  async take(key: string): Promise<T | undefined> {
+    this.#assertOpen();
+    checkRecordKey(key);
+    const prev = await this.#op(() =>
+      this.#client
+        .delete()
+        .key(this.#ns + key)
+        .getPrevious(),
+    );
+    const kv = prev[0];
+    return kv === undefined ? undefined : (JSON.parse(kv.value.toString('utf8')) as T);
+  }
+
+  /**
+   * Read, compute, then one transaction: put only if the key's mod revision is still the one
+   * read (Version == 0 for an absent key), else read it back in the same round trip and retry.
+   * Every failed attempt means another writer's commit succeeded, so the callers as a whole
+   * always progress; one caller gives up after UPDATE_ATTEMPTS (backing off a little with
+   * jitter once contended).
+   */
+  async update(key: string, fn: (current: T | undefined) => T): Promise<T> {
+    this.#assertOpen();
+    checkRecordKey(key);
+    const k = this.#ns + key;
+    const c = this.#client;
+    return this.#op(async () => {
+      let kv = (await c.get(k).exec()).kvs[0];
+      for (let attempt = 1; ; attempt++) {
+        const next = toJson(fn(kv === undefined ? undefined : (JSON.parse(kv.value.toString('utf8')) as T)));
+        const guard = kv === undefined ? c.if(k, 'Version', '==', 0) : c.if(k, 'Mod', '==', kv.mod_revision);
+        const res = await guard.then(c.put(k).value(next)).else(c.get(k)).commit();
+        if (res.succeeded) return JSON.parse(next) as T;
+        if (attempt >= UPDATE_ATTEMPTS)
+          throw new QkmError('STORE_UNAVAILABLE', 'a record kept changing under concurrent writers; retry', {
+            details: { backend: 'etcd', reason: 'contended' },
+          });
+        kv = res.responses[0]?.response_range.kvs[0];
+        if (attempt >= 3) await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+      }
+    });
   }
 
   async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {

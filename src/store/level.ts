@@ -109,7 +109,7 @@ class LevelBackend implements StorageBackend {
 
 type RecordSub = AbstractSublevel<RootDb, string | Buffer | Uint8Array, string, string>;
 
-/** One namespace of JSON records. Every write is synced; `putIfAbsent` is serialised per key. */
+/** One namespace of JSON records. Every write is synced and serialised per key. */
 class LevelRecordStore<T> implements RecordStore<T> {
   readonly #root: RootDb;
   readonly #path: string;
@@ -148,6 +148,29 @@ class LevelRecordStore<T> implements RecordStore<T> {
   async del(key: string): Promise<void> {
     checkRecordKey(key);
     await this.#locks.run(key, () => this.#write({ type: 'del', sublevel: this.#db, key }));
+  }
+
+  // take and update are atomic with the per-key lock alone: LevelDB's directory lock admits one
+  // process, and within it every write of a key (put, del, putIfAbsent, take, update) holds
+  // that key's lock, so nothing writes between the read and the write.
+  async take(key: string): Promise<T | undefined> {
+    checkRecordKey(key);
+    return this.#locks.run(key, async () => {
+      const json = await levelOp(this.#path, () => this.#db.get(key));
+      if (json === undefined) return undefined;
+      await this.#write({ type: 'del', sublevel: this.#db, key });
+      return JSON.parse(json) as T;
+    });
+  }
+
+  async update(key: string, fn: (current: T | undefined) => T): Promise<T> {
+    checkRecordKey(key);
+    return this.#locks.run(key, async () => {
+      const json = await levelOp(this.#path, () => this.#db.get(key));
+      const next = toJson(fn(json === undefined ? undefined : (JSON.parse(json) as T)));
+      await this.#write({ type: 'put', sublevel: this.#db, key, value: next });
+      return JSON.parse(next) as T;
+    });
   }
 
   async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {

@@ -69,6 +69,26 @@ class MemoryRecordStore<T> implements RecordStore<T> {
     this.#data.delete(key);
   }
 
+  // No lock needed: each of these runs from its checks to its write without an await, and the
+  // backend lives in one process, so nothing can interleave.
+  async take(key: string): Promise<T | undefined> {
+    this.#assertOpen();
+    checkRecordKey(key);
+    const json = this.#data.get(key);
+    if (json === undefined) return undefined;
+    this.#data.delete(key);
+    return JSON.parse(json) as T;
+  }
+
+  async update(key: string, fn: (current: T | undefined) => T): Promise<T> {
+    this.#assertOpen();
+    checkRecordKey(key);
+    const json = this.#data.get(key);
+    const next = toJson(fn(json === undefined ? undefined : (JSON.parse(json) as T)));
+    this.#data.set(key, next);
+    return JSON.parse(next) as T;
+  }
+
   async entries(prefix = '', options: EntriesOptions = {}): Promise<Array<[string, T]>> {
     this.#assertOpen();
     const limit = checkLimit(options.limit);

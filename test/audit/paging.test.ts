@@ -30,6 +30,8 @@ function countingBackend(): { store: StorageBackend; reads: () => number; reset:
         put: (key, value) => rs.put(key, value),
         putIfAbsent: (key, value) => rs.putIfAbsent(key, value),
         del: (key) => rs.del(key),
+        take: (key) => rs.take(key),
+        update: (key, fn) => rs.update(key, fn),
       };
     },
   };

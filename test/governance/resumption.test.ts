@@ -33,8 +33,9 @@ const ALICE = agentKeyHash(new Uint8Array(32).fill(1), 'alice');
 const MALLORY = agentKeyHash(new Uint8Array(32).fill(2), 'mallory');
 const BOB = 'bob@example.com:calendar';
 
-function issuer(store: StorageBackend, clock: { t: number }) {
+function issuer(store: StorageBackend, clock: { t: number }, exclusive = false) {
   return new TokenIssuer({
+    exclusive,
     tokens: store.records<TokenRecord>('access-tokens'),
     nonces: store.records<{ at: string }>('access-token-nonces'),
     keys: store.keys,
@@ -52,10 +53,10 @@ async function code(p: Promise<unknown>): Promise<string | undefined> {
   }
 }
 
-async function setup(maxUses = 3, ttlSeconds = 3600) {
+async function setup(maxUses = 3, ttlSeconds = 3600, exclusive = false) {
   const store = createMemoryBackend();
   const clock = { t: Date.UTC(2026, 0, 1) };
-  const t = issuer(store, clock);
+  const t = issuer(store, clock, exclusive);
   const K = new Uint8Array(randomBytes(32));
   const T = new Uint8Array(randomBytes(32));
   const issued = await t.issue({
@@ -178,6 +179,37 @@ describe('access-control tokens and resumed sessions', () => {
     const results = await Promise.all(Array.from({ length: 12 }, () => code(t.resume(request()))));
     expect(results.filter((r) => r === undefined)).toHaveLength(3);
     expect(results.filter((r) => r === 'TOKEN_EXHAUSTED')).toHaveLength(9);
+  });
+
+  it('on a store no other process writes (exclusive), a replay is still refused, even concurrently', async () => {
+    const { t, issued, request } = await setup(10, 3600, true);
+    const req = request();
+    await t.resume(req);
+    expect(await code(t.resume(req))).toBe('TOKEN_REPLAYED');
+    const again = request();
+    const results = await Promise.all(Array.from({ length: 6 }, () => code(t.resume(again))));
+    expect(results.filter((r) => r === undefined)).toHaveLength(1);
+    expect(results.filter((r) => r === 'TOKEN_REPLAYED')).toHaveLength(5);
+    expect((await t.record(issued.id))?.used).toBe(2);
+  });
+
+  it("the caller's precheck sees the token record, is judged before the token's own checks, and its refusal consumes nothing", async () => {
+    const { t, issued, request, mine } = await setup(3);
+    const seen: Array<string | undefined> = [];
+    const refuse = async (rec: TokenRecord) => {
+      seen.push(rec.id);
+      throw Object.assign(new Error('policy says no'), { code: 'CONTACT_BLOCKED' });
+    };
+    // Stolen and forged requests: the precheck's refusal comes first.
+    for (const req of [request(MALLORY, mine.rs), request(ALICE, new Uint8Array(32)), request()]) {
+      await expect(t.resume(req, undefined, refuse)).rejects.toMatchObject({ code: 'CONTACT_BLOCKED' });
+    }
+    expect(seen).toEqual([issued.id, issued.id, issued.id]);
+    expect((await t.record(issued.id))?.used).toBe(0);
+    // The same request, once the precheck admits it, is not a replay: nothing was recorded.
+    const req = request();
+    await expect(t.resume(req, undefined, refuse)).rejects.toMatchObject({ code: 'CONTACT_BLOCKED' });
+    expect(await t.resume(req, undefined, async () => undefined)).toMatchObject({ use: 1, remaining: 2 });
   });
 
   it('refuses silly issue parameters', async () => {

@@ -137,6 +137,16 @@ export class MapRecords<T> {
   async del(k: string) {
     this.m.delete(k);
   }
+  async take(k: string) {
+    const v = this.m.get(k);
+    this.m.delete(k);
+    return v;
+  }
+  async update(k: string, fn: (current: T | undefined) => T) {
+    const v = fn(this.m.get(k));
+    this.m.set(k, v);
+    return v;
+  }
   async entries(prefix = '') {
     return [...this.m.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1));
   }

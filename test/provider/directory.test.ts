@@ -192,6 +192,66 @@ describe.each(BACKENDS)('Provider directory on $name', ({ make }) => {
     expect(await again.stats()).toEqual({ nodes: 2, agents: 1, otks: 2, lastResort: 0 });
   });
 
+  it('two Directories on one store (two Providers): each OTK once, budgets counted exactly', async () => {
+    const { dir, b } = await setup();
+    // etcd: a second client, as a second Provider process has; LevelDB and memory admit one
+    // process, so the second Directory shares the backend (and, now, no lock with the first).
+    const other = harness!.name === 'etcd' ? await harness!.open() : store!;
+    try {
+      const dir2 = new Directory({ store: other });
+      await dir.uploadPrekeys(b.nodeId, BOB, await b.prekeys.publishBatch(BOB, 7)); // 10 in stock
+      await dir.setPolicy(b.nodeId, BOB, [{ pattern: '*@example.com:*', budget: 4 }]);
+      const initiators = ['u0', 'u1', 'u2', 'u3'].map((u) => `${u}@example.com:m`);
+      const requests = initiators.flatMap((init) =>
+        Array.from({ length: 6 }, (_, k) =>
+          (k % 2 === 0 ? dir : dir2).bundle(BOB, init).then(
+            (got) => ({ init, id: got.prekey.id, lastResort: got.lastResort }),
+            (err: unknown) => ({ init, code: isQkmError(err) ? err.code : String(err) }),
+          ),
+        ),
+      );
+      const results = await Promise.all(requests);
+      const granted = results.filter(
+        (r): r is { init: string; id: string; lastResort: boolean } => 'id' in r,
+      );
+      const ids = granted.map((g) => g.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      // 16 units of budget for 10 OTKs: every OTK goes out, the rest are refused.
+      expect(ids).toHaveLength(10);
+      expect(granted.every((g) => !g.lastResort)).toBe(true);
+      const codes = new Set(results.filter((r) => 'code' in r).map((r) => (r as { code: string }).code));
+      expect([...codes].every((c) => c === 'PREKEYS_EXHAUSTED' || c === 'CONTACT_BUDGET_EXHAUSTED')).toBe(
+        true,
+      );
+      expect(codes.has('PREKEYS_EXHAUSTED')).toBe(true);
+      for (const init of initiators) {
+        const mine = granted.filter((g) => g.init === init).length;
+        expect(mine).toBeLessThanOrEqual(4);
+        // Refused for want of a prekey: the unit was given back, so the count is the grants.
+        expect((await dir2.contacts.explain(BOB, init)).used).toBe(mine);
+      }
+      expect(await dir2.remainingOtks(BOB)).toBe(0);
+    } finally {
+      if (other !== store) await other.close();
+    }
+  });
+
+  it('two nodes claiming one new agent id at once: one gets it, the other AID_EXISTS', async () => {
+    const { dir, a, b } = await setup();
+    const other = harness!.name === 'etcd' ? await harness!.open() : store!;
+    try {
+      const dir2 = new Directory({ store: other });
+      const aid = 'shared@example.com:x';
+      const res = await Promise.all([
+        code(dir.registerAgent(a.nodeId, aid, 'http://127.0.0.1:7302')),
+        code(dir2.registerAgent(b.nodeId, aid, 'http://127.0.0.1:7301')),
+      ]);
+      expect(res.sort()).toEqual(['AID_EXISTS', undefined]);
+    } finally {
+      if (other !== store) await other.close();
+    }
+  });
+
   it('concurrent bundle requests never hand out one OTK twice or exceed the budget', async () => {
     const { dir, b } = await setup();
     await dir.setPolicy(b.nodeId, BOB, [{ pattern: '*', budget: 100 }]);

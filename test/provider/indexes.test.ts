@@ -48,6 +48,8 @@ function counted(): { backend: StorageBackend; scans: Array<{ ns: string; limit?
           put: (k, v) => r.put(k, v),
           putIfAbsent: (k, v) => r.putIfAbsent(k, v),
           del: (k) => r.del(k),
+          take: (k) => r.take(k),
+          update: (k, fn) => r.update(k, fn),
           entries: (prefix?: string, o?: EntriesOptions) => {
             scans.push({ ns, ...(o?.limit === undefined ? {} : { limit: o.limit }) });
             return r.entries(prefix, o);
@@ -123,6 +125,8 @@ function wrap<T>(r: RecordStore<T>, scans: Array<{ ns: string; limit?: number }>
     put: (k, v) => r.put(k, v),
     putIfAbsent: (k, v) => r.putIfAbsent(k, v),
     del: (k) => r.del(k),
+    take: (k) => r.take(k),
+    update: (k, fn) => r.update(k, fn),
     entries: (prefix?: string, o?: EntriesOptions) => {
       scans.push({ ns: 'prekeys', ...(o?.limit === undefined ? {} : { limit: o.limit }) });
       return r.entries(prefix, o);

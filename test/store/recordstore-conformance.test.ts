@@ -120,6 +120,124 @@ describe.each(BACKENDS)('RecordStore conformance: $name', ({ make }) => {
     expect(await replay.putIfAbsent('nonce-2', { caller: 99 })).toBe(true);
   });
 
+  it('take: removes and returns the value once; absent keys give undefined', async () => {
+    const otks = backend.records<{ id: string }>('otks');
+    await otks.put('k1', { id: 'one' });
+    expect(await otks.take('k1')).toEqual({ id: 'one' });
+    expect(await otks.get('k1')).toBeUndefined();
+    expect(await otks.take('k1')).toBeUndefined();
+    expect(await otks.take('never')).toBeUndefined();
+    await expect(otks.take('')).rejects.toThrow(TypeError);
+  });
+
+  it('take: of 50 concurrent takers of one key exactly one gets the value', async () => {
+    const otks = backend.records<{ id: string }>('otks');
+    await otks.put('k', { id: 'only' });
+    const got = await Promise.all(Array.from({ length: 50 }, () => otks.take('k')));
+    expect(got.filter((v) => v !== undefined)).toEqual([{ id: 'only' }]);
+  });
+
+  it('take: concurrent takers over many keys get each value exactly once (property)', async () => {
+    const otks = backend.records<number>('otks-prop');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 2, max: 6 }),
+        async (keys, takers) => {
+          for (let i = 0; i < keys; i++) await otks.put(`k${String(i).padStart(2, '0')}`, i);
+          // Every taker walks all keys (each from a different starting point): all race on all.
+          const won = await Promise.all(
+            Array.from({ length: takers }, async (_, t) => {
+              const mine: number[] = [];
+              for (let j = 0; j < keys; j++) {
+                const v = await otks.take(`k${String((j + t) % keys).padStart(2, '0')}`);
+                if (v !== undefined) mine.push(v);
+              }
+              return mine;
+            }),
+          );
+          expect(won.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: keys }, (_, i) => i));
+          expect(await otks.entries()).toEqual([]);
+        },
+      ),
+      { numRuns: harness.durable ? 8 : 30 },
+    );
+  });
+
+  it('update: creates, transforms and returns a copy; a throw from fn stores nothing', async () => {
+    const budgets = backend.records<{ used: number }>('budgets');
+    const seen: Array<{ used: number } | undefined> = [];
+    const first = await budgets.update('ab', (cur) => {
+      seen.push(cur);
+      return { used: (cur?.used ?? 0) + 1 };
+    });
+    expect(first).toEqual({ used: 1 });
+    expect(seen).toEqual([undefined]);
+    expect(await budgets.update('ab', (cur) => ({ used: (cur?.used ?? 0) + 1 }))).toEqual({ used: 2 });
+    first.used = 99;
+    expect(await budgets.get('ab')).toEqual({ used: 2 });
+    const refusal = new QkmError('CONTACT_BUDGET_EXHAUSTED', 'no');
+    await expect(
+      budgets.update('ab', () => {
+        throw refusal;
+      }),
+    ).rejects.toBe(refusal);
+    expect(await budgets.get('ab')).toEqual({ used: 2 });
+    await expect(budgets.update('fresh', () => undefined as unknown as { used: number })).rejects.toThrow(
+      TypeError,
+    );
+    expect(await budgets.get('fresh')).toBeUndefined();
+    await expect(budgets.update('', () => ({ used: 1 }))).rejects.toThrow(TypeError);
+  });
+
+  it('update: 40 concurrent increments of one key count exactly 40, and a cap is never passed', async () => {
+    const budgets = backend.records<{ used: number }>('budgets');
+    const inc = (cur: { used: number } | undefined) => ({ used: (cur?.used ?? 0) + 1 });
+    const results = await Promise.all(Array.from({ length: 40 }, () => budgets.update('n', inc)));
+    expect(await budgets.get('n')).toEqual({ used: 40 });
+    // Each caller saw a different count: every increment applied on the one before it.
+    expect(new Set(results.map((r) => r.used)).size).toBe(40);
+    // A capped increment (the budget rule): of 30 racers only 5 are granted.
+    const capped = (cur: { used: number } | undefined) => {
+      const used = cur?.used ?? 0;
+      if (used >= 5) throw new QkmError('CONTACT_BUDGET_EXHAUSTED', 'budget used');
+      return { used: used + 1 };
+    };
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 30 }, () => budgets.update('cap', capped)),
+    );
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(5);
+    expect(await budgets.get('cap')).toEqual({ used: 5 });
+  });
+
+  it('take, update and putIfAbsent interleave atomically on one key (property)', async () => {
+    const r = backend.records<number>('mixed');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.constantFrom('inc', 'take', 'create'), { minLength: 1, maxLength: 15 }),
+        async (ops) => {
+          await r.del('x');
+          // Every op's effect is accounted for: the final value plus what takes removed equals
+          // the increments, creations (each +1) and nothing else.
+          const res = await Promise.all(
+            ops.map((op) =>
+              op === 'inc'
+                ? r.update('x', (c) => (c ?? 0) + 1).then(() => 0)
+                : op === 'create'
+                  ? r.putIfAbsent('x', 1).then((stored) => (stored ? 0 : -1))
+                  : r.take('x').then((v) => v ?? 0),
+            ),
+          );
+          const taken = res.filter((_v, i) => ops[i] === 'take').reduce((a, b) => a + b, 0);
+          const created = ops.filter((op, i) => op === 'create' && res[i] === 0).length;
+          const incs = ops.filter((op) => op === 'inc').length;
+          expect(taken + ((await r.get('x')) ?? 0)).toBe(incs + created);
+        },
+      ),
+      { numRuns: harness.durable ? 10 : 40 },
+    );
+  });
+
   it('rejects bad namespaces and keys with TypeError', async () => {
     expect(() => backend.records('Bad Name')).toThrow(TypeError);
     expect(() => backend.records('')).toThrow(TypeError);
@@ -136,6 +254,8 @@ describe.each(BACKENDS)('RecordStore conformance: $name', ({ make }) => {
     expect(err).toBeInstanceOf(QkmError);
     expect((err as QkmError).code).toBe('STORE_UNAVAILABLE');
     await expect(r.put('b', 2)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    await expect(r.take('a')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    await expect(r.update('a', (c) => (c ?? 0) + 1)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
   });
 
   it('survives close and reopen (durable backends)', async (ctx) => {
