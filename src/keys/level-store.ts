@@ -519,7 +519,9 @@ export class LevelKeyStore implements KeyStore {
     checkNow(now);
     return this.#locks.run(id, () =>
       this.#op(async () => {
-        const stored = await this.#db.meta.get(id);
+        // Both reads at once (one round to the store, not two); the sealed material is only
+        // opened once the metadata admits the access.
+        const [stored, sealed] = await Promise.all([this.#db.meta.get(id), this.#db.mat.get(id)]);
         if (stored === undefined) throw notFound(id);
         if (accessDecision(stored, now) === 'expire') {
           await this.#root.batch<string, unknown>(this.#closeOps(stored, 'expired', now), { sync: true });
@@ -528,7 +530,6 @@ export class LevelKeyStore implements KeyStore {
           this.#scheduleCompaction(id);
           throw expired(id);
         }
-        const sealed = await this.#db.mat.get(id);
         if (sealed === undefined) {
           throw new StoreIntegrityError(`key ${id} is active but its stored material is missing`, id);
         }
