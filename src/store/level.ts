@@ -3,6 +3,7 @@ import type { AbstractSublevel } from 'abstract-level';
 import { ClassicLevel } from 'classic-level';
 import { LevelKeyStore, type RootDb } from '../keys/level-store.js';
 import type { EntriesOptions, RecordStore, StorageBackend } from './interface.js';
+import { GroupCommit } from './group-commit.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { levelOp, toStoreError } from './level-errors.js';
 import { checkLimit, checkNamespace, checkRecordKey, toJson } from './records.js';
@@ -68,12 +69,18 @@ class LevelBackend implements StorageBackend {
   readonly #root: RootDb;
   readonly #path: string;
   readonly #records = new Map<string, LevelRecordStore<unknown>>();
+  /** One for all namespaces: a request's writes to several of them share one fsync. */
+  readonly #writes: GroupCommit<RecordOp>;
   #closing: Promise<void> | undefined;
 
   constructor(root: RootDb, path: string, keys: LevelKeyStore) {
     this.#root = root;
     this.#path = path;
     this.keys = keys;
+    // Through the root so `sync` reaches classic-level: durable (fsync'd) when it resolves.
+    this.#writes = new GroupCommit<RecordOp>((ops) =>
+      levelOp(path, () => root.batch<string, string>(ops, { sync: true })),
+    );
   }
 
   /**
@@ -92,7 +99,7 @@ class LevelBackend implements StorageBackend {
     checkNamespace(namespace);
     let store = this.#records.get(namespace);
     if (!store) {
-      store = new LevelRecordStore<unknown>(this.#root, this.#path, namespace);
+      store = new LevelRecordStore<unknown>(this.#root, this.#path, namespace, this.#writes);
       this.#records.set(namespace, store);
     }
     return store as RecordStore<T>;
@@ -108,17 +115,20 @@ class LevelBackend implements StorageBackend {
 }
 
 type RecordSub = AbstractSublevel<RootDb, string | Buffer | Uint8Array, string, string>;
+type RecordOp =
+  | { type: 'put'; sublevel: RecordSub; key: string; value: string }
+  | { type: 'del'; sublevel: RecordSub; key: string };
 
 /** One namespace of JSON records. Every write is synced and serialised per key. */
 class LevelRecordStore<T> implements RecordStore<T> {
-  readonly #root: RootDb;
   readonly #path: string;
   readonly #db: RecordSub;
   readonly #locks = new KeyedMutex();
+  readonly #writes: GroupCommit<RecordOp>;
 
-  constructor(root: RootDb, path: string, namespace: string) {
-    this.#root = root;
+  constructor(root: RootDb, path: string, namespace: string, writes: GroupCommit<RecordOp>) {
     this.#path = path;
+    this.#writes = writes;
     // Values are stored as JSON text (utf8), parsed on the way out, as in the memory backend.
     this.#db = root.sublevel<string, string>(`r.${namespace}`, { valueEncoding: 'utf8' });
   }
@@ -185,12 +195,8 @@ class LevelRecordStore<T> implements RecordStore<T> {
     });
   }
 
-  #write(
-    op:
-      | { type: 'put'; sublevel: RecordSub; key: string; value: string }
-      | { type: 'del'; sublevel: RecordSub; key: string },
-  ): Promise<void> {
-    // Through the root so `sync` reaches classic-level: durable (fsync'd) when it resolves.
-    return levelOp(this.#path, () => this.#root.batch<string, string>([op], { sync: true }));
+  /** Durable (fsync'd) when it resolves; batched with the other writes of this turn (GroupCommit). */
+  #write(op: RecordOp): Promise<void> {
+    return this.#writes.write(op);
   }
 }

@@ -88,11 +88,15 @@ function median(xs: number[]): number {
 }
 
 /**
- * 95% percentile-bootstrap interval of p50(a) / p50(b) over pairs (a[i], b[i]) resampled
- * together: how far the ratio could move from sampling noise alone. Deterministic (seeded), so
- * the same samples give the same interval.
+ * 95% percentile-bootstrap interval of p50(a) / p50(b): how far the ratio could move from
+ * sampling noise alone. `paired` (an establishment and the chain run right after it, same
+ * length): pairs (a[i], b[i]) resampled together. Otherwise (two independent runs, e.g. the
+ * liboqs and noble slices, of different lengths) each sample is resampled on its own, from all
+ * of it — pairing them by index would use only the first min(n) samples of the longer one, an
+ * interval around another estimate than the point printed. Deterministic (seeded), so the same
+ * samples give the same interval.
  */
-function bootstrapRatioCi(a: number[], b: number[], rounds = 400): [number, number] {
+function bootstrapRatioCi(a: number[], b: number[], paired: boolean, rounds = 400): [number, number] {
   let seed = 0x9e3779b9;
   const next = () => {
     // xorshift32: statistics only, not a secret.
@@ -101,16 +105,17 @@ function bootstrapRatioCi(a: number[], b: number[], rounds = 400): [number, numb
     seed ^= seed << 5;
     return (seed >>> 0) / 2 ** 32;
   };
-  const n = Math.min(a.length, b.length);
+  if (paired && a.length !== b.length) throw new Error('paired samples of different lengths');
+  const ra = new Array<number>(a.length);
+  const rb = new Array<number>(b.length);
   const ratios: number[] = [];
-  const ra = new Array<number>(n);
-  const rb = new Array<number>(n);
   for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < n; i++) {
-      const j = Math.floor(next() * n);
+    for (let i = 0; i < a.length; i++) {
+      const j = Math.floor(next() * a.length);
       ra[i] = a[j] as number;
-      rb[i] = b[j] as number;
+      if (paired) rb[i] = b[j] as number;
     }
+    if (!paired) for (let i = 0; i < b.length; i++) rb[i] = b[Math.floor(next() * b.length)] as number;
     ratios.push(median(ra) / median(rb));
   }
   ratios.sort((x, y) => x - y);
@@ -465,7 +470,7 @@ function backendRecords(run: BackendRun, goals: boolean): BenchRecord[] {
         unit: 'ms',
         baseline: round(baseline),
         ratio: round(p50 / baseline),
-        ratioCi95: bootstrapRatioCi(s.latencies, s.chains),
+        ratioCi95: bootstrapRatioCi(s.latencies, s.chains, true),
         ...(goals ? { goal: `≤ ${GOAL}`, pass: p50 / baseline <= GOAL && s.wrongPosture === 0 } : {}),
         note,
       },
@@ -490,7 +495,7 @@ export default async function run(): Promise<BenchRecord[]> {
       unit: 'ms',
       baseline: round(median(n.latencies)),
       ratio: round(ratio),
-      ratioCi95: bootstrapRatioCi(s.latencies, n.latencies),
+      ratioCi95: bootstrapRatioCi(s.latencies, n.latencies, false),
       goal: `≤ ${NOBLE_GOAL}`,
       pass: ratio <= NOBLE_GOAL && s.wrongPosture === 0 && n.wrongPosture === 0,
       note: `same run: ${s.latencies.length} establishments on liboqs-wasm, ${n.latencies.length} on noble`,
