@@ -51,6 +51,7 @@ import {
   qkdAvailabilityFrom,
 } from './session/index.js';
 import { directoryBundles } from './session/bundles.js';
+import { VouchedPeers } from './session/vouched.js';
 import type { StorageBackend } from './store/interface.js';
 import { openStore } from './store/open.js';
 
@@ -116,6 +117,8 @@ export class Appliance<C = unknown> {
   provider: ProviderClient | undefined;
   /** Publishes the governed agents, policies and prekeys to the Provider (job `provider-sync`). */
   providerSync: ProviderSync | undefined;
+  /** Initiator nodes the Provider vouched for, cached (with a Provider only). */
+  vouched: VouchedPeers | undefined;
 
   private constructor(
     readonly config: QkmConfig,
@@ -329,8 +332,22 @@ export class Appliance<C = unknown> {
           return { data: e.bytes, provenance: e.provenance };
         },
       });
+      // The Provider client: bundles for initiations, and the initiator nodes it vouches for.
+      const providerClient = config.provider
+        ? new ProviderClient({
+            url: config.provider.url,
+            publicKey: config.provider.publicKey,
+            signer: identity,
+            timeoutMs: config.provider.timeoutMs,
+          })
+        : undefined;
+      const vouched =
+        providerClient && config.provider
+          ? new VouchedPeers({ voucher: providerClient, ttlMs: config.provider.vouchTtlSeconds * 1000 })
+          : undefined;
       const sessions = new SessionService({
         identity,
+        vouched,
         peers,
         policy,
         entropy,
@@ -369,13 +386,9 @@ export class Appliance<C = unknown> {
       appliance.contacts = contacts;
       appliance.prekeys = prekeys;
       appliance.tokens = tokens;
-      if (config.provider) {
-        const client = new ProviderClient({
-          url: config.provider.url,
-          publicKey: config.provider.publicKey,
-          signer: identity,
-          timeoutMs: config.provider.timeoutMs,
-        });
+      appliance.vouched = vouched;
+      if (config.provider && providerClient) {
+        const client = providerClient;
         appliance.provider = client;
         appliance.providerSync = new ProviderSync({
           client,
@@ -560,6 +573,10 @@ export class Appliance<C = unknown> {
       sessions: this.sessions.counters(),
       audit: this.audit.stats(),
       pqc: { ...pqcInfo(), legacyVerified: legacyVerifications() },
+      peers: {
+        pinned: (await this.peers.list().catch(() => [])).length,
+        vouched: this.vouched?.size() ?? 0,
+      },
     };
   }
 

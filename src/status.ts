@@ -31,4 +31,9 @@ export interface ApplianceStatus {
    * accepted in the pre-v3 context-string form since start (old audit seals, v1 bundles, prekeys).
    */
   pqc: PqcInfo & { legacyVerified: number };
+  /**
+   * Peer nodes this node knows: pinned by its administrator, and (with a Provider) vouched for by
+   * the Provider and cached now (initiators of governed handshakes that are not pinned).
+   */
+  peers?: { pinned: number; vouched: number };
 }

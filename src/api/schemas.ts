@@ -77,6 +77,13 @@ export const InitiateResponseSchema = Type.Object({
   handshake: Type.String({ description: 'base64url signed handshake message' }),
   posture: PostureSchema,
   provenance: SessionProvenanceSchema,
+  peer: Type.Optional(Type.String({ description: "the responder's node id" })),
+  peer_endpoint: Type.Optional(
+    Type.String({
+      description:
+        "where the responder agent's node is reached, as the Provider's bundle says (governed sessions)",
+    }),
+  ),
 });
 
 /** An access token for resumed sessions (governed sessions, protocol qkm/v2). */
@@ -273,6 +280,14 @@ export const StatusSchema = Type.Object({
     keygen: Type.String(),
     legacyVerified: Type.Integer(),
   }),
+  peers: Type.Optional(
+    Type.Object({
+      pinned: Type.Integer({ description: 'peers pinned by the administrator (qkm peers add)' }),
+      vouched: Type.Integer({
+        description: 'initiator nodes the Provider vouched for, cached now (not pinned here)',
+      }),
+    }),
+  ),
 });
 
 /**

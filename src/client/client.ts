@@ -318,7 +318,8 @@ export class QkmClient {
 
   readonly sessions = {
     initiate: async (options: {
-      peer: string;
+      /** The responder's node id; optional for a governed session when the node has a Provider. */
+      peer?: string;
       /** The agent on the peer node that may accept (signed into the handshake). */
       responderAgent?: string;
       /** Governed session (qkm/v2): the responder by governed id, and its signed prekey. */
@@ -331,7 +332,7 @@ export class QkmClient {
     }): Promise<InitiatedSession> => {
       const r = await this.request<InitiateResponse>('POST', '/v1/sessions', {
         body: {
-          peer: options.peer,
+          ...(options.peer !== undefined ? { peer: options.peer } : {}),
           ...(options.responderAgent !== undefined ? { responder_agent: options.responderAgent } : {}),
           ...(options.responderAid !== undefined ? { responder_aid: options.responderAid } : {}),
           ...(options.prekey !== undefined ? { prekey: options.prekey } : {}),

@@ -192,6 +192,12 @@ export const ConfigSchema = Type.Object(
           /** …back up to this many. */
           otkTarget: Type.Integer({ minimum: 1, maximum: 10_000, default: 50 }),
           timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+          /**
+           * How long an initiator node the Provider vouched for is accepted without asking the
+           * Provider again, seconds: a node removed at the Provider is refused here at most this
+           * long after its removal.
+           */
+          vouchTtlSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
         },
         { additionalProperties: false },
       ),

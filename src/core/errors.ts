@@ -46,7 +46,10 @@ export const ERROR_CATALOGUE = {
     status: 401,
     text: 'The handshake signature does not verify against the pinned peer',
   },
-  HANDSHAKE_UNKNOWN_PEER: { status: 403, text: 'The handshake comes from a node that is not pinned' },
+  HANDSHAKE_UNKNOWN_PEER: {
+    status: 403,
+    text: 'The handshake comes from a node that is neither pinned nor vouched for by the Provider',
+  },
   HANDSHAKE_WRONG_RECIPIENT: { status: 400, text: 'The handshake is addressed to another node' },
   HANDSHAKE_WRONG_AGENT: { status: 403, text: 'The handshake names another agent as its responder' },
   HANDSHAKE_STALE: { status: 400, text: 'The handshake timestamp is outside the accepted window' },

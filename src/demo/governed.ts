@@ -7,9 +7,10 @@ import type { TwoNodeSetup } from './setup.js';
  * The governed part of the demo (SAGA on qkm, issue #12): three agents on two nodes and one
  * Provider. Node A hosts alice@example.com:mail and mallory@evil.test:mail, node B hosts
  * bob@example.com:calendar, whose contact policy admits example.com agents and blocks mallory.
- * Both nodes publish to the Provider; then
- * 1. alice → bob is allowed: node A gets Bob's bundle (one OTK) from the Provider, the full
- *    qkm/v2 handshake runs, and Bob's node hands Alice an access token;
+ * The nodes pin only the Provider, not each other. Both publish to the Provider; then
+ * 1. alice → bob is allowed: node A gets Bob's bundle (one OTK, and node B's identity) from the
+ *    Provider, the full qkm/v2 handshake runs, node B asks the Provider to vouch for node A, and
+ *    hands Alice an access token;
  * 2. mallory → bob is blocked at the Provider (CONTACT_BLOCKED): no prekey, no budget spent;
  * 3. alice resumes with her token: a new session key without the Provider, ML-KEM or ML-DSA.
  */
@@ -33,6 +34,8 @@ export interface GovernedRun {
   lastResort?: boolean;
   tokenId?: string;
   tokenUse?: number;
+  /** How each side knew the other node: `pinned`, or vouched for by the `provider` (initiator, responder). */
+  peerTrust?: [string, string];
   /** OTKs Bob has at the Provider before → after the step. */
   otks?: [number, number];
   ms?: number;
@@ -86,11 +89,16 @@ export async function runGovernedDemo(
     const before = await bobStock();
     const t0 = performance.now();
     try {
-      const init = await alice.sessions.initiate({ peer: setup.b.nodeId, responderAid: DEMO_AGENTS.bob });
+      // No `peer`: the Provider's bundle names bob's node (and vouches for its keys).
+      const init = await alice.sessions.initiate({ responderAid: DEMO_AGENTS.bob });
       const acc = await bob.sessions.accept(init.handshake);
       const conf = await alice.sessions.confirm(init.session_id, acc.confirm, acc.token);
       token = conf.token;
-      const gov = init.provenance.governance as { prekeyId?: string; lastResort?: boolean } | undefined;
+      const gov = init.provenance.governance;
+      const peerTrust: [string, string] = [
+        gov?.peerTrust ?? 'pinned',
+        acc.provenance.governance?.peerTrust ?? 'pinned',
+      ];
       runs.push({
         step: 'allowed',
         initiator: DEMO_AGENTS.alice,
@@ -101,9 +109,10 @@ export async function runGovernedDemo(
         ...(gov?.prekeyId ? { prekeyId: gov.prekeyId } : {}),
         lastResort: gov?.lastResort === true,
         ...(token ? { tokenId: token.id } : {}),
+        peerTrust,
         otks: [before, await bobStock()],
         ms: since(t0),
-        ok: equal(init.key, acc.key) && conf.confirmed && token !== undefined,
+        ok: equal(init.key, acc.key) && conf.confirmed && token !== undefined && init.peer === setup.b.nodeId,
       });
       init.key.fill(0);
       acc.key.fill(0);
@@ -116,7 +125,7 @@ export async function runGovernedDemo(
   {
     const before = await bobStock();
     try {
-      await mallory.sessions.initiate({ peer: setup.b.nodeId, responderAid: DEMO_AGENTS.bob });
+      await mallory.sessions.initiate({ responderAid: DEMO_AGENTS.bob });
       runs.push({ ...failed('blocked', DEMO_AGENTS.mallory, new Error('the session was not refused')) });
     } catch (err) {
       const code = err instanceof QkmApiError ? err.code : String(err);
@@ -189,6 +198,7 @@ export function formatGovernedReport(report: GovernedReport): string {
     const parts: string[] = [];
     if (r.keysEqual !== undefined) parts.push(`keys equal ${r.keysEqual}`);
     if (r.prekeyId) parts.push(`one-time prekey ${r.prekeyId}${r.lastResort ? ' (last resort)' : ''}`);
+    if (r.peerTrust) parts.push(`peer keys: a ${r.peerTrust[0]}, b ${r.peerTrust[1]}`);
     if (r.tokenId) parts.push(`token ${r.tokenId}${r.tokenUse !== undefined ? ` use ${r.tokenUse}` : ''}`);
     if (r.otks) parts.push(`bob's OTKs at the Provider ${r.otks[0]} → ${r.otks[1]}`);
     if (r.ms !== undefined) parts.push(`${r.ms} ms`);

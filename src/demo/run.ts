@@ -9,7 +9,7 @@ import {
   waitForQrng,
 } from './conditions.js';
 import { type GovernedReport, formatGovernedReport, runGovernedDemo } from './governed.js';
-import type { SetupDescription, TwoNodeSetup } from './setup.js';
+import { type SetupDescription, type TwoNodeSetup, pinEachOther, unpinEachOther } from './setup.js';
 
 /**
  * The demo script: one session per posture, strongest first, each under the condition that makes
@@ -107,6 +107,12 @@ export interface RunDemoOptions {
 export async function runDemo(setup: TwoNodeSetup, options: RunDemoOptions = {}): Promise<DemoReport> {
   const say = options.onProgress ?? (() => undefined);
   const runs: PostureRun[] = [];
+  // With a Provider the nodes pin only the Provider; the plain qkm/v1 sessions below have no
+  // Provider to vouch for the peer, so the operator pins the nodes for them (and unpins after).
+  if (setup.provider) {
+    say('demo: pinning the nodes to each other for the plain (qkm/v1) sessions');
+    await pinEachOther(setup);
+  }
   say('demo: waiting for the Quantis on node a to pass its start-up test');
   await waitForQrng(setup, 'a');
   say('demo: waiting for the BB84 link to stock QKD keys');
@@ -135,6 +141,10 @@ export async function runDemo(setup: TwoNodeSetup, options: RunDemoOptions = {})
   say('demo: restoring the Quantis');
   await restoreQrng(setup);
 
+  if (setup.provider) {
+    say('demo: unpinning the nodes: the governed sessions rely on the pinned Provider alone');
+    await unpinEachOther(setup);
+  }
   const governed = setup.provider ? await runGovernedDemo(setup, { onProgress: say }) : undefined;
   return {
     setup: setup.describe(),

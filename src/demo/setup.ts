@@ -18,8 +18,11 @@ import { toBase64url } from '../session/encoding.js';
  * The two-node setup of the demo and the end-to-end tests, all on loopback: one BB84 link feeding
  * the ETSI 014 KME pair (kme-a serving sae-a, kme-b serving sae-b), and two qkm appliances, each
  * with its own data dir and ephemeral port, its own simulated Quantis, and its own KME as its QKD
- * key source. Each node is pinned as the other's peer through the admin API, the way an operator
- * would do it with `qkm peers add`.
+ * key source. Without a Provider, each node is pinned as the other's peer through the admin API,
+ * the way an operator would do it with `qkm peers add`. With a Provider, the nodes pin only the
+ * Provider's key (config `provider.publicKey`) and are enrolled with it: governed sessions need
+ * nothing else. The plain qkm/v1 sessions still need the nodes pinned to each other, so the demo
+ * pins them for that part (`pinEachOther`) and unpins them again before the governed part.
  *
  * Both nodes are in region EU: DEFAULT_POLICY marks QKD in the EU as `domestic`, so QKD is
  * compliant only when both ends are in the EU. Putting the nodes in different regions would make
@@ -63,6 +66,11 @@ export interface TwoNodeSetupOptions {
    * nodes with its URL and pinned key, and enrol them with it (governed sessions, issue #12).
    */
   provider?: boolean;
+  /**
+   * Pin the nodes to each other (`qkm peers add` on both). Default: true without a Provider,
+   * false with one (the nodes then pin only the Provider).
+   */
+  pinPeers?: boolean;
 }
 
 export interface DemoProvider {
@@ -207,6 +215,7 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
                   otkLowWater: 5,
                   otkTarget: 10,
                   timeoutMs: 5000,
+                  vouchTtlSeconds: 300,
                 },
               }
             : {}),
@@ -232,9 +241,7 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
       });
     }
     const [a, b] = nodes as [DemoNode, DemoNode];
-    // Pin each other from the public bundle served by the peer's own API, as an operator would.
-    await a.admin.peers.add(await b.client.identity());
-    await b.admin.peers.add(await a.client.identity());
+    if (options.pinPeers ?? !provider) await pinEachOther({ a, b });
     // The Provider's administrator enrols both nodes by their identity bundles.
     for (const n of nodes) await provider?.admin.enrol(await n.client.identity(), `node ${n.name}`);
 
@@ -281,6 +288,26 @@ export async function startTwoNodeSetup(options: TwoNodeSetupOptions = {}): Prom
   } catch (err) {
     await stopAll();
     throw err;
+  }
+}
+
+/**
+ * Pins each node as the other's peer, from the public bundle served by the peer's own API, as an
+ * operator would (`qkm peers add`). Idempotent: pinning the same bundle again changes nothing.
+ */
+export async function pinEachOther(setup: Pick<TwoNodeSetup, 'a' | 'b'>): Promise<void> {
+  await setup.a.admin.peers.add(await setup.b.client.identity());
+  await setup.b.admin.peers.add(await setup.a.client.identity());
+}
+
+/** Undoes `pinEachOther` (whichever pins exist): the nodes then know each other only through the Provider. */
+export async function unpinEachOther(setup: Pick<TwoNodeSetup, 'a' | 'b'>): Promise<void> {
+  for (const [node, peer] of [
+    [setup.a, setup.b],
+    [setup.b, setup.a],
+  ] as const) {
+    const pinned = await node.admin.peers.list<{ node_id: string }>();
+    if (pinned.some((p) => p.node_id === peer.nodeId)) await node.admin.peers.remove(peer.nodeId);
   }
 }
 

@@ -13,8 +13,8 @@ import { type Static, Type } from '@sinclair/typebox';
  * ML-KEM-768 one-time prekeys (OTKs) of governed agents, and one medium-term last-resort
  * prekey per agent (issue #12 layer 2, library).
  *
- * Each prekey is a statement signed by the node's ML-DSA-65 identity (FIPS 204 context
- * "qkm/v2 prekey") that binds the public key to the agent id, the node, its kind and validity:
+ * Each prekey is a statement signed by the node's ML-DSA-65 identity (tag "qkm/v2 prekey" in the
+ * tagged form of src/pqc/domain.ts; the older FIPS 204 context form still verifies) that binds the public key to the agent id, the node, its kind and validity:
  *   sign(encode("qkm/v2 prekey", kind, aid, node_id, id, ml_kem_768_public_key, created, expires))
  * The secret side is stored as the 64-byte ML-KEM key-generation seed (FIPS 203 (d, z)) in the
  * node's KeyStore, encrypted under the KEK. An OTK's seed is TAKEN (atomically destroyed) by the

@@ -132,6 +132,45 @@ export class ProviderClient implements BundleSource {
   }
 
   /**
+   * The identity of an enrolled node, as the Provider vouches for it (GET /v1/nodes/:id): what a
+   * responder uses for an initiator node it has not pinned. The bundle must be self-signed, name
+   * the node asked about and carry the key the Provider enrolled; else PROVIDER_RESPONSE_INVALID.
+   * A node the Provider does not know is HANDSHAKE_UNKNOWN_PEER (neither pinned nor vouched);
+   * any other refusal by the Provider (this node not enrolled, rate limited, …) is
+   * PROVIDER_UNAVAILABLE: the Provider could not be asked, which is not the peer's fault.
+   */
+  async node(nodeId: string): Promise<VerifiedBundle> {
+    let n: EnrolledNode;
+    try {
+      n = await this.call<EnrolledNode>('node', 'GET', `/v1/nodes/${encodeURIComponent(nodeId)}`);
+    } catch (err) {
+      if (isQkmError(err, 'NOT_FOUND'))
+        throw new QkmError(
+          'HANDSHAKE_UNKNOWN_PEER',
+          `node ${nodeId} is neither pinned nor enrolled with the Provider`,
+        );
+      if (isQkmError(err, 'PROVIDER_UNAVAILABLE') || isQkmError(err, 'PROVIDER_RESPONSE_INVALID')) throw err;
+      throw new QkmError(
+        'PROVIDER_UNAVAILABLE',
+        `the Provider refused to vouch for node ${nodeId} (${isQkmError(err) ? err.code : 'error'})`,
+        { cause: err },
+      );
+    }
+    const invalid = (why: string) =>
+      new QkmError('PROVIDER_RESPONSE_INVALID', `the Provider's answer for node ${nodeId} ${why}`);
+    if (typeof n !== 'object' || n === null || !n.identity) throw invalid('is malformed');
+    let v: VerifiedBundle;
+    try {
+      v = this.verifiedNode(n.identity);
+    } catch (err) {
+      throw invalid(`carries an invalid node identity (${(err as Error).message})`);
+    }
+    if (v.nodeId !== nodeId || n.node_id !== nodeId) throw invalid('names another node');
+    if (v.bundle.ml_dsa_65_public_key !== n.ml_dsa_65_public_key) throw invalid('carries two node keys');
+    return v;
+  }
+
+  /**
    * `verifyBundle`, remembered: a node's identity bundle does not change between bundles, and
    * checking it (a signature and a KEM-key check) is a third of a bundle's cost at the client.
    * Keyed by the whole bundle text, so any change is checked afresh.

@@ -362,6 +362,29 @@ export async function buildProviderApi(deps: ProviderApiDeps) {
     async () => ({ nodes: await deps.directory.listNodes() }),
   );
 
+  app.get(
+    '/v1/nodes/:id',
+    {
+      config: { caller: 'node' },
+      schema: {
+        summary:
+          "An enrolled node's identity bundle, for a node that got a handshake from it (the Provider vouches for it)",
+        description:
+          'What lets nodes pin only the Provider: a responder asks here for an initiator node it has not pinned. 404 NOT_FOUND when no such node is enrolled (never enrolled, or removed).',
+        tags: ['nodes'],
+        security: signed,
+        params: Type.Object({ id: Type.String({ pattern: '^[0-9a-f]{32}$' }) }),
+        response: { 200: NodeSchema, ...errorResponses(404) },
+      },
+    },
+    async (request) => {
+      node(request);
+      const found = await deps.directory.enrolled(request.params.id);
+      if (!found) throw new QkmError('NOT_FOUND', 'no such node is enrolled');
+      return found;
+    },
+  );
+
   app.delete(
     '/v1/nodes/:id',
     {

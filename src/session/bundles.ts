@@ -28,8 +28,8 @@ export interface BundleQuery {
   responderAid: string;
   /** Canonical governed id of the initiating agent (the one whose budget is spent). */
   initiatorAid: string;
-  /** The node id the caller named, if any (a pinned peer). */
-  peer?: string;
+  /** The node id the caller named, if any (it must then be the responder agent's node). */
+  peer?: string | undefined;
 }
 
 export interface ResponderBundle {
@@ -37,6 +37,8 @@ export interface ResponderBundle {
   lastResort: boolean;
   /** The responder's node, when the source vouches for it; otherwise the pinned peer is used. */
   peer?: Peer;
+  /** Where the responder agent's node is reached (its API), when the source knows. */
+  endpoint?: string;
 }
 
 /**
@@ -52,6 +54,7 @@ export function givenBundle(prekey: SignedPrekey): BundleSource {
 
 /** What the Provider's client hands out (src/provider/directory.ts `Bundle`, the fields used here). */
 export interface DirectoryBundle {
+  agent?: { endpoint?: string };
   node: { node_id: string; identity: unknown };
   prekey: SignedPrekey;
   lastResort: boolean;
@@ -70,6 +73,12 @@ export function directoryBundles(
   return {
     async bundle(q) {
       const b = await directory.bundle(q.responderAid, q.initiatorAid);
+      // The caller's `peer` is a claim about where the agent lives: the Provider's word must agree.
+      if (q.peer !== undefined && q.peer !== b.node.node_id)
+        throw new QkmError(
+          'INVALID_PARAMETER',
+          `the Provider places ${q.responderAid} on node ${b.node.node_id}, not on ${q.peer}`,
+        );
       const vouched = verifyBundle(b.node.identity);
       const pinned = await peers.get(b.node.node_id);
       if (pinned && pinned.bundle.ml_dsa_65_public_key !== vouched.bundle.ml_dsa_65_public_key)
@@ -80,7 +89,8 @@ export function directoryBundles(
       return {
         prekey: b.prekey,
         lastResort: b.lastResort,
-        peer: pinned ?? { ...vouched, pinnedAt: 'provider' },
+        peer: pinned ?? { ...vouched, pinnedAt: 'provider', trust: 'provider' },
+        ...(typeof b.agent?.endpoint === 'string' ? { endpoint: b.agent.endpoint } : {}),
       };
     },
   };

@@ -8,6 +8,7 @@ import type { RecordStore, StorageBackend } from '../store/interface.js';
 import type { KeyedMutex } from '../store/keyed-mutex.js';
 import type { NodeIdentity } from './identity.js';
 import type { PeerRegistry } from './peers.js';
+import type { VouchedPeers } from './vouched.js';
 import type { PosturePolicy } from './policy.js';
 import type { SessionCounters, SessionRecord } from './records.js';
 import type { RejectionAudit } from './rejection-audit.js';
@@ -44,6 +45,12 @@ export interface SessionServiceOptions {
   qkdFallbackTimeoutMs?: number;
   /** Governed agents; without it, a governed (qkm/v2) handshake is refused. */
   governance?: SessionGovernance;
+  /**
+   * Initiator nodes the Provider vouches for (config `provider`): a governed handshake or a
+   * resumption from a node that is not pinned is accepted when the Provider vouches for it.
+   * Without it, only pinned peers are accepted.
+   */
+  vouched?: VouchedPeers | undefined;
 }
 
 export const DEFAULT_QKD_TIMEOUT_MS = 5000;

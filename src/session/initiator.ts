@@ -63,7 +63,12 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
   // Governed (qkm/v2): the responder's prekey first — the source may vouch for its node — and
   // checked here against the node's identity key whatever the source.
   const gov = req.governed ? await governedPrekey(ctx, req.governed, req.peer) : undefined;
-  const peer = gov?.peer ?? (await ctx.o.peers.require(req.peer));
+  if (gov?.peer === undefined && req.peer === undefined)
+    throw new QkmError(
+      'INVALID_PARAMETER',
+      'peer is required (only a governed session whose responder bundle comes from the Provider can omit it)',
+    );
+  const peer = gov?.peer ?? (await ctx.o.peers.require(req.peer!));
   if (gov) verifyGovernedPrekey(ctx, gov, peer);
   const mBytes = gov ? 64 : 32;
   const decision = await ctx.o.policy.decide(peer, req.minPosture);
@@ -258,6 +263,7 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
             responderAid: gov.responderAid,
             prekeyId: gov.prekey.id,
             lastResort: gov.prekey.kind === 'last-resort',
+            peerTrust: peer.trust ?? ('pinned' as const),
           },
         }
       : {}),
@@ -356,6 +362,8 @@ export async function initiate(ctx: SessionContext, req: InitiateRequest): Promi
     posture,
     provenance,
     ...(keyId ? { key_id: keyId } : {}),
+    peer: peer.nodeId,
+    ...(gov?.endpoint ? { peer_endpoint: gov.endpoint } : {}),
   };
 }
 
@@ -401,12 +409,13 @@ interface GovernedPrekey {
   /** Set by verifyGovernedPrekey. */
   publicKey: Uint8Array;
   peer?: Peer;
+  endpoint?: string;
 }
 
 async function governedPrekey(
   ctx: SessionContext,
   g: NonNullable<InitiateRequest['governed']>,
-  peerId: string,
+  peerId: string | undefined,
 ): Promise<GovernedPrekey> {
   if (!ctx.o.governance)
     throw new QkmError('INVALID_PARAMETER', 'this node has no governed agents (governance not configured)');
@@ -419,6 +428,7 @@ async function governedPrekey(
     prekey: b.prekey,
     publicKey: new Uint8Array(0),
     ...(b.peer ? { peer: b.peer } : {}),
+    ...(b.endpoint ? { endpoint: b.endpoint } : {}),
   };
 }
 

@@ -18,6 +18,8 @@ export interface PeerRecord {
 /** A pinned peer with its keys decoded; what the handshake works with. */
 export interface Peer extends VerifiedBundle {
   pinnedAt: string;
+  /** Absent: pinned here. `provider`: not pinned, the Provider vouched for it (src/session/vouched.ts). */
+  trust?: 'provider';
   label?: string;
   minPosture?: Posture;
 }

@@ -19,6 +19,12 @@ export const GovernanceProvenanceSchema = Type.Object({
     description:
       "True when the responder's last-resort prekey (not a one-time prekey) was used: no forward secrecy against its compromise until it rotates",
   }),
+  peerTrust: Type.Optional(
+    Type.Union([Type.Literal('pinned'), Type.Literal('provider')], {
+      description:
+        "How this node knew the peer node's keys: `pinned` by its administrator, or vouched for by the pinned Provider (not pinned here)",
+    }),
+  ),
 });
 export type GovernanceProvenance = Static<typeof GovernanceProvenanceSchema>;
 
@@ -130,8 +136,11 @@ export interface InitiateRequest {
   agent: string;
   /** The one agent on the peer node that may accept the handshake (named in the signed transcript). */
   responderAgent: string;
-  /** Pinned peer's node id. */
-  peer: string;
+  /**
+   * The responder's node id: a pinned peer. Optional for a governed session whose bundle source
+   * vouches for the responder's node (the Provider); given, it must be that node.
+   */
+  peer?: string | undefined;
   minPosture?: Posture;
   /** Bound into the transcript (UTF-8, ≤ 1024 bytes) and returned to the responder. */
   context?: string;
@@ -176,6 +185,10 @@ export interface InitiateResult {
   provenance: SessionProvenance;
   /** Present when `keepKeys` is configured. */
   key_id?: string;
+  /** The responder's node id (from `peer`, or the Provider's bundle). */
+  peer: string;
+  /** Where the responder agent's node is reached, when the bundle source said (the Provider). */
+  peer_endpoint?: string;
 }
 
 export interface AcceptResult {
@@ -252,5 +265,6 @@ export function governanceAudit(p: SessionProvenance): Record<string, unknown> {
     responder_aid: g.responderAid,
     prekey_id: g.prekeyId,
     last_resort: g.lastResort,
+    ...(g.peerTrust ? { peer_trust: g.peerTrust } : {}),
   };
 }

@@ -3,6 +3,7 @@ import { mlKem768Decapsulate } from '../pqc/index.js';
 import type { SessionContext } from './context.js';
 import { toHex } from './encoding.js';
 import type { Peer } from './peers.js';
+import { initiatorPeer } from './vouched.js';
 import { postureAtLeast, postureHasQkd } from './posture.js';
 import {
   type GovernedFields,
@@ -61,8 +62,14 @@ export async function checkHandshake(
   if (body.responderNodeId !== me.nodeId) {
     throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the handshake is addressed to another node');
   }
-  const peer = await ctx.o.peers.get(body.initiatorNodeId);
-  if (!peer) throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${body.initiatorNodeId} is not pinned`);
+  // Pinned, or — governed handshakes only — vouched for by the Provider (HANDSHAKE_UNKNOWN_PEER,
+  // PROVIDER_UNAVAILABLE, PROVIDER_RESPONSE_INVALID otherwise: fail closed). A plain qkm/v1
+  // handshake has no contact policy to govern it, so it still needs a pinned peer.
+  const peer = await initiatorPeer(
+    ctx.o.peers,
+    body.governed ? ctx.o.vouched : undefined,
+    body.initiatorNodeId,
+  );
   // Verified before anything else is spent on the handshake. (With the PQC worker it ran
   // alongside a speculative decapsulation; with liboqs a verification takes ≈ 0.1–0.3 ms, src/pqc.)
   const verdict = verifyBody(signature, bodyBytes, peer.dsaPublicKey);

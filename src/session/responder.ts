@@ -135,6 +135,7 @@ async function complete(
             responderAid: body.governed.responderAid,
             prekeyId: body.governed.prekeyId,
             lastResort: prekey.lastResort,
+            peerTrust: peer.trust ?? ('pinned' as const),
           },
         }
       : {}),

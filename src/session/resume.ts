@@ -31,6 +31,7 @@ import {
 import type { Posture } from './posture.js';
 import type { IssuedToken, SessionProvenance, SessionRecord } from './records.js';
 import { constantTimeEqual } from './transcript.js';
+import { initiatorPeer } from './vouched.js';
 
 /**
  * Resumed sessions (protocol qkm/v2, issue #12): after a governed handshake the responder's
@@ -413,7 +414,8 @@ export interface ResumedSession {
 /**
  * Responder, step 2. Checks, in order, each refusal audited (`session.rejected`) and consuming
  * nothing: decode (HANDSHAKE_MALFORMED), addressed to this node (HANDSHAKE_WRONG_RECIPIENT),
- * initiator pinned (HANDSHAKE_UNKNOWN_PEER), token known (TOKEN_UNKNOWN), issued for this
+ * initiator pinned or vouched for by the Provider (HANDSHAKE_UNKNOWN_PEER, PROVIDER_UNAVAILABLE,
+ * PROVIDER_RESPONSE_INVALID), token known (TOKEN_UNKNOWN), issued for this
  * accepting agent (HANDSHAKE_WRONG_AGENT), contact policy still admits the initiator
  * (CONTACT_BLOCKED / CONTACT_NO_RULE; the budget counts prekeys, not resumptions), then the
  * token's own checks: TOKEN_STOLEN, TOKEN_EXPIRED, TOKEN_EXHAUSTED, TOKEN_INVALID, TOKEN_REPLAYED.
@@ -430,8 +432,9 @@ export async function acceptResume(
     actor = m.initiatorNodeId;
     if (m.responderNodeId !== ctx.o.identity.nodeId)
       throw new QkmError('HANDSHAKE_WRONG_RECIPIENT', 'the resume message is addressed to another node');
-    const peer = await ctx.o.peers.get(m.initiatorNodeId);
-    if (!peer) throw new QkmError('HANDSHAKE_UNKNOWN_PEER', `initiator ${m.initiatorNodeId} is not pinned`);
+    // A token was issued after a governed handshake, so its presenter's node may be one the
+    // Provider vouched for (asked again once the cached answer expires).
+    const peer = await initiatorPeer(ctx.o.peers, ctx.o.vouched, m.initiatorNodeId);
     // The presenter is who the message says, as its node's pinned key makes it: another agent
     // (even holding RS) gets TOKEN_STOLEN.
     const initiator = agentKeyHash(peer.dsaPublicKey, m.initiatorAgent);

@@ -39,11 +39,19 @@ describe('qkm demo: governed agents with one Provider', () => {
     expect(blocked?.otks?.[1]).toBe(blocked?.otks?.[0]);
     expect(resumed?.otks?.[1]).toBe(resumed?.otks?.[0]);
     expect(resumed).toMatchObject({ keysEqual: true, tokenId: allowed?.tokenId, tokenUse: 1 });
+    // The nodes pin only the Provider: each takes the other node's keys from it.
+    expect(allowed?.peerTrust).toEqual(['provider', 'provider']);
     expect(report.ok).toBe(true);
     const text = formatGovernedReport(report);
     expect(text).toContain(
       `[ok] blocked: ${DEMO_AGENTS.mallory} → ${DEMO_AGENTS.bob}: CONTACT_BLOCKED (the Provider)`,
     );
+  });
+
+  it('the nodes pin only the Provider, not each other', async () => {
+    expect(await setup.a.admin.peers.list()).toEqual([]);
+    expect(await setup.b.admin.peers.list()).toEqual([]);
+    expect(formatGovernedReport(report)).toContain('peer keys: a provider, b provider');
   });
 
   it('both nodes are enrolled and published to the Provider', async () => {

@@ -95,6 +95,7 @@ async function startNode(name: string, providerUrl: string): Promise<Appliance> 
         otkLowWater: 2,
         otkTarget: 4,
         timeoutMs: 5000,
+        vouchTtlSeconds: 300,
       },
     },
   });

@@ -32,6 +32,36 @@ async function code(p: Promise<unknown>): Promise<string | undefined> {
 }
 
 describe('contact policies and budget windows', () => {
+  it('two processes whose clocks straddle a window boundary never reset the later window', async () => {
+    const store = createMemoryBackend();
+    const boundary = Date.UTC(2026, 0, 1, 11, 0, 0);
+    const ahead = open(store, { t: boundary + 1000 });
+    const behind = open(store, { t: boundary - 1000 }); // same store, a clock 2 s late
+    await ahead.set(BOB, [{ pattern: '*@example.com:*', budget: 2 }]);
+    await ahead.consume(BOB, ALICE);
+    await ahead.consume(BOB, ALICE);
+    // The late process must not treat the new window's count as stale and grant it afresh.
+    expect(await code(behind.consume(BOB, ALICE))).toBe('CONTACT_BUDGET_EXHAUSTED');
+    expect(await store.records<BudgetRecord>('contact-budgets').entries()).toEqual([
+      [`${BOB} ${ALICE}`, { windowStart: boundary, used: 2 }],
+    ]);
+  });
+
+  it('refund gives back a granted unit within its window only', async () => {
+    const clock = { t: Date.UTC(2026, 0, 1, 10, 30, 0) };
+    const c = open(createMemoryBackend(), clock);
+    await c.set(BOB, [{ pattern: '*@example.com:*', budget: 2 }]);
+    await c.consume(BOB, ALICE);
+    const second = await c.consume(BOB, ALICE);
+    await c.refund(second);
+    expect((await c.explain(BOB, ALICE)).used).toBe(1);
+    const third = await c.consume(BOB, ALICE);
+    clock.t += 3600_000; // next window, and a unit granted in it
+    await c.consume(BOB, ALICE);
+    await c.refund(third); // its window is over: the new window's count is left alone
+    expect((await c.explain(BOB, ALICE)).used).toBe(1);
+  });
+
   it('only agents of this node have policies; an agent without one cannot be contacted', async () => {
     const c = open(createMemoryBackend(), { t: 0 });
     expect(await code(c.set(ALICE, []))).toBe('AID_NOT_FOUND');

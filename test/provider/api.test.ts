@@ -298,4 +298,27 @@ describe('Provider API', () => {
     expect(await code(client({ signer: B.identity }).stock(BOB))).toBe('NODE_NOT_ENROLLED');
     expect(await code(client({ signer: A.identity }).bundle(BOB, ALICE))).toBe('NODE_NOT_ENROLLED');
   });
+
+  it('vouches for an enrolled node to another enrolled node (GET /v1/nodes/:id), and for no other', async () => {
+    const asA = client({ signer: A.identity });
+    // B was removed above: neither pinned nor vouched.
+    expect(await code(asA.node(B.identity.nodeId))).toBe('HANDSHAKE_UNKNOWN_PEER');
+    await client({ admin: true }).enrol(B.identity.bundle, 'node B');
+    const v = await asA.node(B.identity.nodeId);
+    expect(v.nodeId).toBe(B.identity.nodeId);
+    expect(v.bundle).toEqual(B.identity.bundle);
+    // Only enrolled nodes may ask, signed: anyone else learns nothing.
+    expect((await raw('GET', `/v1/nodes/${B.identity.nodeId}`)).status).toBe(401);
+    expect(await code(client({ signer: node(0xd).identity }).node(B.identity.nodeId))).toBe(
+      'PROVIDER_UNAVAILABLE',
+    );
+    // An answer that is not the Provider's (another pinned key) is never used.
+    expect(
+      await code(
+        client({ signer: A.identity, key: toBase64url(node(0xe).identity.signing.publicKey) }).node(
+          B.identity.nodeId,
+        ),
+      ),
+    ).toBe('PROVIDER_RESPONSE_INVALID');
+  });
 });

@@ -236,6 +236,8 @@ describe('qkm/v2 known-answer vectors (test/vectors/governed-kat.json)', () => {
         responderAid: i.responder_aid,
         prekeyId: i.prekey.id,
         lastResort: false,
+        // The vector's initiator node is pinned here (not Provider-vouched).
+        peerTrust: 'pinned',
       });
       // The token opens under the vector's token key and is bound to the vector's initiator.
       const body = openTokenBody(buf(e.token_key), acc.token!.id, acc.token!.sealed);

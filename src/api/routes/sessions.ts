@@ -223,7 +223,14 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         security: [{ bearer: [] }],
         body: Type.Object(
           {
-            peer: Type.String({ minLength: 1, maxLength: 128 }),
+            peer: Type.Optional(
+              Type.String({
+                minLength: 1,
+                maxLength: 128,
+                description:
+                  "the responder's node id (a pinned peer); optional for a governed session when a Provider is configured (the Provider's bundle names the node, and `peer`, if given, must agree)",
+              }),
+            ),
             responder_agent: Type.Optional(
               Type.String({
                 minLength: 1,
@@ -268,7 +275,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         agent: actor(request.agent),
         responderAgent,
         ...(governed ? { governed } : {}),
-        peer: request.body.peer,
+        ...(request.body.peer !== undefined ? { peer: request.body.peer } : {}),
         ...(request.body.min_posture ? { minPosture: request.body.min_posture } : {}),
         ...(request.body.context !== undefined ? { context: request.body.context } : {}),
         ...(request.body.require_confirm ? { requireConfirm: true } : {}),
@@ -281,6 +288,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRouteOptions> = asy
         handshake: r.handshake,
         posture: r.posture,
         provenance: r.provenance,
+        peer: r.peer,
+        ...(r.peer_endpoint ? { peer_endpoint: r.peer_endpoint } : {}),
       });
     },
   );

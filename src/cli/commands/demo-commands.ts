@@ -57,6 +57,9 @@ async function demoAction(o: DemoOptions, g: GlobalOptions): Promise<void> {
     kmeProcess: true,
     // Three governed agents on the two nodes and one Provider (allowed, blocked, resumed).
     provider: true,
+    // The demo run pins the nodes for its plain part and unpins them for the governed one;
+    // a held setup is driven by someone else, for either: pinned, as before.
+    ...(o.hold ? { pinPeers: true } : {}),
     ...(o.dir ? { baseDir: o.dir } : {}),
     ...(o.distance !== undefined ? { distanceKm: o.distance } : {}),
     ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),

@@ -50,7 +50,11 @@ export function registerSessionCommands(program: Command): void {
       }
     });
 
-  const peers = program.command('peers').description('pinned peers: sessions are possible only with these');
+  const peers = program
+    .command('peers')
+    .description(
+      'pinned peers: plain sessions need one; governed sessions may use a node the Provider vouches for',
+    );
   peers
     .command('add <bundle.json>')
     .description("pin a peer from its bundle file (verifies the bundle's signature)")
