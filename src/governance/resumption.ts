@@ -179,8 +179,9 @@ export interface TokenIssuerOptions {
    * true when no other process writes `tokens` and `nonces` (LevelDB's directory lock, the
    * memory backend). The replay read under the token's lock is then exact, and a resumption's
    * nonce is written with a plain put, in the same sync round as the use count. false (a store
-   * shared by several appliances, etcd) keeps `putIfAbsent`, whose extra read starts the
-   * nonce's write one round late. Default false.
+   * shared by several appliances, etcd): the request is claimed by `putIfAbsent` and the use
+   * by compare-and-swap (`update`), two more rounds that keep replays and the quota exact
+   * across processes. Default false.
    */
   exclusive?: boolean;
   now?: () => number;
@@ -349,8 +350,14 @@ export class TokenIssuer {
         // store other processes share, putIfAbsent still decides between them (see `exclusive`).
         if (seen.status === 'rejected') throw seen.reason;
         if (seen.value) throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
+        const seenAt = { at: new Date(this.now()).toISOString() };
+        // On a store other processes share (etcd: several appliances behind one address), this
+        // process's lock orders nothing across them: the request is claimed by put-if-absent
+        // (one answer per request) and the use by compare-and-swap (the quota holds across
+        // processes), both before the key exists. On an exclusive store the lock makes the
+        // reads above exact, and the writes share one sync with the caller's records below.
+        const use = this.o.exclusive ? rec.used + 1 : await this.claimUse(rec, nonceKey, seenAt);
         const salt = await this.o.salt(RESUME_SALT_BYTES);
-        const use = rec.used + 1;
         const { key, confirm } = resumedKey(rs, {
           id: rec.id,
           initiator: rec.initiator,
@@ -367,25 +374,16 @@ export class TokenIssuer {
           remaining: rec.maxUses - use,
           provenance: salt.provenance,
         };
-        let fresh: boolean;
         try {
-          const seenAt = { at: new Date(this.now()).toISOString() };
-          [fresh] = await Promise.all([
-            this.o.exclusive
-              ? this.o.nonces.put(nonceKey, seenAt).then(() => true)
-              : this.o.nonces.putIfAbsent(nonceKey, seenAt),
-            this.o.tokens.put(rec.id, { ...rec, used: use }),
+          await Promise.all([
+            ...(this.o.exclusive
+              ? [this.o.nonces.put(nonceKey, seenAt), this.o.tokens.put(rec.id, { ...rec, used: use })]
+              : []),
             alongside?.(result),
           ]);
         } catch (err) {
           key.fill(0);
           throw err;
-        }
-        if (!fresh) {
-          // Another process answered the same request meanwhile: this use is not counted.
-          key.fill(0);
-          await this.o.tokens.put(rec.id, rec);
-          throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
         }
         // The last use destroys RS: nothing can be derived from the token any more.
         if (use >= rec.maxUses) await this.o.keys.delete(rec.secretId).catch(() => undefined);
@@ -394,6 +392,28 @@ export class TokenIssuer {
         rs?.fill(0);
       }
     });
+  }
+
+  /**
+   * Shared store: claims the request (put-if-absent of its nonce), then one use of the token by
+   * compare-and-swap, refusing past the quota. A refused claim gives the nonce back, so a
+   * refusal still consumes nothing. Returns the use number claimed.
+   */
+  private async claimUse(rec: TokenRecord, nonceKey: string, seenAt: { at: string }): Promise<number> {
+    if (!(await this.o.nonces.putIfAbsent(nonceKey, seenAt)))
+      throw new QkmError('TOKEN_REPLAYED', 'this resume request was already answered');
+    try {
+      const claimed = await this.o.tokens.update(rec.id, (cur) => {
+        if (!cur) throw new QkmError('TOKEN_UNKNOWN', 'no such access token on this node');
+        if (cur.used >= cur.maxUses)
+          throw new QkmError('TOKEN_EXHAUSTED', `the access token's ${cur.maxUses} uses are spent`);
+        return { ...cur, used: cur.used + 1 };
+      });
+      return claimed.used;
+    } catch (err) {
+      await this.o.nonces.del(nonceKey).catch(() => undefined);
+      throw err;
+    }
   }
 
   private async readSecret(rec: TokenRecord) {

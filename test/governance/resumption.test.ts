@@ -181,6 +181,24 @@ describe('access-control tokens and resumed sessions', () => {
     expect(results.filter((r) => r === 'TOKEN_EXHAUSTED')).toHaveLength(9);
   });
 
+  it('two appliances sharing one store (etcd): the quota holds across them, and a request answered by one is a replay at the other', async () => {
+    const { store, clock, t, issued, request } = await setup(3);
+    const other = issuer(store, clock);
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => code((i % 2 === 0 ? t : other).resume(request()))),
+    );
+    expect(results.filter((r) => r === undefined)).toHaveLength(3);
+    expect(results.filter((r) => r === 'TOKEN_EXHAUSTED')).toHaveLength(9);
+    expect((await t.record(issued.id))?.used).toBe(3);
+
+    const { store: s2, clock: c2, t: a, request: req2 } = await setup(10);
+    const b = issuer(s2, c2);
+    const same = req2();
+    const both = await Promise.all([code(a.resume(same)), code(b.resume(same))]);
+    expect(both.filter((r) => r === undefined)).toHaveLength(1);
+    expect(both.filter((r) => r === 'TOKEN_REPLAYED')).toHaveLength(1);
+  });
+
   it('on a store no other process writes (exclusive), a replay is still refused, even concurrently', async () => {
     const { t, issued, request } = await setup(10, 3600, true);
     const req = request();
