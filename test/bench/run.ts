@@ -19,6 +19,7 @@ const BENCHES = [
   'kme',
   'bb84-rate',
   'session',
+  'session-floor',
   'pqc-memory',
   'store-etcd',
   'otk-issuance',
