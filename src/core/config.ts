@@ -45,6 +45,14 @@ const SerialSourceConfig = Type.Object(
  * `store.backend: "etcd"`: several appliances share one key store on an etcd cluster. Every
  * appliance needs the same `<dataDir>/kek` file; relative TLS paths are relative to the data dir.
  */
+/** `pqc` section, shared by the appliance and the Provider. */
+export const PqcConfigSchema = Type.Object(
+  {
+    backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], { default: 'liboqs-wasm' }),
+  },
+  { default: {}, additionalProperties: false },
+);
+
 export const StoreConfigSchema = Type.Union([
   Type.Object(
     {
@@ -167,12 +175,7 @@ export const ConfigSchema = Type.Object(
      * seeds and encapsulation with quantum randomness run on noble (liboqs-js cannot take them).
      * `QKM_PQC_BACKEND` overrides it.
      */
-    pqc: Type.Object(
-      {
-        backend: Type.Union([Type.Literal('liboqs-wasm'), Type.Literal('noble')], { default: 'liboqs-wasm' }),
-      },
-      { default: {}, additionalProperties: false },
-    ),
+    pqc: PqcConfigSchema,
     /**
      * The Provider this node publishes its governed agents to and fetches responder bundles from
      * (issue #12). `publicKey` is the Provider's ML-DSA-65 key (base64url, `qkm provider status`):

@@ -1,5 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
-import { ConfigError, StoreConfigSchema, loadConfigFile } from '../core/config.js';
+import { ConfigError, PqcConfigSchema, StoreConfigSchema, loadConfigFile } from '../core/config.js';
 
 /**
  * Configuration of `qkm provider start`: its own process, port and data dir, and the same
@@ -17,6 +17,8 @@ export const ProviderConfigSchema = Type.Object(
     /** Extra Host header values accepted besides the bind address (DNS-rebinding guard). */
     allowedHosts: Type.Array(Type.String(), { default: [] }),
     store: Type.Optional(StoreConfigSchema),
+    /** Post-quantum library for the Provider's signatures (as the appliance's `pqc`). */
+    pqc: PqcConfigSchema,
     /** Contact-policy budgets count OTKs handed out per window of this length (seconds). */
     budgetWindowSeconds: Type.Integer({ minimum: 1, maximum: 31_536_000, default: 86_400 }),
     /**
@@ -53,6 +55,7 @@ export function loadProviderConfig(
   }
   if (env.QKM_PROVIDER_HOST) early.host = env.QKM_PROVIDER_HOST;
   if (env.QKM_PROVIDER_DATA) early.dataDir = env.QKM_PROVIDER_DATA;
+  if (env.QKM_PQC_BACKEND) early.pqc = { backend: env.QKM_PQC_BACKEND };
   for (const [k, v] of Object.entries(options.overrides ?? {})) if (v !== undefined) early[k] = v;
   return loadConfigFile(ProviderConfigSchema, {
     what: 'Provider configuration',

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { mlDsa65KeygenFromSeed } from '../pqc/index.js';
 import type { Provenance } from '../core/provenance.js';
 import { toBase64url } from '../session/encoding.js';
 import { nodeIdOf } from '../session/identity.js';
@@ -53,7 +53,7 @@ export async function loadOrCreateProviderIdentity(store: StorageBackend): Promi
   const seed = new Uint8Array(randomBytes(SEED_BYTES));
   const keyId = randomUUID();
   try {
-    const { publicKey, secretKey } = ml_dsa65.keygen(seed);
+    const { publicKey, secretKey } = mlDsa65KeygenFromSeed(seed);
     await store.keys.put({
       meta: {
         id: keyId,
@@ -86,7 +86,7 @@ export async function loadOrCreateProviderIdentity(store: StorageBackend): Promi
 async function fromRecord(store: StorageBackend, rec: IdentityRecord): Promise<ProviderIdentity> {
   const { material } = await store.keys.read(rec.key_id);
   try {
-    const { publicKey, secretKey } = ml_dsa65.keygen(material);
+    const { publicKey, secretKey } = mlDsa65KeygenFromSeed(material);
     if (toBase64url(publicKey) !== rec.ml_dsa_65_public_key)
       throw new Error('the stored Provider identity seed does not match its public key (wrong KEK?)');
     return { providerId: rec.provider_id, publicKey, secretKey, created: rec.created };

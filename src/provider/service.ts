@@ -14,6 +14,7 @@ import type { ProviderConfig } from './config.js';
 import { Directory } from './directory.js';
 import { type ProviderIdentity, loadOrCreateProviderIdentity } from './identity.js';
 import { type ProviderApp, buildProviderApi, nonceKey } from './server.js';
+import { usePqcBackend } from '../pqc/index.js';
 
 /** `<dataDir>/provider-identity.json`: the Provider's id, public key and URL (not secret). */
 export const IDENTITY_FILE = 'provider-identity.json';
@@ -38,6 +39,8 @@ export class ProviderService {
   static async start(options: { config: ProviderConfig; logger?: Logger }): Promise<ProviderService> {
     const { config } = options;
     const logger = options.logger ?? createLogger({ level: config.logLevel });
+    // The Provider signs and verifies every request and answer: the fast backend matters here.
+    await usePqcBackend(config.pqc.backend);
     await ensurePrivateDir(config.dataDir);
     const kek = await loadOrCreateKek(config.dataDir);
     const store = await openStore(config, kek).finally(() => kek.fill(0));

@@ -1,5 +1,6 @@
 import { sha3_256 } from '@noble/hashes/sha3.js';
-import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { signTagged, verifyTagged } from '../pqc/domain.js';
+import { ML_DSA_65_LENGTHS } from '../pqc/index.js';
 import { encodeFields, fromBase64url, str, toBase64url } from '../session/encoding.js';
 
 /**
@@ -11,7 +12,8 @@ import { encodeFields, fromBase64url, str, toBase64url } from '../session/encodi
  *
  *   sign_node("qkm/v2 provider-request" ‖ method ‖ path ‖ node_id ‖ timestamp ‖ nonce ‖ SHA3-256(body))
  *
- * (fields length-prefixed, `encodeFields`; FIPS 204 context "qkm/v2 provider-request"). The
+ * (fields length-prefixed, `encodeFields`; signed in the tagged form of src/pqc/domain.ts with
+ * tag "qkm/v2 provider-request", on the process's PQC backend: liboqs by default). The
  * Provider accepts a timestamp within ±`skew` of its clock and each (node, nonce) once.
  *
  * Every Provider response is signed with the Provider's ML-DSA-65 key, bound to the request's
@@ -79,28 +81,28 @@ export function responseSigningBytes(r: ResponseSigningInput): Uint8Array {
 }
 
 export function signRequest(r: RequestSigningInput, secretKey: Uint8Array): string {
-  return toBase64url(ml_dsa65.sign(requestSigningBytes(r), secretKey, { context: REQUEST_CONTEXT }));
+  return toBase64url(signTagged(REQUEST_CONTEXT, requestSigningBytes(r), secretKey));
 }
 
 export function verifyRequest(r: RequestSigningInput, signature: string, publicKey: Uint8Array): boolean {
   try {
     const sig = fromBase64url(signature, 'signature');
-    if (sig.length !== ml_dsa65.lengths.signature) return false;
-    return ml_dsa65.verify(sig, requestSigningBytes(r), publicKey, { context: REQUEST_CONTEXT });
+    if (sig.length !== ML_DSA_65_LENGTHS.signature) return false;
+    return verifyTagged(REQUEST_CONTEXT, sig, requestSigningBytes(r), publicKey);
   } catch {
     return false;
   }
 }
 
 export function signResponse(r: ResponseSigningInput, secretKey: Uint8Array): string {
-  return toBase64url(ml_dsa65.sign(responseSigningBytes(r), secretKey, { context: RESPONSE_CONTEXT }));
+  return toBase64url(signTagged(RESPONSE_CONTEXT, responseSigningBytes(r), secretKey));
 }
 
 export function verifyResponse(r: ResponseSigningInput, signature: string, publicKey: Uint8Array): boolean {
   try {
     const sig = fromBase64url(signature, 'signature');
-    if (sig.length !== ml_dsa65.lengths.signature) return false;
-    return ml_dsa65.verify(sig, responseSigningBytes(r), publicKey, { context: RESPONSE_CONTEXT });
+    if (sig.length !== ML_DSA_65_LENGTHS.signature) return false;
+    return verifyTagged(RESPONSE_CONTEXT, sig, responseSigningBytes(r), publicKey);
   } catch {
     return false;
   }
