@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Etcd3, type IOptions, Range } from 'etcd3';
 import { QkmError } from '../core/errors.js';
@@ -214,7 +215,8 @@ class EtcdRecordStore<T> implements RecordStore<T> {
             details: { backend: 'etcd', reason: 'contended' },
           });
         kv = res.responses[0]?.response_range.kvs[0];
-        if (attempt >= 3) await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+        // Jitter, so writers that keep colliding spread out.
+        if (attempt >= 3) await new Promise((r) => setTimeout(r, randomInt(5 * attempt + 1)));
       }
     });
   }

@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { type Server, type ServerResponse, createServer, request } from 'node:http';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { createLogger } from '../../src/core/logger.js';
 import { ProviderClient } from '../../src/provider/client.js';
 import { freePort } from '../helpers/etcd-cluster.js';
 import { type ProviderProcess, startProviderProcess } from '../helpers/provider-process.js';
+import { startProviderProxy } from '../helpers/provider-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -45,45 +46,6 @@ let b: Node;
 let c: Node;
 /** Started by the test of an unknown node. */
 let d: Node | undefined;
-
-function startProxy(): Promise<Server> {
-  const server = createServer((req, res: ServerResponse) => {
-    if (mode === 'down') {
-      req.socket.destroy();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    req.on('data', (d) => chunks.push(d));
-    req.on('end', () => {
-      const up = request(
-        {
-          host: '127.0.0.1',
-          port: providerPort,
-          method: req.method,
-          path: req.url,
-          headers: { ...req.headers, host: `127.0.0.1:${providerPort}` },
-        },
-        (upRes) => {
-          const body: Buffer[] = [];
-          upRes.on('data', (d) => body.push(d));
-          upRes.on('end', () => {
-            const raw = Buffer.concat(body);
-            if (mode === 'tamper' && req.method === 'GET' && req.url?.startsWith('/v1/nodes/')) {
-              // Same length: only the Provider's signature can tell.
-              const i = raw.indexOf('"region":"') + 10;
-              raw[i] = (raw[i] ?? 0) === 0x41 ? 0x42 : 0x41;
-            }
-            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-            res.end(raw);
-          });
-        },
-      );
-      up.on('error', () => res.socket?.destroy());
-      up.end(Buffer.concat(chunks));
-    });
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 async function startNode(name: string, providerUrl: string, agent: [string, string]): Promise<Node> {
   const config = loadConfig({
@@ -161,7 +123,15 @@ beforeAll(async () => {
     publicKey: provider.publicKey,
     adminToken: provider.adminToken,
   });
-  proxy = await startProxy();
+  proxy = await startProviderProxy(() => providerPort, {
+    drop: () => mode === 'down',
+    upstreamError: 'drop',
+    rewrite: (req, raw) => {
+      if (mode !== 'tamper' || req.method !== 'GET' || !req.url?.startsWith('/v1/nodes/')) return;
+      const i = raw.indexOf('"region":"') + 10;
+      raw[i] = (raw[i] ?? 0) === 0x41 ? 0x42 : 0x41;
+    },
+  });
   const addr = proxy.address();
   proxyUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
   a = await startNode('a', provider.url, ['alice', ALICE]);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { type Server, createServer, request } from 'node:http';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { toBase64url } from '../../src/session/encoding.js';
 import { runCli } from '../cli/run-cli.js';
 import { freePort } from '../helpers/etcd-cluster.js';
 import { type ProviderProcess, startProviderProcess } from '../helpers/provider-process.js';
+import { startProviderProxy } from '../helpers/provider-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -40,45 +41,6 @@ let a: Appliance;
 let b: Appliance;
 let adminA: QkmClient;
 let adminB: QkmClient;
-
-/** Forwards to the Provider; with `tamper` set, flips one character of every answer's body. */
-function startProxy(): Promise<Server> {
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const up = request(
-        {
-          host: '127.0.0.1',
-          port: providerPort,
-          method: req.method,
-          path: req.url,
-          headers: { ...req.headers, host: `127.0.0.1:${providerPort}` },
-        },
-        (upRes) => {
-          const body: Buffer[] = [];
-          upRes.on('data', (c) => body.push(c));
-          upRes.on('end', () => {
-            const raw = Buffer.concat(body);
-            if (tamper && raw.length > 2) {
-              // Same length, so Content-Length still holds: only the signature can tell.
-              const i = raw.indexOf('"', 1) + 1;
-              raw[i] = (raw[i] ?? 0) === 0x61 ? 0x62 : 0x61;
-            }
-            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-            res.end(raw);
-          });
-        },
-      );
-      up.on('error', () => {
-        res.writeHead(502);
-        res.end();
-      });
-      up.end(Buffer.concat(chunks));
-    });
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 async function startNode(name: string, providerUrl: string): Promise<Appliance> {
   const config = loadConfig({
@@ -133,7 +95,14 @@ beforeAll(async () => {
   await mkdir(providerDir, { recursive: true });
   providerPort = await freePort();
   provider = await startProviderProcess({ dir: providerDir, port: providerPort });
-  proxy = await startProxy();
+  // With `tamper` set, flips one character of every answer's body.
+  proxy = await startProviderProxy(() => providerPort, {
+    rewrite: (_req, raw) => {
+      if (!tamper || raw.length <= 2) return;
+      const i = raw.indexOf('"', 1) + 1;
+      raw[i] = (raw[i] ?? 0) === 0x61 ? 0x62 : 0x61;
+    },
+  });
   const addr = proxy.address();
   proxyUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
   a = await startNode('a', proxyUrl);
