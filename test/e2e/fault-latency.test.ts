@@ -32,7 +32,15 @@ beforeAll(async () => {
     simulator: simulatedQuantis,
     config: loadConfig({
       env: {},
-      overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', mode: 'simulator' },
+      overrides: {
+        dataDir: join(dir, 'data'),
+        port: 0,
+        logLevel: 'silent',
+        mode: 'simulator',
+        // The load cases drive 4 clients flat out for ~3.5 s each: on a fast runner that passes
+        // the default 60 000 requests a minute, and a 429 is not what these tests are about.
+        api: { rateLimitPerMinute: 10_000_000 },
+      } as never,
     }),
     logger: createLogger({ level: 'silent' }),
   });
