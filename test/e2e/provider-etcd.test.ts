@@ -1,16 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isQkmError } from '../../src/core/errors.js';
-import type { Provenance } from '../../src/core/provenance.js';
-import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from '../../src/governance/prekeys.js';
 import { ProviderClient } from '../../src/provider/client.js';
-import { identityFromSeed } from '../../src/session/identity.js';
-import { createMemoryBackend } from '../../src/store/memory.js';
 import { EtcdCluster, etcdUnavailableReason, freePort } from '../helpers/etcd-cluster.js';
 import { type ProviderProcess, startProviderProcess } from '../helpers/provider-process.js';
+import { testNode } from '../helpers/provider-fixtures.js';
 
 /**
  * The Provider on a 3-member etcd cluster (issue #14, "Provider on etcd"): `qkm provider start`
@@ -21,40 +17,11 @@ import { type ProviderProcess, startProviderProcess } from '../helpers/provider-
  */
 
 const SKIP = etcdUnavailableReason();
-const PROVENANCE: Provenance = {
-  seedOrigin: 'quantum',
-  sources: [],
-  entropyCredited: 512,
-  drbg: {
-    name: 'test',
-    instance: 'test',
-    reseedCounter: 1,
-    seededAt: new Date(0).toISOString(),
-    predictionResistance: false,
-  },
-  degraded: false,
-  at: new Date(0).toISOString(),
-};
 const BOB = 'bob@example.com:calendar';
 const ALICE = 'alice@example.com:mail';
 const STOCK = 40;
 
-function node(fill: number) {
-  const identity = identityFromSeed(
-    new Uint8Array(96).fill(fill),
-    { region: 'EU', created: new Date(0).toISOString() },
-    PROVENANCE,
-  );
-  const store = createMemoryBackend();
-  const prekeys = new PrekeyStore({
-    signer: identity,
-    keys: store.keys,
-    records: store.records<PrekeyRecord>('prekeys'),
-    index: store.records<PrekeyIndexEntry>('prekey-ids'),
-    seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
-  });
-  return { identity, prekeys };
-}
+const node = (fill: number) => testNode(fill, new Date(0).toISOString());
 
 let dir: string;
 let providerDir: string;

@@ -6,15 +6,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CATALOGUE, isQkmError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
-import type { Provenance } from '../../src/core/provenance.js';
-import { type PrekeyIndexEntry, type PrekeyRecord, PrekeyStore } from '../../src/governance/prekeys.js';
 import { ProviderClient } from '../../src/provider/client.js';
 import { loadProviderConfig } from '../../src/provider/config.js';
 import { ProviderService } from '../../src/provider/service.js';
 import { HEADER, signRequest } from '../../src/provider/wire.js';
 import { toBase64url } from '../../src/session/encoding.js';
-import { type NodeIdentity, identityFromSeed } from '../../src/session/identity.js';
-import { createMemoryBackend } from '../../src/store/memory.js';
+import type { NodeIdentity } from '../../src/session/identity.js';
+import { testNode } from '../helpers/provider-fixtures.js';
 
 /**
  * The Provider's API in process over loopback HTTP: admin-gated enrolment, signed node requests
@@ -22,39 +20,10 @@ import { createMemoryBackend } from '../../src/store/memory.js';
  * bundle, and input that fails its schema answered 4xx {error, message}, never 500.
  */
 
-const PROVENANCE: Provenance = {
-  seedOrigin: 'quantum',
-  sources: [],
-  entropyCredited: 512,
-  drbg: {
-    name: 'test',
-    instance: 'test',
-    reseedCounter: 1,
-    seededAt: '2026-01-01T00:00:00.000Z',
-    predictionResistance: false,
-  },
-  degraded: false,
-  at: '2026-01-01T00:00:00.000Z',
-};
 const BOB = 'bob@example.com:calendar';
 const ALICE = 'alice@example.com:mail';
 
-function node(fill: number) {
-  const identity = identityFromSeed(
-    new Uint8Array(96).fill(fill),
-    { region: 'EU', created: '2026-01-01T00:00:00.000Z' },
-    PROVENANCE,
-  );
-  const store = createMemoryBackend();
-  const prekeys = new PrekeyStore({
-    signer: identity,
-    keys: store.keys,
-    records: store.records<PrekeyRecord>('prekeys'),
-    index: store.records<PrekeyIndexEntry>('prekey-ids'),
-    seed: async (n) => ({ data: new Uint8Array(randomBytes(n)), provenance: PROVENANCE }),
-  });
-  return { identity, prekeys };
-}
+const node = testNode;
 
 let dir: string;
 let service: ProviderService;
