@@ -1,10 +1,9 @@
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { type ChildProcess, fork } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
-import { getHeapSpaceStatistics } from 'node:v8';
-import { join } from 'node:path';
-import { Appliance } from '../../src/app.js';
-import { simulatedQuantis } from '../../src/cli/simulator.js';
-import { loadConfig } from '../../src/core/config.js';
+import { join, resolve } from 'node:path';
+import type { SoakSample } from './soak-appliance.js';
 import type { BenchRecord } from './types.js';
 
 /**
@@ -16,8 +15,12 @@ import type { BenchRecord } from './types.js';
  *
  * Length: QKM_SOAK_SECONDS (default 150, 90 to 600), or `npm run bench -- soak --minutes=N`.
  * Closed keys keep the default retention (7 days), so they pile up for the whole run: the worst
- * case for listing. The heap is sampled after a forced GC when the child runs with --expose-gc
- * (run.ts passes it for this bench), so its slope is live memory, not garbage not yet collected.
+ * case for listing. The appliance runs in a process of its own (soak-appliance.ts), as in
+ * production, so the memory measured is the appliance's, not the load generator's; it is sampled
+ * there after a forced GC (--expose-gc), so the heap's slope is live memory, not garbage not yet
+ * collected. RSS is also split (Linux) into anonymous memory — V8's heap, mallocs — and
+ * file-backed pages: the node binary and libraries, and the SST files LevelDB maps to read them,
+ * which grow with the data dir and which the kernel can drop at any time (page cache).
  *
  * Memory slopes: the first 30 s are warm-up (JIT, V8 growing its young generation, LevelDB's
  * memtable and block cache filling up to their configured sizes) and are left out; RSS then moves
@@ -67,29 +70,14 @@ async function du(dir: string): Promise<number> {
 
 export default async function run(): Promise<BenchRecord[]> {
   const dir = await mkdtemp(join(tmpdir(), 'qkm-soak-'));
-  const appliance = await Appliance.start({
-    simulator: simulatedQuantis,
-    config: loadConfig({
-      env: {},
-      overrides: {
-        dataDir: dir,
-        port: 0,
-        logLevel: 'warn',
-        keys: { defaultTtlSeconds: 3600, sweepCron: '*/5 * * * * *', retentionSeconds: 7 * 24 * 3600 },
-        api: {
-          bodyLimit: 262144,
-          rateLimitPerMinute: 100_000_000,
-          requestTimeoutMs: 30_000,
-          badTokensPerMinute: 60,
-        },
-      },
-    }),
+  const child = fork(resolve(import.meta.dirname, 'soak-appliance.ts'), [join(dir, 'data')], {
+    execArgv: [...process.execArgv, '--expose-gc'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const gc = (globalThis as { gc?: () => void }).gc;
+  const ask = rpc(child);
   try {
-    const token = (await readFile(appliance.tokenFiles.default!, 'utf8')).trim();
-    const admin = (await readFile(appliance.tokenFiles.admin!, 'utf8')).trim();
-    const base = appliance.url;
+    const { url, token, admin } = (await ask('ready')) as { url: string; token: string; admin: string };
+    const base = url;
     const t0 = performance.now();
     const elapsed = () => (performance.now() - t0) / 1000;
     const lat = { start: new Map<Op, number[]>(), end: new Map<Op, number[]>() };
@@ -158,61 +146,79 @@ export default async function run(): Promise<BenchRecord[]> {
     const mem: Array<{
       t: number;
       rss: number;
+      anon: number;
+      file: number;
       heap: number;
       committed: number;
       ext: number;
       ab: number;
       level: number;
     }> = [];
-    // LevelDB's block cache + memtables, when the store is LevelDB (src/store/level.ts).
-    const store = appliance.store as { approximateMemoryUsage?: () => number };
-    const levelBytes = () => store.approximateMemoryUsage?.() ?? Number.NaN;
     const load: { start?: number; end?: number } = {};
     /** Used bytes per V8 heap space after warm-up, to tell data (old space) from JIT code and maps. */
-    const spaces = () => new Map(getHeapSpaceStatistics().map((x) => [x.space_name, x.space_used_size]));
-    let spacesStart: Map<string, number> | undefined;
+    let spacesStart: Record<string, number> | undefined;
+    let sampling = false;
     const sampler = setInterval(() => {
-      gc?.();
-      const m = process.memoryUsage();
+      if (sampling) return;
+      sampling = true;
       const at = elapsed();
-      mem.push({
-        t: at / 60,
-        rss: m.rss / MB,
-        heap: m.heapUsed / MB,
-        committed: m.heapTotal / MB,
-        ext: m.external / MB,
-        ab: m.arrayBuffers / MB,
-        level: levelBytes() / MB,
-      });
+      void (ask('sample') as Promise<SoakSample>).then(
+        (m) => {
+          sampling = false;
+          mem.push({
+            t: at / 60,
+            rss: m.rss / MB,
+            anon: (m.rssAnon ?? Number.NaN) / MB,
+            file: (m.rssFile ?? Number.NaN) / MB,
+            heap: m.heapUsed / MB,
+            committed: m.heapTotal / MB,
+            ext: m.external / MB,
+            ab: m.arrayBuffers / MB,
+            level: m.level / MB,
+          });
+          if (spacesStart === undefined && at >= WARMUP) spacesStart = m.spaces;
+          spacesEnd = m.spaces;
+          if (process.env.QKM_SOAK_TRACE) console.error(JSON.stringify({ ...mem.at(-1), requests }));
+        },
+        () => {
+          sampling = false;
+        },
+      );
       // The 1-minute load average at the end of each latency window: other work on the machine.
       if (load.start === undefined && at >= WARMUP + WINDOW) load.start = loadavg()[0];
-      if (spacesStart === undefined && at >= WARMUP) spacesStart = spaces();
       if (at >= SECONDS - SAMPLE_MS / 1000) load.end = loadavg()[0];
-      if (process.env.QKM_SOAK_TRACE) console.error(JSON.stringify({ ...mem.at(-1), requests }));
     }, SAMPLE_MS);
+    let spacesEnd: Record<string, number> | undefined;
     const diskStart = await du(dir);
+    const snapshots = process.env.QKM_SOAK_HEAP_SNAPSHOTS;
+    const snapshotTimer = snapshots
+      ? setTimeout(
+          () => void ask('snapshot', snapshots).then((f) => console.error(`heap snapshot ${f}`)),
+          WARMUP * 1000,
+        )
+      : undefined;
     await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
     clearInterval(sampler);
+    clearTimeout(snapshotTimer);
+    if (snapshots) console.error(`heap snapshot ${await ask('snapshot', snapshots)}`);
     // Let the last expiring keys be swept, so every closed key is counted on disk.
     await new Promise((r) => setTimeout(r, 11_000));
-    await appliance.status();
+    const audit = (await ask('audit')) as { records: number; sealedThrough: number; gc: boolean };
+    const gc = audit.gc;
     const diskEnd = await du(dir);
     const after = mem.filter((s) => s.t * 60 >= WARMUP);
-    const slopeOf = (k: 'rss' | 'heap' | 'committed' | 'ext' | 'ab' | 'level') =>
+    const slopeOf = (k: 'rss' | 'anon' | 'file' | 'heap' | 'committed' | 'ext' | 'ab' | 'level') =>
       slope(
         after.map((s) => s.t),
         after.map((s) => s[k]),
       );
     const rssSlope = slopeOf('rss');
     const heapSlope = slopeOf('heap');
-    gc?.();
-    const spacesEnd = spaces();
-    const spaceGrowth = [...spacesEnd]
-      .map(([name, used]) => [name, (used - (spacesStart?.get(name) ?? used)) / MB] as const)
+    const spaceGrowth = Object.entries(spacesEnd ?? {})
+      .map(([name, used]) => [name, (used - (spacesStart?.[name] ?? used)) / MB] as const)
       .filter(([, d]) => Math.abs(d) >= 0.05)
       .map(([name, d]) => `${name} ${d >= 0 ? '+' : ''}${d.toFixed(2)}`)
       .join(', ');
-    const audit = appliance.audit.stats();
     const out: BenchRecord[] = [];
     for (const op of ['list', 'take', 'entropy', 'audit', 'create'] as Op[]) {
       const s = lat.start.get(op) ?? [];
@@ -249,7 +255,21 @@ export default async function run(): Promise<BenchRecord[]> {
         unit: 'MB/min',
         goal: '<= 0.5',
         pass: rssSlope <= 0.5,
-        note: `Theil–Sen; RSS ${first?.rss.toFixed(1)} → ${last?.rss.toFixed(1)} MB over ${after.length} samples every ${SAMPLE_MS / 1000} s; ${gc ? 'GC forced before each sample' : 'no --expose-gc'}`,
+        note: `the appliance's process; Theil–Sen; RSS ${first?.rss.toFixed(1)} → ${last?.rss.toFixed(1)} MB over ${after.length} samples every ${SAMPLE_MS / 1000} s; ${gc ? 'GC forced before each sample' : 'no --expose-gc'}`,
+      },
+      {
+        bench: 'soak',
+        metric: 'rss_anon_slope_after_warmup',
+        value: slopeOf('anon'),
+        unit: 'MB/min',
+        note: `anonymous RSS (V8 heap, mallocs) ${first?.anon.toFixed(1)} → ${last?.anon.toFixed(1)} MB`,
+      },
+      {
+        bench: 'soak',
+        metric: 'rss_file_slope_after_warmup',
+        value: slopeOf('file'),
+        unit: 'MB/min',
+        note: `file-backed RSS (binary, libraries, SST files LevelDB maps to read; page cache the kernel may drop) ${first?.file.toFixed(1)} → ${last?.file.toFixed(1)} MB`,
       },
       {
         bench: 'soak',
@@ -298,7 +318,39 @@ export default async function run(): Promise<BenchRecord[]> {
     );
     return out;
   } finally {
-    await appliance.close();
+    if (child.connected) await ask('close').catch(() => undefined);
+    if (child.exitCode === null) {
+      const closed = once(child, 'exit');
+      child.kill('SIGTERM');
+      await closed;
+    }
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Requests to the appliance's process over IPC: `ask(op)` resolves with its answer; `ask('ready')`
+ * with the first message it sends (its URL and tokens) once it listens.
+ */
+function rpc(
+  child: ChildProcess,
+): (op: 'ready' | 'sample' | 'snapshot' | 'audit' | 'close', dir?: string) => Promise<unknown> {
+  let next = 1;
+  const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  child.on('message', (msg: { id: number; value: unknown }) => {
+    const w = waiting.get(msg.id);
+    waiting.delete(msg.id);
+    w?.resolve(msg.value);
+  });
+  child.on('exit', (code) => {
+    for (const w of waiting.values()) w.reject(new Error(`the soak's appliance exited (${code})`));
+    waiting.clear();
+  });
+  return (op, dir) =>
+    new Promise((resolve, reject) => {
+      if (child.exitCode !== null) return reject(new Error("the soak's appliance is not running"));
+      const id = op === 'ready' ? 0 : next++;
+      waiting.set(id, { resolve, reject });
+      if (op !== 'ready') child.send({ id, op, ...(dir ? { dir } : {}) });
+    });
 }
