@@ -64,6 +64,11 @@ export const StoreConfigSchema = Type.Union([
       cacheBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 1073741824 })),
       /** LevelDB's memtable (write buffer), bytes (default 4 MiB). */
       writeBufferBytes: Type.Optional(Type.Integer({ minimum: 1048576, maximum: 268435456 })),
+      /**
+       * SST files LevelDB keeps open (default 1000): its table cache, whose index blocks and
+       * mapped pages grow with the data dir up to this many files.
+       */
+      maxOpenFiles: Type.Optional(Type.Integer({ minimum: 16, maximum: 100000 })),
     },
     { additionalProperties: false },
   ),

@@ -19,6 +19,8 @@ export interface LevelBackendOptions {
   cacheBytes?: number;
   /** LevelDB memtable, bytes (default LEVEL_WRITE_BUFFER_BYTES). */
   writeBufferBytes?: number;
+  /** LevelDB's table cache: SST files kept open (default LEVEL_MAX_OPEN_FILES). */
+  maxOpenFiles?: number;
 }
 
 /**
@@ -30,6 +32,13 @@ export interface LevelBackendOptions {
  */
 export const LEVEL_CACHE_BYTES = 8 * 2 ** 20;
 export const LEVEL_WRITE_BUFFER_BYTES = 4 * 2 ** 20;
+/**
+ * LevelDB's table cache holds, per open SST file, its index block (and the file's mapping, read
+ * pages of which count as file-backed RSS): memory that grows with the data dir up to this many
+ * files, outside the block cache and not in `approximateMemoryUsage`. LevelDB's default (1000),
+ * set explicitly; a smaller value bounds that memory at the cost of reopening tables.
+ */
+export const LEVEL_MAX_OPEN_FILES = 1000;
 
 /**
  * Opens the LevelDB storage backend: one database holding the key store and one sublevel per
@@ -48,6 +57,7 @@ export async function openLevelBackend(options: LevelBackendOptions): Promise<St
     valueEncoding: 'utf8',
     cacheSize: options.cacheBytes ?? LEVEL_CACHE_BYTES,
     writeBufferSize: options.writeBufferBytes ?? LEVEL_WRITE_BUFFER_BYTES,
+    maxOpenFiles: options.maxOpenFiles ?? LEVEL_MAX_OPEN_FILES,
   });
   try {
     await root.open();

@@ -20,6 +20,7 @@ export async function openStore(
       kek,
       ...(store?.cacheBytes === undefined ? {} : { cacheBytes: store.cacheBytes }),
       ...(store?.writeBufferBytes === undefined ? {} : { writeBufferBytes: store.writeBufferBytes }),
+      ...(store?.maxOpenFiles === undefined ? {} : { maxOpenFiles: store.maxOpenFiles }),
     });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));

@@ -6,7 +6,8 @@
  * - `sample`: a forced GC, then process.memoryUsage(), the V8 heap spaces' used bytes, LevelDB's
  *   block cache + memtables and /proc/self/status's RSS split (anonymous vs file-backed);
  * - `snapshot`: writes a V8 heap snapshot into the directory given, answers its path (diagnosis:
- *   QKM_SOAK_HEAP_SNAPSHOTS=dir makes the soak take one after warm-up and one at the end);
+ *   QKM_SOAK_HEAP_SNAPSHOTS=dir makes the soak take one after warm-up and one at the end; writing
+ *   one raises RSS by about 100 MB for the rest of the run, so such a run's RSS slope means nothing);
  * - `audit`: the audit log's stats; `close`: closes the appliance and exits.
  */
 import { readFileSync } from 'node:fs';
@@ -58,6 +59,8 @@ async function main(): Promise<void> {
         dataDir,
         port: 0,
         logLevel: 'warn',
+        // Experiments with the store's memory: QKM_SOAK_STORE='{"backend":"level","maxOpenFiles":32}'.
+        ...(process.env.QKM_SOAK_STORE ? { store: JSON.parse(process.env.QKM_SOAK_STORE) } : {}),
         keys: { defaultTtlSeconds: 3600, sweepCron: '*/5 * * * * *', retentionSeconds: 7 * 24 * 3600 },
         api: {
           bodyLimit: 262144,
