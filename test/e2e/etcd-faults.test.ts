@@ -20,6 +20,8 @@ import { EtcdCluster, etcdUnavailableReason } from '../helpers/etcd-cluster.js';
 const SKIP = etcdUnavailableReason();
 const FIXTURE = resolve(import.meta.dirname, 'fixtures/etcd-appliance.ts');
 const ROUNDS = 3;
+/** Bound on the wait for the survivors' first success after a kill (a hung cluster fails the run). */
+const SURVIVOR_DEADLINE_MS = 20_000;
 
 interface Node {
   name: string;
@@ -144,7 +146,12 @@ describe.skipIf(SKIP !== undefined)('etcd fault campaign: 3 appliances on a 3-me
     };
     const load = nodes.flatMap((n) => [0, 1].map((w) => worker(n, w)));
 
-    const rounds: Array<{ member: number; appliance: string; survivorsOk: number }> = [];
+    const rounds: Array<{
+      member: number;
+      appliance: string;
+      survivorsOk: number;
+      firstOkMs: number | undefined;
+    }> = [];
     for (let r = 0; r < ROUNDS; r++) {
       await new Promise((res) => setTimeout(res, 1500));
       const member = r % 3;
@@ -152,9 +159,18 @@ describe.skipIf(SKIP !== undefined)('etcd fault campaign: 3 appliances on a 3-me
       roundOk.clear();
       down = victim.name;
       await Promise.all([cluster.kill(member), killNode(victim)]);
-      await new Promise((res) => setTimeout(res, 2500));
-      const survivorsOk = [...roundOk.values()].reduce((a, b) => a + b, 0);
-      rounds.push({ member, appliance: victim.name, survivorsOk });
+      // Survivors must serve while the member and the appliance stay down. How soon is a
+      // timing figure (a leader kill costs an election plus the in-flight calls' deadline,
+      // longer on a loaded 2-core runner), so it is printed, not asserted: the wait is bounded
+      // only to fail a run where they never recover.
+      const killedAt = performance.now();
+      const survivorsTotal = () => [...roundOk.values()].reduce((a, b) => a + b, 0);
+      while (survivorsTotal() === 0 && performance.now() - killedAt < SURVIVOR_DEADLINE_MS)
+        await new Promise((res) => setTimeout(res, 50));
+      const firstOkMs = survivorsTotal() === 0 ? undefined : Math.round(performance.now() - killedAt);
+      await new Promise((res) => setTimeout(res, 1000));
+      const survivorsOk = survivorsTotal();
+      rounds.push({ member, appliance: victim.name, survivorsOk, firstOkMs });
       cluster.restart(member);
       await startNode(victim);
       down = undefined;
@@ -189,7 +205,7 @@ describe.skipIf(SKIP !== undefined)('etcd fault campaign: 3 appliances on a 3-me
     expect(created.size).toBeGreaterThan(20);
     // The clients of the surviving appliances kept working while a member and an appliance were down.
     for (const r of rounds) expect(r.survivorsOk).toBeGreaterThan(0);
-  }, 90_000);
+  }, 150_000);
 });
 
 if (SKIP !== undefined) {
