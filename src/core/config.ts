@@ -69,6 +69,11 @@ export const StoreConfigSchema = Type.Union([
        * mapped pages grow with the data dir up to this many files.
        */
       maxOpenFiles: Type.Optional(Type.Integer({ minimum: 16, maximum: 100000 })),
+      /**
+       * How long destroyed keys' ids are gathered before one compaction rewrites their tables
+       * (default 1000 ms; 0 compacts after every destroy, as LevelDB allows back to back).
+       */
+      compactDelayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60000 })),
     },
     { additionalProperties: false },
   ),

@@ -15,6 +15,8 @@ export interface LevelBackendOptions {
   kek: Uint8Array;
   /** See `LevelKeyStore` — background compaction of destroyed material (default true). */
   compactOnDestroy?: boolean;
+  /** See `LevelKeyStore` — how long destroyed ids are gathered per compaction (default 1 s). */
+  compactDelayMs?: number;
   /** LevelDB block cache, bytes (default LEVEL_CACHE_BYTES). */
   cacheBytes?: number;
   /** LevelDB memtable, bytes (default LEVEL_WRITE_BUFFER_BYTES). */
@@ -65,7 +67,10 @@ export async function openLevelBackend(options: LevelBackendOptions): Promise<St
     throw toStoreError(err, path);
   }
   try {
-    const opts = options.compactOnDestroy === undefined ? {} : { compactOnDestroy: options.compactOnDestroy };
+    const opts = {
+      ...(options.compactOnDestroy === undefined ? {} : { compactOnDestroy: options.compactOnDestroy }),
+      ...(options.compactDelayMs === undefined ? {} : { compactDelayMs: options.compactDelayMs }),
+    };
     const keys = await LevelKeyStore.open(root, path, kek, opts);
     return new LevelBackend(root, path, keys);
   } catch (err) {

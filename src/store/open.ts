@@ -21,6 +21,7 @@ export async function openStore(
       ...(store?.cacheBytes === undefined ? {} : { cacheBytes: store.cacheBytes }),
       ...(store?.writeBufferBytes === undefined ? {} : { writeBufferBytes: store.writeBufferBytes }),
       ...(store?.maxOpenFiles === undefined ? {} : { maxOpenFiles: store.maxOpenFiles }),
+      ...(store?.compactDelayMs === undefined ? {} : { compactDelayMs: store.compactDelayMs }),
     });
   }
   const inDataDir = (p: string) => (isAbsolute(p) ? p : resolve(config.dataDir, p));

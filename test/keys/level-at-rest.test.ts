@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { QkmError } from '../../src/core/errors.js';
 import { KekError, StoreIntegrityError } from '../../src/keys/errors.js';
 import { loadOrCreateKek } from '../../src/keys/kek.js';
+import { LevelKeyStore } from '../../src/keys/level-store.js';
 import { openLevelBackend } from '../../src/store/level.js';
 import { newKey, T0, tempDir } from './helpers.js';
 
@@ -154,6 +155,56 @@ describe('LevelDB key store at rest', () => {
       expect(contents.some((c) => presentIn(c, sealed.taken!, 8))).toBe(leftBehind);
     },
   );
+
+  it('without a close, destroyed material is compacted away once its gathering window ends', async () => {
+    const kek = randomBytes(32);
+    const backend = await openLevelBackend({ path: dbPath, kek, compactDelayMs: 50 });
+    const key = newKey({}, randomBytes(64));
+    await backend.keys.put(key);
+    await backend.close();
+    let sealed: Buffer | undefined;
+    await withRawDb(dbPath, async (db) => {
+      sealed = (await db.get(`!mat!${key.meta.id}`))!;
+    });
+    const again = await openLevelBackend({ path: dbPath, kek, compactDelayMs: 50 });
+    try {
+      await again.keys.take(key.meta.id, T0);
+      const lingers = async () =>
+        (
+          await Promise.all((await allFiles(dbPath)).map((f) => readFile(f).catch(() => Buffer.alloc(0))))
+        ).some((c) => presentIn(c, sealed!, 8));
+      const deadline = Date.now() + 4000;
+      while ((await lingers()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(await lingers()).toBe(false);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('destroys within one gathering window share one compaction, which close runs at once', async () => {
+    const root = new ClassicLevel<string, string>(dbPath, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    await root.open();
+    try {
+      // A window far longer than the test: only close can have run the compaction.
+      const store = await LevelKeyStore.open(root, dbPath, randomBytes(32), { compactDelayMs: 60_000 });
+      const compactions = vi.spyOn(root, 'compactRange');
+      const keys = Array.from({ length: 40 }, () => newKey({}, randomBytes(32)));
+      for (const k of keys) await store.put(k);
+      await Promise.all(keys.map((k) => store.take(k.meta.id, T0)));
+      expect(compactions).not.toHaveBeenCalled();
+      const t = performance.now();
+      await store.close();
+      expect(performance.now() - t).toBeLessThan(30_000);
+      expect(compactions).toHaveBeenCalledTimes(1);
+      // The one compaction spans every destroyed id.
+      const ids = keys.map((k) => k.meta.id).sort();
+      const [start, end] = compactions.mock.calls[0]! as unknown as [string, string];
+      expect(start.endsWith(ids[0]!)).toBe(true);
+      expect(end.endsWith(ids.at(-1)!)).toBe(true);
+    } finally {
+      await root.close();
+    }
+  });
 
   it('a tampered ciphertext makes take/read fail with StoreIntegrityError, not return garbage', async () => {
     const kek = randomBytes(32);

@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/core/config.js';
 import { openStore } from '../../src/store/open.js';
 
 /** The LevelDB memory settings (#16): accepted within their ranges, refused outside, and used. */
-describe('store.{cacheBytes,writeBufferBytes,maxOpenFiles}', () => {
+describe('store.{cacheBytes,writeBufferBytes,maxOpenFiles,compactDelayMs}', () => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'qkm-level-options-'));
@@ -23,6 +23,9 @@ describe('store.{cacheBytes,writeBufferBytes,maxOpenFiles}', () => {
     expect(() => config({ maxOpenFiles: 1.5 })).toThrow(/maxOpenFiles/);
     expect(() => config({ cacheBytes: 1024 })).toThrow(/cacheBytes/);
     expect(() => config({ writeBufferBytes: 2 ** 30 })).toThrow(/writeBufferBytes/);
+    expect(() => config({ compactDelayMs: -1 })).toThrow(/compactDelayMs/);
+    expect(() => config({ compactDelayMs: 60_001 })).toThrow(/compactDelayMs/);
+    expect(config({ compactDelayMs: 0 }).store).toMatchObject({ compactDelayMs: 0 });
   });
 
   it('opens a store with a small table cache that still reads what it wrote across many tables', async () => {
