@@ -61,7 +61,14 @@ async function main(): Promise<void> {
         logLevel: 'warn',
         // Experiments with the store's memory: QKM_SOAK_STORE='{"backend":"level","maxOpenFiles":32}'.
         ...(process.env.QKM_SOAK_STORE ? { store: JSON.parse(process.env.QKM_SOAK_STORE) } : {}),
-        keys: { defaultTtlSeconds: 3600, sweepCron: '*/5 * * * * *', retentionSeconds: 7 * 24 * 3600 },
+        // Closed keys keep the default retention unless QKM_SOAK_KEYS='{"retentionSeconds":60}' asks
+        // for a store that reaches its steady-state size within the run (a month compressed).
+        keys: {
+          defaultTtlSeconds: 3600,
+          sweepCron: '*/5 * * * * *',
+          retentionSeconds: 7 * 24 * 3600,
+          ...(process.env.QKM_SOAK_KEYS ? JSON.parse(process.env.QKM_SOAK_KEYS) : {}),
+        },
         api: {
           bodyLimit: 262144,
           rateLimitPerMinute: 100_000_000,

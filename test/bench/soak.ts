@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { GLIBC_MALLOC_ENV } from '../../src/core/malloc.js';
 import type { SoakSample } from './soak-appliance.js';
 import type { BenchRecord } from './types.js';
 
@@ -15,8 +16,11 @@ import type { BenchRecord } from './types.js';
  *
  * Length: QKM_SOAK_SECONDS (default 150, 90 to 600), or `npm run bench -- soak --minutes=N`.
  * Closed keys keep the default retention (7 days), so they pile up for the whole run: the worst
- * case for listing. The appliance runs in a process of its own (soak-appliance.ts), as in
- * production, so the memory measured is the appliance's, not the load generator's; it is sampled
+ * case for listing (QKM_SOAK_KEYS='{"retentionSeconds":60}' lets the store reach its steady size
+ * within the run instead). The appliance runs in a process of its own (soak-appliance.ts), as in
+ * production — with the allocator setting qkm.service and `npm start` give it (GLIBC_MALLOC_ENV,
+ * src/core/malloc.ts; QKM_SOAK_MALLOC=default leaves glibc's malloc to its defaults, for
+ * comparison) — so the memory measured is the appliance's, not the load generator's; it is sampled
  * there after a forced GC (--expose-gc), so the heap's slope is live memory, not garbage not yet
  * collected. RSS is also split (Linux) into anonymous memory — V8's heap, mallocs — and
  * file-backed pages: the node binary and libraries, and the SST files LevelDB maps to read them,
@@ -70,8 +74,18 @@ async function du(dir: string): Promise<number> {
 
 export default async function run(): Promise<BenchRecord[]> {
   const dir = await mkdtemp(join(tmpdir(), 'qkm-soak-'));
+  // Launched as qkm.service and `npm start` launch it (GLIBC_MALLOC_ENV); QKM_SOAK_MALLOC=default
+  // measures glibc's malloc left to its dynamic mmap threshold instead.
+  const mallocDefault = process.env.QKM_SOAK_MALLOC === 'default';
+  const mallocEnv = mallocDefault ? {} : GLIBC_MALLOC_ENV;
+  const allocator =
+    Object.entries(mallocEnv)
+      .map(([k, v]) => `${k}=${v}`)
+      .concat(process.env.LD_PRELOAD ? [`LD_PRELOAD=${process.env.LD_PRELOAD}`] : [])
+      .join(' ') || 'glibc malloc defaults';
   const child = fork(resolve(import.meta.dirname, 'soak-appliance.ts'), [join(dir, 'data')], {
     execArgv: [...process.execArgv, '--expose-gc'],
+    env: { ...process.env, ...mallocEnv },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const ask = rpc(child);
@@ -255,7 +269,7 @@ export default async function run(): Promise<BenchRecord[]> {
         unit: 'MB/min',
         goal: '<= 0.5',
         pass: rssSlope <= 0.5,
-        note: `the appliance's process; Theil–Sen; RSS ${first?.rss.toFixed(1)} → ${last?.rss.toFixed(1)} MB over ${after.length} samples every ${SAMPLE_MS / 1000} s; ${gc ? 'GC forced before each sample' : 'no --expose-gc'}`,
+        note: `the appliance's process; Theil–Sen; RSS ${first?.rss.toFixed(1)} → ${last?.rss.toFixed(1)} MB over ${after.length} samples every ${SAMPLE_MS / 1000} s; ${gc ? 'GC forced before each sample' : 'no --expose-gc'}; allocator: ${allocator}`,
       },
       {
         bench: 'soak',

@@ -7,6 +7,7 @@ import { Appliance } from '../../src/app.js';
 import { simulatedQuantis } from '../../src/cli/simulator.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
+import { mallocWarning } from '../../src/core/malloc.js';
 import { repoRoot } from './run-cli.js';
 
 /**
@@ -41,7 +42,7 @@ describe('qkm start and signals', () => {
       child.once('exit', (code, signal) => done({ code, signal })),
     );
     // --json prints one pretty-printed object once listening.
-    const info = await new Promise<{ url: string; tokenFile: string }>((done, fail) => {
+    const info = await new Promise<{ url: string; tokenFile: string; warnings?: string[] }>((done, fail) => {
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (s: string) => {
         out += s;
@@ -49,6 +50,10 @@ describe('qkm start and signals', () => {
       });
       exited.then(({ code }) => fail(new Error(`qkm start exited (${code}) early: ${stderr}`)));
     });
+    // Launched without the allocator setting qkm.service sets (unless the test runner has it):
+    // the start-up output says so, in the JSON too (#16).
+    const malloc = mallocWarning({ ...process.env });
+    expect(info.warnings ?? []).toEqual(malloc ? [malloc] : []);
     const token = (await readFile(info.tokenFile, 'utf8')).trim();
     // A key created and taken: audited records that only a seal at stop can cover.
     const headers = { authorization: `Bearer ${token}` };

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { type QkmConfig, loadConfig } from '../../core/config.js';
+import { mallocWarning } from '../../core/malloc.js';
 import { CliError, type GlobalOptions, print, setLongRunning } from '../context.js';
 
 /** `qkm start` and `qkm init`: they own the data directory, so they run in this process. */
@@ -43,6 +44,9 @@ export function registerApplianceCommands(program: Command): void {
         );
       }
       const appliance = await startAppliance(config);
+      // Printed with the start-up lines (and as `warnings` under --json), not logged: it is
+      // about how this process was launched, which the operator fixes before the next start.
+      const malloc = mallocWarning();
       setLongRunning();
       const info = {
         url: appliance.url,
@@ -51,6 +55,7 @@ export function registerApplianceCommands(program: Command): void {
         nodeId: appliance.identity.nodeId,
         tokenFile: appliance.tokenFiles.default,
         adminTokenFile: appliance.tokenFiles.admin,
+        ...(malloc ? { warnings: [malloc] } : {}),
       };
       print(opts, info, () =>
         [
@@ -58,6 +63,7 @@ export function registerApplianceCommands(program: Command): void {
           `agent token: ${info.tokenFile}`,
           `admin token: ${info.adminTokenFile}`,
           `try: curl -H "Authorization: Bearer $(cat ${info.tokenFile})" '${info.url}/v1/entropy?bytes=32'`,
+          ...(malloc ? [`WARNING: ${malloc}`] : []),
         ].join('\n'),
       );
       let stopping = false;
