@@ -4,7 +4,7 @@
  * its JIT, its latency samples). Started with --expose-gc by the soak; prints one JSON line
  * `{url, token, admin}` once listening, then answers IPC requests:
  * - `sample`: a forced GC, then process.memoryUsage(), the V8 heap spaces' used bytes, LevelDB's
- *   block cache + memtables and /proc/self/status's RSS split (anonymous vs file-backed);
+ *   block cache + memtables and /proc/self/smaps's RSS split (anonymous, file-backed, mapped SSTs);
  * - `snapshot`: writes a V8 heap snapshot into the directory given, answers its path (diagnosis:
  *   QKM_SOAK_HEAP_SNAPSHOTS=dir makes the soak take one after warm-up and one at the end; writing
  *   one raises RSS by about 100 MB for the rest of the run, so such a run's RSS slope means nothing);
@@ -29,23 +29,39 @@ export interface SoakSample {
   /** /proc/self/status, bytes; absent off Linux. */
   rssAnon?: number;
   rssFile?: number;
+  /** The part of rssFile that is LevelDB's table files (SSTs it maps to read them). */
+  rssTables?: number;
   spaces: Record<string, number>;
 }
 
-/** RssAnon / RssFile from /proc/self/status (Linux): heap and mallocs vs mapped files (code, SSTs). */
-function procStatus(): { rssAnon?: number; rssFile?: number } {
+/**
+ * Anonymous and file-backed RSS, and the part of the latter that is LevelDB's mapped table files,
+ * from /proc/self/smaps (Linux). Not /proc/self/status: its RssAnon/RssFile come from per-thread
+ * counters the kernel folds in lazily, which were seen 15 MB off smaps in this process.
+ */
+function procMemory(): { rssAnon?: number; rssFile?: number; rssTables?: number } {
+  let text: string;
   try {
-    const text = readFileSync('/proc/self/status', 'utf8');
-    const kb = (name: string) => {
-      const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text);
-      return m ? Number(m[1]) * 1024 : undefined;
-    };
-    const rssAnon = kb('RssAnon');
-    const rssFile = kb('RssFile');
-    return { ...(rssAnon === undefined ? {} : { rssAnon }), ...(rssFile === undefined ? {} : { rssFile }) };
+    text = readFileSync('/proc/self/smaps', 'utf8');
   } catch {
     return {};
   }
+  let rss = 0;
+  let anon = 0;
+  let tables = 0;
+  let isTable = false;
+  for (const line of text.split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+      isTable = line.endsWith('.ldb') || line.endsWith('.sst');
+    } else if (line.startsWith('Rss:')) {
+      const kb = Number(line.slice(4).trim().split(/\s+/)[0]) * 1024;
+      rss += kb;
+      if (isTable) tables += kb;
+    } else if (line.startsWith('Anonymous:')) {
+      anon += Number(line.slice(10).trim().split(/\s+/)[0]) * 1024;
+    }
+  }
+  return { rssAnon: anon, rssFile: rss - anon, rssTables: tables };
 }
 
 async function main(): Promise<void> {
@@ -96,7 +112,7 @@ async function main(): Promise<void> {
           external: m.external,
           arrayBuffers: m.arrayBuffers,
           level: store.approximateMemoryUsage?.() ?? Number.NaN,
-          ...procStatus(),
+          ...procMemory(),
           spaces: Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_used_size])),
         };
         reply(sample);

@@ -22,7 +22,7 @@ import type { BenchRecord } from './types.js';
  * src/core/malloc.ts; QKM_SOAK_MALLOC=default leaves glibc's malloc to its defaults, for
  * comparison) — so the memory measured is the appliance's, not the load generator's; it is sampled
  * there after a forced GC (--expose-gc), so the heap's slope is live memory, not garbage not yet
- * collected. RSS is also split (Linux) into anonymous memory — V8's heap, mallocs — and
+ * collected. RSS is also split (Linux, from /proc/self/smaps) into anonymous memory — V8's heap, mallocs — and
  * file-backed pages: the node binary and libraries, and the SST files LevelDB maps to read them,
  * which grow with the data dir and which the kernel can drop at any time (page cache).
  *
@@ -162,6 +162,7 @@ export default async function run(): Promise<BenchRecord[]> {
       rss: number;
       anon: number;
       file: number;
+      tables: number;
       heap: number;
       committed: number;
       ext: number;
@@ -184,6 +185,7 @@ export default async function run(): Promise<BenchRecord[]> {
             rss: m.rss / MB,
             anon: (m.rssAnon ?? Number.NaN) / MB,
             file: (m.rssFile ?? Number.NaN) / MB,
+            tables: (m.rssTables ?? Number.NaN) / MB,
             heap: m.heapUsed / MB,
             committed: m.heapTotal / MB,
             ext: m.external / MB,
@@ -221,7 +223,7 @@ export default async function run(): Promise<BenchRecord[]> {
     const gc = audit.gc;
     const diskEnd = await du(dir);
     const after = mem.filter((s) => s.t * 60 >= WARMUP);
-    const slopeOf = (k: 'rss' | 'anon' | 'file' | 'heap' | 'committed' | 'ext' | 'ab' | 'level') =>
+    const slopeOf = (k: 'rss' | 'anon' | 'file' | 'tables' | 'heap' | 'committed' | 'ext' | 'ab' | 'level') =>
       slope(
         after.map((s) => s.t),
         after.map((s) => s[k]),
@@ -284,6 +286,13 @@ export default async function run(): Promise<BenchRecord[]> {
         value: slopeOf('file'),
         unit: 'MB/min',
         note: `file-backed RSS (binary, libraries, SST files LevelDB maps to read; page cache the kernel may drop) ${first?.file.toFixed(1)} → ${last?.file.toFixed(1)} MB`,
+      },
+      {
+        bench: 'soak',
+        metric: 'rss_tables_slope_after_warmup',
+        value: slopeOf('tables'),
+        unit: 'MB/min',
+        note: `of the file-backed RSS, LevelDB's mapped table files ${first?.tables.toFixed(1)} → ${last?.tables.toFixed(1)} MB`,
       },
       {
         bench: 'soak',
