@@ -82,7 +82,7 @@ describe('QKD link metrics', () => {
   });
 
   it('passes promtool check metrics with sessions, links and audit figures filled in', async (ctx) => {
-    if (!promtoolAvailable()) ctx.skip();
+    if (!promtoolAvailable()) ctx.skip('promtool is not installed (.ci/run installs prometheus)');
     board.record('sae-c', { answered: false, error: 'timeout' });
     const { code, output } = await promtoolCheck(await scrape());
     expect(output).toBe('');

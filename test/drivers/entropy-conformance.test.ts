@@ -180,7 +180,7 @@ for (const row of rows) {
 
     it('detach → pending and later reads reject disconnected, and a detach event is emitted', async (ctx) => {
       const env = await openSource();
-      if (!env.unplug) return ctx.skip();
+      if (!env.unplug) return ctx.skip('this driver family has no unplug to simulate');
       let detached = 0;
       env.src.on('detach', () => detached++);
       const pending = env.src.read(50_000_000).catch((e) => e);

@@ -344,7 +344,7 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
 
   describe('purgeClosed (retention of closed keys)', () => {
     it('removes closed keys closed at or before the cutoff, oldest first, bounded by limit', async (ctx) => {
-      if (!store.purgeClosed) return ctx.skip();
+      if (!store.purgeClosed) return ctx.skip('this store does not purge closed keys (no purgeClosed)');
       const keys = Array.from({ length: 6 }, () => newKey({ expires: null }));
       for (const k of keys) await store.put(k);
       const ids = keys.map((k) => k.meta.id);
@@ -369,7 +369,7 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     });
 
     it('purges expired keys too, and drops held material with them', async (ctx) => {
-      if (!store.purgeClosed) return ctx.skip();
+      if (!store.purgeClosed) return ctx.skip('this store does not purge closed keys (no purgeClosed)');
       const a = newKey();
       const b = newKey({ expires: null });
       await store.put(a);
@@ -384,7 +384,7 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     });
 
     it('rejects a bad limit or clock with INVALID_PARAMETER', async (ctx) => {
-      if (!store.purgeClosed) return ctx.skip();
+      if (!store.purgeClosed) return ctx.skip('this store does not purge closed keys (no purgeClosed)');
       for (const limit of [0, -1, 1.5, 1001, Number.NaN]) {
         expect(await code(store.purgeClosed(T0, limit))).toBe('INVALID_PARAMETER');
       }
@@ -392,7 +392,8 @@ describe.each(BACKENDS)('KeyStore conformance: $name', ({ make }) => {
     });
 
     it('survives reopen: purged keys stay gone, the rest are listed by state (durable backends)', async (ctx) => {
-      if (!store.purgeClosed || !harness.durable) return ctx.skip();
+      if (!store.purgeClosed || !harness.durable)
+        return ctx.skip('needs a durable store that purges closed keys');
       const keys = Array.from({ length: 4 }, () => newKey({ expires: null }));
       for (const k of keys) await store.put(k);
       await store.take(keys[0]!.meta.id, at(1));
