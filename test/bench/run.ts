@@ -34,9 +34,8 @@ const ON_DEMAND = ['soak'] as const;
  * tax the next one's measurement.
  */
 async function runIsolated(name: string): Promise<BenchRecord[]> {
-  // The soak samples the heap after a forced GC.
-  const flags = name === 'soak' ? ['--expose-gc'] : [];
-  const child = spawn(process.execPath, [...process.execArgv, ...flags, process.argv[1] as string, name], {
+  // (The soak's appliance, which it forks, gets --expose-gc there: its own process needs none.)
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, name], {
     env: { ...process.env, QKM_BENCH_CHILD: '1' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

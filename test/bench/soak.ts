@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GLIBC_MALLOC_ENV } from '../../src/core/malloc.js';
@@ -15,6 +15,7 @@ import type { BenchRecord } from './types.js';
  * after warm-up (goal RSS ≤ 0.5 MB/min), and disk bytes per closed key (key store and audit).
  *
  * Length: QKM_SOAK_SECONDS (default 150, 90 to 600), or `npm run bench -- soak --minutes=N`.
+ * Diagnosis: QKM_SOAK_WRAP runs the appliance under a tool (heaptrack, valgrind; see wrapper()).
  * Closed keys keep the default retention (7 days), so they pile up for the whole run: the worst
  * case for listing (QKM_SOAK_KEYS='{"retentionSeconds":60}' lets the store reach its steady size
  * within the run instead). The appliance runs in a process of its own (soak-appliance.ts), as in
@@ -84,7 +85,10 @@ export default async function run(): Promise<BenchRecord[]> {
       .concat(process.env.LD_PRELOAD ? [`LD_PRELOAD=${process.env.LD_PRELOAD}`] : [])
       .join(' ') || 'glibc malloc defaults';
   const child = fork(resolve(import.meta.dirname, 'soak-appliance.ts'), [join(dir, 'data')], {
-    execArgv: [...process.execArgv, '--expose-gc'],
+    execArgv: process.execArgv.includes('--expose-gc')
+      ? process.execArgv
+      : [...process.execArgv, '--expose-gc'],
+    ...(process.env.QKM_SOAK_WRAP ? { execPath: await wrapper(dir, process.env.QKM_SOAK_WRAP) } : {}),
     env: { ...process.env, ...mallocEnv },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -349,6 +353,20 @@ export default async function run(): Promise<BenchRecord[]> {
     }
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * An executable that runs node under a diagnosis tool: QKM_SOAK_WRAP='heaptrack -o /tmp/soak'
+ * makes the appliance `heaptrack -o /tmp/soak node …` (fork's execPath takes one program, and
+ * the tool must see node's own arguments after node). The IPC descriptor fork opens passes through
+ * the tool's exec untouched. Such a run's latencies and slopes measure the tool as well.
+ */
+async function wrapper(dir: string, command: string): Promise<string> {
+  const file = join(dir, 'wrap-node.sh');
+  await writeFile(file, `#!/bin/sh\nexec ${command} ${JSON.stringify(process.execPath)} "$@"\n`, {
+    mode: 0o755,
+  });
+  return file;
 }
 
 /**
